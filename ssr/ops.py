@@ -1,0 +1,131 @@
+"""Building blocks shared by the supernet and derived networks (spec §2.1, §2.2, §7).
+
+One implementation of each block serves both: the supernet runs :class:`FactorizedOp` at the
+stage's maximum width and passes per-channel scales (the FBNetV2 prefix masks times the op
+weight, spec §2.3) which are folded into the BatchNorm affine parameters, so masking costs no
+extra tensor; a derived network runs the same op at its own widths with no scales.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BN_EPS = 1e-3  # ERFNet's BatchNorm epsilon (spec §2.1)
+
+
+def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``scale * BN(x)`` with the scale folded into the affine parameters.
+
+    ``scale`` is a per-channel vector (C,). Same running-statistics update as ``bn(x)``.
+    """
+    if scale is None:
+        return bn(x)
+    if bn.training and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    return F.batch_norm(
+        x,
+        bn.running_mean,
+        bn.running_var,
+        bn.weight * scale,
+        bn.bias * scale,
+        bn.training,
+        bn.momentum if bn.momentum is not None else 0.0,
+        bn.eps,
+    )
+
+
+class Downsampler(nn.Module):
+    """ERFNet DownsamplerBlock: ``ReLU(BN([conv3x3/2(x), maxpool2(x)]))`` (spec §2.1)."""
+
+    def __init__(self, c_in: int, c_conv: int) -> None:
+        super().__init__()
+        self.c_in, self.c_conv = c_in, c_conv
+        self.conv = nn.Conv2d(c_in, c_conv, 3, stride=2, padding=1, bias=True)
+        self.bn = nn.BatchNorm2d(c_in + c_conv, eps=BN_EPS)
+
+    def forward(self, x: Tensor, pool_scale: Tensor | None = None) -> Tensor:
+        """``pool_scale`` (c_in,) scales the pooled half after the ReLU (supernet only).
+
+        NOTE: the supernet masks the pooled channels of a narrowed stage so that, with one-hot
+        architecture weights, this block equals the derived reduction exactly (spec §12.8).
+        """
+        y = torch.cat([self.conv(x), F.max_pool2d(x, 2, 2)], 1)
+        y = F.relu(self.bn(y))
+        if pool_scale is not None:
+            ones = pool_scale.new_ones(self.c_conv)
+            y = y * torch.cat([ones, pool_scale]).view(1, -1, 1, 1)
+        return y
+
+
+def residual_add(v: Tensor, x: Tensor) -> Tensor:
+    """Residual sum across a width change (spec §7): truncate or zero-pad the identity."""
+    ci, co = x.shape[1], v.shape[1]
+    if ci == co:
+        return v + x
+    if ci > co:
+        return v + x[:, :co]
+    return torch.cat([v[:, :ci] + x, v[:, ci:]], 1)
+
+
+class FactorizedOp(nn.Module):
+    """Half of an ERFNet non-bottleneck-1D block, dilated, at full or pooled resolution.
+
+    ``conv3x1_d -> BN -> ReLU -> conv1x3_d -> BN [-> upsample] -> Dropout2d`` (spec §2.2). With
+    ``pool > 1`` the convs run on ``maxpool_pool(x)`` and the result is upsampled bilinearly
+    (align_corners=True) to the input size; the residual always stays at full resolution.
+    """
+
+    def __init__(
+        self, c_in: int, c_mid: int, c_out: int, dilation: int, pool: int, dropout: float
+    ) -> None:
+        super().__init__()
+        d = dilation
+        self.dilation, self.pool, self.p = dilation, pool, dropout
+        self.c_in, self.c_mid, self.c_out = c_in, c_mid, c_out
+        self.conv1 = nn.Conv2d(c_in, c_mid, (3, 1), padding=(d, 0), dilation=(d, 1), bias=True)
+        self.bn1 = nn.BatchNorm2d(c_mid, eps=BN_EPS)
+        self.conv2 = nn.Conv2d(c_mid, c_out, (1, 3), padding=(0, d), dilation=(1, d), bias=True)
+        self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+
+    def branch(
+        self, x: Tensor, mid_scale: Tensor | None = None, out_scale: Tensor | None = None
+    ) -> Tensor:
+        """The op without its residual. ``mid_scale``/``out_scale``: supernet channel scales."""
+        size = x.shape[-2:]
+        if self.pool > 1:
+            x = F.max_pool2d(x, self.pool, self.pool, ceil_mode=True)
+        u = F.relu(batch_norm(self.bn1, self.conv1(x), mid_scale), inplace=True)
+        v = batch_norm(self.bn2, self.conv2(u), out_scale)
+        if self.pool > 1:
+            v = F.interpolate(v, size=size, mode="bilinear", align_corners=True)
+        if self.training and self.p > 0:
+            v = F.dropout2d(v, self.p, training=True)
+        return v
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(residual_add(self.branch(x), x))
+
+
+def pool_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(n_out, n_in) matrix of adaptive average pooling along one axis.
+
+    Bin ``i`` averages ``[floor(i*n/k), ceil((i+1)*n/k))``, exactly as
+    ``F.adaptive_avg_pool2d``. As two matmuls the PSP pooling exports to a handful of ONNX
+    nodes instead of one slice per bin (the official export has 2,906 nodes).
+    """
+    m = torch.zeros(n_out, n_in, device=device, dtype=dtype)
+    for i in range(n_out):
+        lo = (i * n_in) // n_out
+        hi = -((-(i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def adaptive_avg_pool(x: Tensor, bins: int) -> Tensor:
+    """Adaptive average pooling to ``bins x bins`` written as ``P_h @ x @ P_w^T``."""
+    h, w = x.shape[-2:]
+    ph = pool_matrix(h, bins, x.device, x.dtype)
+    pw = pool_matrix(w, bins, x.device, x.dtype)
+    return torch.matmul(torch.matmul(ph, x), pw.t())
