@@ -192,6 +192,40 @@ class RetrainConfig:
     checkpoint_every: int = 1
 
 
+@dataclass(frozen=True)
+class BenchConfig:
+    """The one FPS procedure (design §5): fixed input, warm-up, synchronised timed iterations.
+
+    ``repeats`` independent timing passes of ``iters`` iterations each; the median over all
+    iterations and the spread between passes are reported. ``threads=0`` keeps torch's default.
+    """
+
+    height: int = 512
+    width: int = 1024
+    batch: int = 1
+    warmup: int = 10
+    iters: int = 50
+    repeats: int = 3
+    backend: Literal["torch", "onnxruntime", "auto"] = "torch"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    threads: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One trial of a sweep: search, derive, retrain for a budget, evaluate, measure.
+
+    ``retrain.data`` defaults to the search's data unless given; ``retrain.epochs = 0`` skips
+    retraining (the record then has no retrained mIoU).
+    """
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=lambda: RetrainConfig(epochs=0))
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    export_onnx: bool = True
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 
