@@ -441,6 +441,14 @@ def validate(cfg: Any) -> None:
 
 def validate_space(space: SpaceConfig) -> None:
     _check(len(space.stages) >= 1, "space.stages must not be empty")
+    prev = space.stem_width
+    for i, st in enumerate(space.stages):
+        _check(
+            st.width > prev,
+            f"space.stages[{i}].width={st.width} must exceed the previous width {prev} "
+            "(a reduction concatenates a conv with the pooled input)",
+        )
+        prev = st.width
     for i, st in enumerate(space.stages):
         _check(st.width > 0, f"space.stages[{i}].width must be > 0")
         _check(

@@ -1,0 +1,82 @@
+"""Losses of the architecture objective (spec §4): SSR terms and the expected-FLOPs term.
+
+``L_arch = ce_scale * CE + sum_dim lambda_dim * S_dim + lambda_F * L_FLOPs`` (spec §4.2), with
+every constant taken from :class:`ssr.config.SearchConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssr.config import FlopsConfig, SSRConfig
+
+
+def ssr_group_terms(logits: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-group SSR value ``(1/K) sum_k log p_k + log K`` and the groups' K (alive count).
+
+    ``p`` is the sigmoid of the logits normalised over the alive candidates (spec §3). The
+    value is ``-KL(U_K || p)``: 0 at the uniform distribution, negative otherwise, and tends to
+    ``-inf`` as a candidate's probability vanishes; minimising it drives each group to a
+    vertex of the simplex (spec §4.2, the L0 argument). Computed in log space for stability.
+    """
+    logits = logits.reshape(-1, logits.shape[-1])
+    alive = alive.reshape(-1, alive.shape[-1]).to(logits.dtype)
+    k = alive.sum(-1)
+    log_sig = F.logsigmoid(logits)
+    # log sum over alive of sigmoid(logit): masked logsumexp
+    masked = torch.where(alive > 0, log_sig, torch.full_like(log_sig, -math.inf))
+    log_norm = torch.logsumexp(masked, dim=-1)
+    log_p = log_sig - log_norm[:, None]
+    mean_log_p = (log_p * alive).sum(-1) / k.clamp_min(1.0)
+    value = mean_log_p + torch.log(k.clamp_min(1.0))
+    return torch.where(k > 1, value, torch.zeros_like(value)), k
+
+
+def ssr_regularizer(
+    logits: Tensor, alive: Tensor, averaging: str = "active", active: Tensor | None = None
+) -> Tensor:
+    """Mean SSR term over groups (spec §4.2).
+
+    ``logits`` and ``alive`` are (groups, candidates) (extra leading dims are flattened).
+    ``averaging='active'``: mean over groups with more than one alive candidate (and, when
+    ``active`` is given, whose layer/op is still alive; spec §12.5). ``'all'``: the official
+    mean over every group, collapsed groups counting 0. Returns 0 when no group is active.
+    """
+    values, k = ssr_group_terms(logits, alive)
+    live = k > 1
+    if active is not None:
+        live = live & active.to(live.device).reshape(-1)
+        values = torch.where(live, values, torch.zeros_like(values))
+    if averaging == "all":
+        return values.sum() / max(values.numel(), 1)
+    if averaging != "active":
+        raise ValueError(f"averaging must be 'active' or 'all', got {averaging!r}")
+    n = live.sum()
+    return torch.where(n > 0, values.sum() / n.clamp_min(1), values.sum() * 0.0)
+
+
+def flops_loss(expected: Tensor, maximum: float, cfg: FlopsConfig) -> Tensor:
+    """Penalty on expected MACs normalised by the space's largest sub-network (spec §4.3).
+
+    ``l2``: ``(E/max - target)^2`` (the official active branch); ``l1``: ``|E/max - target|``;
+    ``band``: zero while ``E/(target*max)`` is within [0.95, 1.0], ``|log|`` distance outside
+    (the official ``log_l1`` variant).
+    """
+    ratio = expected / maximum
+    if cfg.form == "l2":
+        return (ratio - cfg.target) ** 2
+    if cfg.form == "l1":
+        return (ratio - cfg.target).abs()
+    rel = ratio / cfg.target
+    return F.relu(torch.log(rel)) + F.relu(torch.log(0.95 / rel))
+
+
+def ssr_weight(cfg: SSRConfig, dim: str, epoch: int) -> float:
+    """Weight of the SSR term of ``dim`` at ``epoch`` (0 before ``warmup_epochs``)."""
+    if epoch < cfg.warmup_epochs:
+        return 0.0
+    return float(getattr(cfg, dim))

@@ -1,0 +1,327 @@
+"""The SSR search: first-order bi-level optimisation with progressive shrinking (spec §4-§6).
+
+Per iteration one weight step (CE on a weight batch, gradients for weights only) and one
+architecture step (``ce_scale * CE + SSR terms + FLOPs term`` on an architecture batch,
+gradients for architecture parameters only, clipped). After each epoch the shrinking policy
+(:mod:`ssr.shrink`) drops weak candidates; every decision is recorded before it is applied.
+Once discrete, the architecture step is skipped (``skip_arch_when_discrete``). At the end the
+genotype is read off the alive masks (argmax fallback if the budget ran out), the derived
+network inherits the supernet's weights, its BN statistics are recalibrated, and both are
+evaluated: their mIoU difference is the discretization gap.
+
+Checkpoints hold weights, architecture parameters, alive masks, both optimizers, the history,
+the prune events and the RNG state, so an interrupted search resumes to the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ssr.config import SearchConfig, dump_yaml, validate
+from ssr.data import build_dataset, build_loader, class_weights, dataset_info
+from ssr.derive import derive_network, genotype_from_supernet, recalibrate_bn
+from ssr.loss import flops_loss, ssr_regularizer, ssr_weight
+from ssr.network import DerivedNet
+from ssr.shrink import Decision, apply, argmax_fallback, decide
+from ssr.space import Genotype, space_log10_size
+from ssr.supernet import DIMENSIONS, Supernet
+from ssr.train import (
+    evaluate,
+    load_checkpoint,
+    make_adam,
+    poly_lr,
+    resolve_device,
+    run_epoch,
+    save_checkpoint,
+    weighted_ce,
+)
+
+log = logging.getLogger(__name__)
+Reporter = Callable[[dict[str, float], int], None]
+CHECKPOINT = "checkpoints/search_last.pt"
+
+
+@dataclass
+class SearchResult:
+    """What a search returns: the genotype, its summary, history and prune events."""
+
+    genotype: Genotype
+    summary: dict[str, Any]
+    history: list[dict[str, float]]
+    events: list[dict[str, Any]]
+    supernet: Supernet = field(repr=False)
+    derived: DerivedNet = field(repr=False)
+
+
+def describe(net: Supernet, d: Decision) -> dict[str, Any]:
+    """A prune decision as a readable record (stage/layer/op/width of the candidate)."""
+    rec: dict[str, Any] = d.to_dict()
+    n_ops = len(net.ops)
+    if d.dimension == "depth":
+        rec.update(stage=d.group, name=f"depth={d.candidate + 1}")
+        return rec
+    layer = d.group if d.dimension == "op" else d.group // n_ops
+    ref = net.layer_refs[layer]
+    rec.update(stage=ref.stage, layer=layer, layer_in_stage=ref.index)
+    if d.dimension == "op":
+        dil, pool = net.ops[d.candidate]
+        rec["name"] = f"d{dil}_p{pool}"
+    else:
+        dil, pool = net.ops[d.group % n_ops]
+        width = net.widths[ref.stage] - net.space.channel_remove[d.candidate]
+        rec.update(op=f"d{dil}_p{pool}", name=f"{d.dimension}_width={width}")
+    return rec
+
+
+def arch_stats(net: Supernet) -> dict[str, float]:
+    """Per dimension: mean entropy and max probability over active groups, alive count."""
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for dim in DIMENSIONS:
+            p = net.probs(dim).reshape(-1, net.arch[dim].shape[-1])
+            alive = net.alive(dim).reshape(p.shape)
+            active = net.active_groups(dim)
+            p, alive = p[active], alive[active]
+            ent = -(torch.where(alive, p * torch.log(p.clamp_min(1e-12)), 0.0)).sum(-1)
+            out[f"entropy_{dim}"] = float(ent.mean()) if len(ent) else 0.0
+            out[f"maxprob_{dim}"] = float(p.max(-1).values.mean()) if len(p) else 1.0
+            out[f"alive_{dim}"] = float(alive.sum())
+    return out
+
+
+def ssr_terms(net: Supernet, cfg: SearchConfig) -> dict[str, Tensor]:
+    return {
+        dim: ssr_regularizer(
+            net.arch[dim], net.alive(dim), cfg.ssr.averaging, active=net.active_groups(dim)
+        )
+        for dim in DIMENSIONS
+    }
+
+
+def _labels(y: Tensor, stride: int) -> Tensor:
+    """Labels at the supernet's output stride (nearest, spec §6)."""
+    return y[:, ::stride, ::stride] if stride > 1 else y
+
+
+def run_search(
+    cfg: SearchConfig,
+    out_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> SearchResult:
+    """Run one SSR search; writes genotype, summary, history and checkpoints to ``out_dir``."""
+    validate(cfg)
+    out = Path(out_dir) if out_dir is not None else None
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    info = dataset_info(cfg.data.name)
+    train_set = build_dataset(cfg.data, "train")
+    n = len(train_set)
+    if cfg.arch_split:  # spec §12.2: held-out architecture data (train-A / train-B)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+        w_idx, a_idx = sorted(perm[: n // 2]), sorted(perm[n // 2 :])
+    else:
+        w_idx = a_idx = list(range(n))
+    val_loader = build_loader(cfg.data, "val", shuffle=False)
+    weights = class_weights(cfg.data, train_set).to(device)
+
+    net = Supernet(cfg.space, info.num_classes).to(device)
+    w_params, a_params = net.weight_parameters(), net.arch_parameters()
+    w_opt = make_adam(w_params, cfg.weight_optim)
+    a_opt = make_adam(a_params, cfg.arch_optim)
+    max_macs = net.max_macs(cfg.flops.height, cfg.flops.width)
+
+    history: list[dict[str, float]] = []
+    events: list[dict[str, Any]] = []
+    discrete_at: int | None = None
+    start = 0
+    ckpt_path = out / CHECKPOINT if out else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        net.load_state_dict(state["model"])
+        net.refresh_alive()
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        history, events = list(state["history"]), list(state["events"])
+        start, discrete_at = int(state["epoch"]), state["discrete_at"]
+        torch.set_rng_state(state["rng"])
+        log.info("resumed search from %s at epoch %d", ckpt_path, start)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, out / "config.resolved.yaml")
+
+    def arch_step(x: Tensor, y: Tensor, epoch: int) -> dict[str, float]:
+        ce = weighted_ce(net(x), _labels(y, cfg.label_stride), weights)
+        terms = ssr_terms(net, cfg)
+        e_macs = net.expected_macs(cfg.flops.height, cfg.flops.width)
+        fl = flops_loss(e_macs, max_macs, cfg.flops)
+        loss = cfg.ce_scale * ce + cfg.flops.weight * fl
+        for dim, t in terms.items():
+            loss = loss + ssr_weight(cfg.ssr, dim, epoch) * t
+        a_opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=a_params)
+        if cfg.arch_optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(a_params, cfg.arch_optim.grad_clip)
+        a_opt.step()
+        return {"arch_loss": loss.item(), "arch_ce": ce.item(), "flops_loss": fl.item()}
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        lr = poly_lr(w_opt, cfg.weight_optim.lr, epoch, cfg.epochs, cfg.weight_optim.poly_power)
+        search_arch = not (discrete_at is not None and cfg.skip_arch_when_discrete)
+        seed = cfg.seed * 100_003 + epoch
+        w_loader = build_loader(cfg.data, "train", shuffle=True, seed=seed, subset=w_idx)
+        a_loader = build_loader(cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx)
+
+        def step(batch: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]) -> dict[str, float]:
+            (xw, yw), (xa, ya) = batch
+            net.train()
+            loss = weighted_ce(
+                net(xw.to(device)), _labels(yw.to(device), cfg.label_stride), weights
+            )
+            w_opt.zero_grad(set_to_none=True)
+            loss.backward(inputs=w_params)
+            if cfg.weight_optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(w_params, cfg.weight_optim.grad_clip)
+            w_opt.step()
+            stats = {"train_loss": loss.item()}
+            if search_arch:
+                stats.update(arch_step(xa.to(device), ya.to(device), epoch))
+            return stats
+
+        stats = run_epoch(
+            zip(w_loader, a_loader),
+            step,
+            desc=f"search {epoch + 1}/{cfg.epochs}",
+            progress=progress,
+        )
+        supernet_miou = evaluate(net, val_loader, info.num_classes, device)["miou"]
+        with torch.no_grad():
+            terms = {f"ssr_{k}": float(v) for k, v in ssr_terms(net, cfg).items()}
+            e_gmacs = float(net.expected_macs(cfg.flops.height, cfg.flops.width)) / 1e9
+        row: dict[str, float] = {
+            "epoch": float(epoch + 1),
+            "phase": 0.0,
+            "lr": lr,
+            "val_miou": supernet_miou,
+            "supernet_miou": supernet_miou,
+            "expected_gmacs": e_gmacs,
+            "arch_step": float(search_arch),
+            **{k: float(v) for k, v in stats.items()},
+            **terms,
+            **arch_stats(net),
+        }
+        # ---- hierarchical progressive shrinking (spec §5): decide, record, then apply
+        pruned = 0
+        sh = cfg.shrink
+        if (
+            sh.enabled
+            and search_arch
+            and epoch + 1 > sh.warmup
+            and (epoch + 1 - sh.warmup) % sh.every == 0
+        ):
+            for dim in sh.order:
+                decisions = decide(
+                    dim, net.probs(dim), net.alive(dim), sh.threshold,
+                    net.active_groups(dim).cpu(), sh.max_per_decision,
+                )  # fmt: skip
+                events.extend({"epoch": epoch + 1, **describe(net, d)} for d in decisions)
+                apply(net.alive(dim), decisions)
+                net.refresh_alive()
+                pruned += len(decisions)
+        if discrete_at is None and net.is_discrete():
+            discrete_at = epoch + 1
+        row.update(pruned=float(pruned), discrete=float(discrete_at is not None))
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if reporter is not None:
+            reporter(dict(row), epoch + 1)
+        if ckpt_path is not None and (
+            (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+        ):
+            save_checkpoint(
+                ckpt_path,
+                model=net.state_dict(),
+                w_opt=w_opt.state_dict(),
+                a_opt=a_opt.state_dict(),
+                epoch=epoch + 1,
+                history=history,
+                events=events,
+                discrete_at=discrete_at,
+                rng=torch.get_rng_state(),
+            )
+        if discrete_at is not None and cfg.stop_when_discrete:
+            break
+
+    return _finish(
+        cfg, net, history, events, discrete_at, train_set, w_idx, val_loader, device, out
+    )
+
+
+def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader, device, out):
+    """Derive the genotype and network, recalibrate BN, measure the discretization gap."""
+    info = dataset_info(cfg.data.name)
+    supernet_miou = (
+        history[-1]["supernet_miou"]
+        if history
+        else evaluate(net, val_loader, info.num_classes, device)["miou"]
+    )
+    epochs_run = int(history[-1]["epoch"]) if history else 0
+    fallback = 0
+    if not net.is_discrete():  # budget over before shrinking finished (spec §12.12)
+        for dim in DIMENSIONS:
+            decisions = argmax_fallback(
+                dim, net.probs(dim), net.alive(dim), net.active_groups(dim).cpu()
+            )
+            events.extend({"epoch": epochs_run, **describe(net, d)} for d in decisions)
+            apply(net.alive(dim), decisions)
+            net.refresh_alive()
+            fallback += len(decisions)
+    genotype = genotype_from_supernet(net)
+    derived = derive_network(net, genotype)
+    loader = build_loader(cfg.data, "train", shuffle=True, seed=cfg.seed, subset=w_idx)
+    batches = (x for i, (x, _) in enumerate(loader) if i < cfg.bn_recalibration_batches)
+    recalibrate_bn(derived, batches, device)
+    derived_miou = evaluate(derived, val_loader, info.num_classes, device)["miou"]
+    from ssr.bench import count_macs, count_params
+
+    full = DerivedNet(genotype, info.num_classes)
+    summary: dict[str, Any] = {
+        "genotype_id": genotype.id,
+        "supernet_miou": supernet_miou,
+        "derived_miou": derived_miou,
+        "discretization_gap": supernet_miou - derived_miou,
+        "discrete_at_epoch": discrete_at,
+        "argmax_fallback_prunes": fallback,
+        "epochs": epochs_run,
+        "params_m": count_params(full) / 1e6,
+        "gmacs": count_macs(full, (1, 3, cfg.flops.height, cfg.flops.width)) / 1e9,
+        "gmacs_input": f"{cfg.flops.height}x{cfg.flops.width}",
+        "space_log10_size": space_log10_size(cfg.space),
+        "probabilities": {d: net.probs(d).detach().cpu().tolist() for d in DIMENSIONS},
+    }
+    if out is not None:
+        genotype.save(out / "genotype.json")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_jsonl(out / "history.jsonl", history)
+        _write_jsonl(out / "prune_events.jsonl", events)
+    if not math.isfinite(supernet_miou):
+        log.warning("supernet mIoU is not finite")
+    return SearchResult(genotype, summary, history, events, net, derived)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
