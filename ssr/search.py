@@ -184,7 +184,7 @@ def run_search(
         w_loader = build_loader(cfg.data, "train", shuffle=True, seed=seed, subset=w_idx)
         a_loader = build_loader(cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx)
 
-        def step(batch: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]) -> dict[str, float]:
+        def step(batch, search_arch: bool = search_arch, epoch: int = epoch) -> dict[str, float]:
             (xw, yw), (xa, ya) = batch
             net.train()
             loss = weighted_ce(

@@ -1,0 +1,83 @@
+"""Genotype value type: JSON round-trip, stable id, validation errors, shipped paper network."""
+
+import json
+
+import pytest
+
+from ssr.config import SpaceConfig
+from ssr.space import Genotype, GenotypeError, space_log10_size
+
+
+def paper() -> Genotype:
+    return Genotype.load("ssr_cityscapes")
+
+
+def test_shipped_genotype_is_the_papers_4_plus_9_network() -> None:
+    g = paper()
+    assert g.depths == (4, 9)
+    assert [x.c_out for x in g.layers][:4] == [64, 52, 44, 48]
+    assert g.reductions[1].c_in == 48 and g.reductions[1].c_out == 128
+    assert [(x.dilation, x.pool) for x in g.layers][4] == (4, 2)  # r3_p2
+
+
+def test_json_round_trip_is_exact_and_id_is_stable() -> None:
+    g = paper()
+    again = Genotype.from_json(g.to_json())
+    assert again == g and hash(again) == hash(g)
+    assert again.id == g.id and len(g.id) == 10
+    assert g.with_head("search").id == g.id  # the head does not change the body's id
+
+
+def test_saved_file_carries_its_id(tmp_path) -> None:
+    p = tmp_path / "g.json"
+    paper().save(p)
+    assert json.loads(p.read_text())["id"] == paper().id
+    assert Genotype.load(p) == paper()
+
+
+def _mutate(**changes) -> dict:
+    d = paper().to_dict()
+    for path, value in changes.items():
+        cur = d
+        keys = path.split("__")
+        for k in keys[:-1]:
+            cur = cur[int(k)] if k.isdigit() else cur[k]
+        cur[keys[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"layers__1__c_in": 63}, "does not chain"),
+        ({"layers__2__c_mid": -4}, "must be positive"),
+        ({"layers__3__pool": 7}, "unknown op"),
+        ({"layers__3__dilation": 0}, "unknown op"),
+        ({"reductions__1__c_in": 64}, "reductions[1].c_in=64"),
+        ({"head": "fpn"}, "unknown head"),
+        ({"layers__0__c_out": "64"}, "expected an integer"),
+    ],
+)
+def test_validation_errors_name_the_problem(changes, message) -> None:
+    with pytest.raises(GenotypeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Genotype.from_dict(_mutate(**changes))
+
+
+def test_broken_json_and_missing_file_give_clear_errors(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(GenotypeError, match="not valid JSON"):
+        Genotype.load(bad)
+    with pytest.raises(GenotypeError, match="does not exist"):
+        Genotype.load(tmp_path / "missing.json")
+    with pytest.raises(GenotypeError, match="unknown key 'colour'"):
+        Genotype.from_dict({**paper().to_dict(), "colour": 1})
+    with pytest.raises(GenotypeError, match="does not match its content"):
+        Genotype.from_dict({**paper().to_dict(), "id": "0000000000"})
+
+
+def test_space_size_counts_depth_choices() -> None:
+    fixed = SpaceConfig(search_depth=False)
+    # 16 layers of 10 ops x 9 x 9 widths: 810^16
+    assert space_log10_size(fixed) == pytest.approx(16 * 2.908485, rel=1e-5)
+    assert space_log10_size(SpaceConfig()) > space_log10_size(fixed)

@@ -1,0 +1,117 @@
+"""Supernet: one-hot equals derived network, expected MACs, gradients, pruned ops cost nothing."""
+
+import pytest
+import torch
+
+from ssr.config import SpaceConfig
+from ssr.derive import derive_network, genotype_from_supernet
+from ssr.supernet import DIMENSIONS, Supernet
+
+
+def randomize_bn(net: torch.nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+
+
+def make_one_hot(net: Supernet, seed: int) -> None:
+    """Keep one random alive candidate per group (the state shrinking ends in)."""
+    g = torch.Generator().manual_seed(seed)
+    for dim in DIMENSIONS:
+        flat = net.alive(dim).view(-1, net.alive(dim).shape[-1])
+        for r in range(flat.shape[0]):
+            idx = torch.nonzero(flat[r]).flatten()
+            keep = idx[torch.randint(len(idx), (1,), generator=g)]
+            flat[r] = False
+            flat[r, keep] = True
+    net.refresh_alive()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_one_hot_supernet_equals_derived_network(tiny_space: SpaceConfig, seed: int) -> None:
+    net = Supernet(tiny_space, num_classes=5)
+    randomize_bn(net)
+    make_one_hot(net, seed)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_()  # logits are irrelevant once a single candidate is alive
+    assert net.is_discrete()
+    derived = derive_network(net)
+    net.eval()
+    derived.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), derived(x), atol=1e-5, rtol=1e-5)
+
+
+def test_genotype_widths_follow_the_alive_masks(tiny_space: SpaceConfig) -> None:
+    net = Supernet(tiny_space, num_classes=5)
+    make_one_hot(net, 7)
+    g = genotype_from_supernet(net)
+    assert g.depths == tuple(int(torch.nonzero(net.alive_depth[s]).item()) + 1 for s in range(2))
+    widths = {16 - r for r in tiny_space.channel_remove} | {
+        24 - r for r in tiny_space.channel_remove
+    }
+    assert all(layer.c_out in widths and layer.c_mid in widths for layer in g.layers)
+    assert g.reductions[1].c_in == g.stage_out(0)
+
+
+def test_expected_macs_of_largest_config_equal_counted_macs(tiny_space: SpaceConfig) -> None:
+    from ssr.bench import count_macs
+
+    net = Supernet(tiny_space, num_classes=5)
+    probs = net.max_probs()
+    for dim in DIMENSIONS:  # make the largest configuration the surviving one
+        net.alive(dim).copy_(probs[dim] > 0)
+    net.refresh_alive()
+    derived = derive_network(net)
+    counted = count_macs(derived, (1, 3, 128, 192))
+    assert net.expected_macs(128, 192).item() == pytest.approx(counted, rel=1e-6)
+    assert net.max_macs(128, 192) == pytest.approx(counted, rel=1e-6)
+
+
+def test_expected_macs_shrink_with_narrow_choices(tiny_space: SpaceConfig) -> None:
+    net = Supernet(tiny_space, num_classes=5)
+    uniform = net.expected_macs(128, 192).item()
+    with torch.no_grad():
+        net.arch["out"][..., 0] = 5.0  # favour the narrowest width
+    assert net.expected_macs(128, 192).item() < uniform < net.max_macs(128, 192)
+
+
+def test_every_architecture_parameter_receives_a_gradient(tiny_space: SpaceConfig) -> None:
+    net = Supernet(tiny_space, num_classes=5).train()
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 0.1)  # away from the symmetric point
+    loss = net(torch.randn(2, 3, 64, 64)).square().mean() + net.expected_macs(64, 64) * 1e-9
+    loss.backward(inputs=net.arch_parameters())
+    for dim in DIMENSIONS:
+        grad = net.arch[dim].grad
+        assert grad is not None, dim
+        live = net.alive(dim)
+        if dim == "depth":  # depths below min_depth are never candidates
+            assert (grad[live] != 0).all(), dim
+        else:
+            assert (grad != 0).all(), dim
+    assert all(p.grad is None for p in net.weight_parameters())  # arch step: arch grads only
+
+
+def test_pruned_ops_are_never_computed(tiny_space: SpaceConfig) -> None:
+    net = Supernet(tiny_space, num_classes=5)
+    calls: list[int] = []
+    for li, ops in enumerate(net.layers):
+        for o, op in enumerate(ops):
+            op.register_forward_hook(lambda *_, li=li, o=o: calls.append((li, o)))
+            op.branch = (
+                lambda f, li=li, o=o: lambda *a, **k: (calls.append((li, o)), f(*a, **k))[1]
+            )(op.branch)
+    net.alive_op[:, 1:] = False
+    net.alive_depth[:] = False
+    net.alive_depth[:, 0] = True  # depth 1 everywhere: deeper layers are dead
+    net.refresh_alive()
+    net(torch.randn(1, 3, 32, 32))
+    stage_first = [net.stage_layers(s)[0] for s in range(2)]
+    assert sorted(set(calls)) == [(li, 0) for li in stage_first]
