@@ -101,13 +101,18 @@ def test_every_architecture_parameter_receives_a_gradient(tiny_space: SpaceConfi
 
 def test_pruned_ops_are_never_computed(tiny_space: SpaceConfig) -> None:
     net = Supernet(tiny_space, num_classes=5)
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
+
+    def spy(f, key):
+        def wrapped(*args, **kwargs):
+            calls.append(key)
+            return f(*args, **kwargs)
+
+        return wrapped
+
     for li, ops in enumerate(net.layers):
         for o, op in enumerate(ops):
-            op.register_forward_hook(lambda *_, li=li, o=o: calls.append((li, o)))
-            op.branch = (
-                lambda f, li=li, o=o: lambda *a, **k: (calls.append((li, o)), f(*a, **k))[1]
-            )(op.branch)
+            op.branch = spy(op.branch, (li, o))
     net.alive_op[:, 1:] = False
     net.alive_depth[:] = False
     net.alive_depth[:, 0] = True  # depth 1 everywhere: deeper layers are dead
