@@ -1,0 +1,83 @@
+"""Result records -> accuracy-vs-FPS Pareto fronts, hypervolume, knee, reports.
+
+Reads records, never objects: imports neither torch nor ray; mlflow is imported only inside
+:func:`from_mlflow` and matplotlib only when a figure is drawn.
+
+Typical use::
+
+    from analysis import from_parquet, write_report, format_front_table
+    result = write_report(from_parquet("runs/x/results.parquet"), "miou:max,fps:max", "report")
+    print(format_front_table(result))
+"""
+
+from analysis.errors import AnalysisInputError
+from analysis.front import FrontAnalysis, analyze_front
+from analysis.html import front_html, write_front_html
+from analysis.load import (
+    OBJECTIVE_ALIASES,
+    canonical_records,
+    from_mlflow,
+    from_parquet,
+    resolve_objectives,
+    resolve_objectives_with_notes,
+)
+from analysis.pareto import (
+    default_reference,
+    hypervolume,
+    hypervolume_history,
+    knee_index,
+    pareto_mask,
+    staircase,
+)
+from analysis.plots import CITYSCAPES_PUBLISHED, plot_front, plot_gap, plot_history
+from analysis.schema import (
+    COLUMNS,
+    coerce_records,
+    records_frame,
+    validate_records,
+    write_records,
+)
+
+# NOTE: the report names are loaded on first use (PEP 562) so that `python -m analysis.report`
+# does not find its own module already imported by this package.
+_REPORT_NAMES = ("ReportResult", "format_front_table", "write_report")
+
+
+def __getattr__(name: str) -> object:
+    if name in _REPORT_NAMES:
+        from analysis import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+
+
+__all__ = [
+    "CITYSCAPES_PUBLISHED",
+    "COLUMNS",
+    "OBJECTIVE_ALIASES",
+    "AnalysisInputError",
+    "FrontAnalysis",
+    "ReportResult",
+    "analyze_front",
+    "canonical_records",
+    "coerce_records",
+    "default_reference",
+    "format_front_table",
+    "from_mlflow",
+    "from_parquet",
+    "front_html",
+    "hypervolume",
+    "hypervolume_history",
+    "knee_index",
+    "pareto_mask",
+    "plot_front",
+    "plot_gap",
+    "plot_history",
+    "records_frame",
+    "resolve_objectives",
+    "resolve_objectives_with_notes",
+    "staircase",
+    "validate_records",
+    "write_front_html",
+    "write_records",
+]

@@ -1,0 +1,189 @@
+"""Compute everything a report shows, before anything is drawn or written.
+
+:func:`analyze_front` turns canonical records (:mod:`analysis.load`) and resolved objectives into
+a :class:`FrontAnalysis`: which trials are excluded and why, the Pareto front over the usable
+ones, its hypervolume with the reference point, the hypervolume over the sweep, the knee, how
+many trials found each genotype, and the discretization gap against each SSR weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+from analysis.pareto import (
+    default_reference,
+    hypervolume,
+    hypervolume_history,
+    knee_index,
+    pareto_mask,
+)
+
+#: SSR regularisation weights whose effect on the discretization gap is tabulated and plotted.
+SSR_WEIGHT_COLUMNS = ("cfg.ssr.op", "cfg.ssr.out", "cfg.ssr.mid", "cfg.ssr.depth")
+REFERENCE_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class FrontAnalysis:
+    """The computed content of a report (plots and tables only render it)."""
+
+    objectives: list[tuple[str, bool]]  # (column, maximize), in the order given
+    trials: pd.DataFrame  # every record + usable, excluded_reason, on_front, is_knee
+    front: pd.DataFrame  # the non-dominated usable trials, best first by the first objective
+    reference: tuple[float, ...]  # hypervolume reference point, one value per objective
+    reference_rule: str  # how the reference point was chosen
+    hypervolume: float
+    history: pd.DataFrame  # step, completion_order, trial_id, genotype_id, hypervolume
+    knee: pd.Series | None  # the knee trial's row (2 objectives and >= 3 front points)
+    genotypes: pd.DataFrame  # genotype_id, trials, usable, on_front, trial_ids
+    excluded: pd.DataFrame  # trial_id, genotype_id, status, reason
+    gap: pd.DataFrame  # weight, value, trials, gap_mean, gap_min, gap_max, derived_miou_mean
+    dataset: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _reason(row: pd.Series, columns: Sequence[str]) -> str | None:
+    status = row["status"]
+    if status == "early_stopped":
+        return "early_stopped: stopped by the scheduler, its values are low-fidelity"
+    if status == "failed":
+        error = row.get("error")
+        text = str(error).strip().splitlines()[0][:200] if pd.notna(error) and error else ""
+        return f"failed: {text}" if text else "failed (no error recorded)"
+    missing = [c for c in columns if pd.isna(row[c])]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def _gap_table(usable: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    for weight in (c for c in SSR_WEIGHT_COLUMNS if c in usable.columns):
+        rows = usable[usable[weight].notna() & usable["discretization_gap"].notna()]
+        if len(rows) == 0:
+            continue
+        grouped = rows.groupby(weight, sort=True)
+        table = pd.DataFrame(
+            {
+                "trials": grouped.size(),
+                "gap_mean": grouped["discretization_gap"].mean(),
+                "gap_min": grouped["discretization_gap"].min(),
+                "gap_max": grouped["discretization_gap"].max(),
+                "derived_miou_mean": grouped["derived_miou"].mean(),
+            }
+        )
+        table.index = table.index.astype("string").rename("value")
+        parts.append(table.reset_index().assign(weight=weight))
+    columns = ["weight", "value", "trials", "gap_mean", "gap_min", "gap_max", "derived_miou_mean"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def _genotype_table(trials: pd.DataFrame) -> pd.DataFrame:
+    rows = trials[trials["genotype_id"].notna()]
+    grouped = rows.groupby("genotype_id", sort=False)
+    table = pd.DataFrame(
+        {
+            "trials": grouped.size(),
+            "usable": grouped["usable"].sum().astype("Int64"),
+            "on_front": grouped["on_front"].any(),
+            "trial_ids": grouped["trial_id"].agg(lambda s: ", ".join(map(str, s))),
+        }
+    ).reset_index()
+    return table.sort_values(["trials", "genotype_id"], ascending=[False, True], kind="stable")
+
+
+def analyze_front(
+    df: pd.DataFrame,
+    objectives: list[tuple[str, bool]],
+    reference: Sequence[float] | None = None,
+    notes: Sequence[str] = (),
+) -> FrontAnalysis:
+    """Front, hypervolume, history, knee, genotype counts and gap table of canonical records.
+
+    Only usable rows (``status == "complete"``) with every objective present compete. The
+    reference point defaults to :func:`analysis.pareto.default_reference` (worst value minus a
+    10% margin of the range, per objective) over those rows.
+    """
+    columns = [c for c, _ in objectives]
+    maximize = [m for _, m in objectives]
+    trials = df.copy()
+    trials["excluded_reason"] = pd.array(
+        [_reason(row, columns) for _, row in trials.iterrows()], dtype="string"
+    )
+    candidate = trials["excluded_reason"].isna().to_numpy()
+    if not candidate.any():
+        reasons = trials["excluded_reason"].str.split(":").str[0].value_counts()
+        raise AnalysisInputError(
+            f"no usable trial among {len(trials)}: "
+            + ", ".join(f"{n} {r}" for r, n in reasons.items())
+            + "; see the error column of the records"
+        )
+    values = trials[columns].to_numpy(dtype=float, na_value=np.nan)
+    values[~candidate] = np.nan
+    notes = list(notes)
+    if reference is None:
+        ref = default_reference(values[candidate], maximize, REFERENCE_MARGIN)
+        rule = f"default: worst usable value of each objective, {REFERENCE_MARGIN:.0%} of its range beyond"
+    else:
+        ref = np.asarray(reference, dtype=float)
+        if ref.shape != (len(columns),) or not np.all(np.isfinite(ref)):
+            raise AnalysisInputError(
+                f"--reference needs {len(columns)} finite numbers (one per objective: "
+                f"{', '.join(columns)}), got {list(reference)}"
+            )
+        rule = "given"
+    on_front = pareto_mask(values, maximize)
+    signs = np.where(maximize, -1.0, 1.0)
+    outside = on_front & ~np.all(values * signs < ref * signs, axis=1)
+    if outside.any():
+        notes.append(
+            f"{int(outside.sum())} front point(s) are not strictly better than the reference "
+            "point in every objective and add nothing to the hypervolume"
+        )
+    trials["on_front"] = pd.array(on_front, dtype="boolean")
+    knee_row = None
+    trials["is_knee"] = pd.array(np.zeros(len(trials), dtype=bool), dtype="boolean")
+    if len(columns) == 2:
+        k = knee_index(values, maximize)
+        if k is not None:
+            trials.loc[trials.index[k], "is_knee"] = True
+            knee_row = trials.iloc[k]
+    else:
+        notes.append("no knee: the max-distance knee is defined for two objectives")
+    order = trials["completion_order"].to_numpy(dtype=float, na_value=np.nan)
+    if np.isnan(order).any():
+        notes.append("some trials have no completion_order; the history puts them last")
+    hv_steps = hypervolume_history(values, maximize, ref, order)
+    rank = np.argsort(order, kind="stable")
+    history = pd.DataFrame(
+        {
+            "step": np.arange(1, len(rank) + 1),
+            "completion_order": trials["completion_order"].to_numpy()[rank],
+            "trial_id": trials["trial_id"].to_numpy()[rank],
+            "genotype_id": trials["genotype_id"].to_numpy()[rank],
+            "hypervolume": hv_steps,
+        }
+    )
+    front = trials[on_front].sort_values(columns[0], ascending=not maximize[0], kind="stable")
+    excluded = trials.loc[~candidate, ["trial_id", "genotype_id", "status", "excluded_reason"]]
+    dataset = trials["dataset"].dropna().unique() if "dataset" in trials else []
+    return FrontAnalysis(
+        objectives=list(objectives),
+        trials=trials,
+        front=front,
+        reference=tuple(float(r) for r in ref),
+        reference_rule=rule,
+        hypervolume=hypervolume(values, maximize, ref),
+        history=history,
+        knee=knee_row,
+        genotypes=_genotype_table(trials),
+        excluded=excluded.rename(columns={"excluded_reason": "reason"}),
+        gap=_gap_table(trials[trials["usable"].fillna(False).to_numpy(dtype=bool)]),
+        dataset=str(dataset[0]) if len(dataset) == 1 else None,
+        notes=notes,
+    )

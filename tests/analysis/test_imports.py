@@ -1,0 +1,19 @@
+"""`import analysis` must stay light: no torch, no ray, and no mlflow until it is used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_import_analysis_loads_neither_torch_nor_ray() -> None:
+    code = (
+        "import json, sys, analysis, analysis.report, analysis.plots, analysis.html; "
+        "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(proc.stdout))
+    assert not loaded & {"torch", "ray", "mlflow", "optuna", "ssr", "sweeps"}
