@@ -47,16 +47,20 @@ class FrontAnalysis:
     notes: list[str] = field(default_factory=list)
 
 
-def _reason(row: pd.Series, columns: Sequence[str]) -> str | None:
-    status = row["status"]
-    if status == "early_stopped":
-        return "early_stopped: stopped by the scheduler, its values are low-fidelity"
-    if status == "failed":
-        error = row.get("error")
-        text = str(error).strip().splitlines()[0][:200] if pd.notna(error) and error else ""
-        return f"failed: {text}" if text else "failed (no error recorded)"
-    missing = [c for c in columns if pd.isna(row[c])]
-    return f"missing {', '.join(missing)}" if missing else None
+def excluded_reasons(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Why each trial stays off the front (NA when it competes): early-stopped (low-fidelity
+    values, anchors.md §4), failed (first line of its error), or a missing objective value."""
+    status = trials["status"]
+    missing = trials[list(columns)].isna().to_numpy()
+    names = np.asarray(columns, dtype=object)
+    reason = [f"missing {', '.join(names[row])}" if row.any() else None for row in missing]
+    out = pd.Series(reason, index=trials.index, dtype="string")
+    error = trials["error"].str.strip().str.split("\n").str[0].str.slice(0, 200)
+    error = error.mask(error == "")
+    failed = "failed: " + error.fillna("(no error recorded)")
+    out = out.mask(status == "failed", failed.str.replace(": (", " (", regex=False))
+    stopped = "early_stopped: stopped by the scheduler, its values are low-fidelity"
+    return out.mask(status == "early_stopped", stopped).astype("string")
 
 
 def _gap_table(usable: pd.DataFrame) -> pd.DataFrame:
@@ -112,9 +116,7 @@ def analyze_front(
     columns = [c for c, _ in objectives]
     maximize = [m for _, m in objectives]
     trials = df.copy()
-    trials["excluded_reason"] = pd.array(
-        [_reason(row, columns) for _, row in trials.iterrows()], dtype="string"
-    )
+    trials["excluded_reason"] = excluded_reasons(trials, columns)
     candidate = trials["excluded_reason"].isna().to_numpy()
     if not candidate.any():
         reasons = trials["excluded_reason"].str.split(":").str[0].value_counts()

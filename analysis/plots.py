@@ -20,6 +20,7 @@ from analysis.pareto import staircase
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+MAX_LABELS = 40
 FADED, FRONT, KNEE, PUBLISHED = "#9aa5b1", "#1f5fbf", "#d1495b", "#2a9d5c"
 
 
@@ -95,7 +96,7 @@ def plot_front(
     x = pool[x_col].to_numpy(dtype=float) * sx
     y = pool[y_col].to_numpy(dtype=float) * sy
     front = pool["on_front"].to_numpy(dtype=bool)
-    fig = _figure(8.0, 5.5)
+    fig = _figure(10.0, 5.5)
     ax = fig.add_subplot()
     ax.scatter(x[~front], y[~front], s=22, color=FADED, alpha=0.45, label="dominated")
     ax.scatter(x[front], y[front], s=40, color=FRONT, zorder=3, label="Pareto front")
@@ -103,9 +104,16 @@ def plot_front(
         sx_line, sy_line = staircase(np.c_[x[front], y[front]], [x_max, y_max])
         ax.plot(sx_line, sy_line, color=FRONT, lw=1.2, zorder=2)
     labels = pool["genotype_id"].astype("string").fillna("?").to_numpy()
-    label_all = len(pool) <= 25
-    for xi, yi, text, on in zip(x, y, labels, front):
-        if on or label_all:
+    # NOTE: label every point of a small sweep, the front of a larger one, and only the knee
+    # and the extremes when the front itself is too crowded to read.
+    label = front if front.sum() <= MAX_LABELS else np.zeros_like(front)
+    if len(pool) <= 25:
+        label = np.ones_like(front)
+    elif not label.any() and front.any():
+        fx = np.flatnonzero(front)
+        label[fx[[np.argmin(x[fx]), np.argmax(x[fx])]]] = True
+    for xi, yi, text, on, show_label in zip(x, y, labels, front, label):
+        if show_label:
             ax.annotate(
                 text,
                 (xi, yi),
@@ -145,7 +153,7 @@ def plot_front(
             [],
             marker="D",
             color=PUBLISHED,
-            label="published (Cityscapes test, RTX 2080Ti: other hardware)",
+            label="published: Cityscapes test,\nRTX 2080Ti (other hardware)",
         )
     ax.set_xlabel(axis_label(x_col, x_max))
     ax.set_ylabel(axis_label(y_col, y_max))
@@ -160,7 +168,7 @@ def plot_front(
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return fig
 

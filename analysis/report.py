@@ -262,7 +262,7 @@ def write_report(
     knee = None
     if analysis.knee is not None:
         keys = ["trial_id", "genotype_id", *(c for c, _ in resolved)]
-        knee = {k: analysis.knee[k] for k in keys}
+        knee = {k: _python(analysis.knee[k]) for k in keys}
     return ReportResult(
         paths=paths,
         front=analysis.front,
@@ -273,6 +273,13 @@ def write_report(
         notes=list(analysis.notes),
         analysis=analysis,
     )
+
+
+def _python(value: Any) -> Any:
+    """A plain Python value (numpy scalars unwrapped, NA as None)."""
+    if value is None or value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def _parse_reference(text: str | None) -> list[float] | None:

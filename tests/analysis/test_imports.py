@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_analysis_loads_neither_torch_nor_ray() -> None:
@@ -13,7 +16,12 @@ def test_import_analysis_loads_neither_torch_nor_ray() -> None:
         "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     loaded = set(json.loads(proc.stdout))
     assert not loaded & {"torch", "ray", "mlflow", "optuna", "ssr", "sweeps"}
