@@ -101,17 +101,53 @@ def _genotype_table(trials: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["trials", "genotype_id"], ascending=[False, True], kind="stable")
 
 
+def _reference(
+    values: np.ndarray, maximize: list[bool], reference: Sequence[float] | None, names: list[str]
+) -> tuple[np.ndarray, str]:
+    if reference is None:
+        finite = values[np.all(np.isfinite(values), axis=1)]
+        rule = (
+            "default: the worst usable value of each objective, moved "
+            f"{REFERENCE_MARGIN:.0%} of its range further"
+        )
+        return default_reference(finite, maximize, REFERENCE_MARGIN), rule
+    ref = np.asarray(reference, dtype=float)
+    if ref.shape != (len(names),) or not np.all(np.isfinite(ref)):
+        raise AnalysisInputError(
+            f"the reference point needs {len(names)} finite numbers, one per objective "
+            f"({', '.join(names)}), got {list(reference)}"
+        )
+    return ref, "given"
+
+
+def _history(
+    trials: pd.DataFrame, values: np.ndarray, maximize: list[bool], ref: np.ndarray
+) -> pd.DataFrame:
+    """Hypervolume after each finished trial (failed ones included: they add nothing)."""
+    order = trials["completion_order"].to_numpy(dtype=float, na_value=np.nan)
+    rank = np.argsort(order, kind="stable")
+    return pd.DataFrame(
+        {
+            "step": np.arange(1, len(rank) + 1),
+            "completion_order": trials["completion_order"].to_numpy()[rank],
+            "trial_id": trials["trial_id"].to_numpy()[rank],
+            "genotype_id": trials["genotype_id"].to_numpy()[rank],
+            "hypervolume": hypervolume_history(values, maximize, ref, order),
+        }
+    )
+
+
 def analyze_front(
     df: pd.DataFrame,
     objectives: list[tuple[str, bool]],
     reference: Sequence[float] | None = None,
     notes: Sequence[str] = (),
 ) -> FrontAnalysis:
-    """Front, hypervolume, history, knee, genotype counts and gap table of canonical records.
+    """Front, hypervolume, history, knee, genotype counts and gap table of canonical records
+    (the output of :mod:`analysis.load`, with its ``usable`` column).
 
     Only usable rows (``status == "complete"``) with every objective present compete. The
-    reference point defaults to :func:`analysis.pareto.default_reference` (worst value minus a
-    10% margin of the range, per objective) over those rows.
+    reference point defaults to :func:`analysis.pareto.default_reference` over those rows.
     """
     columns = [c for c, _ in objectives]
     maximize = [m for _, m in objectives]
@@ -121,24 +157,14 @@ def analyze_front(
     if not candidate.any():
         reasons = trials["excluded_reason"].str.split(":").str[0].value_counts()
         raise AnalysisInputError(
-            f"no usable trial among {len(trials)}: "
+            f"no usable trial among {len(trials)} ("
             + ", ".join(f"{n} {r}" for r, n in reasons.items())
-            + "; see the error column of the records"
+            + "): only complete trials with every objective enter the front"
         )
     values = trials[columns].to_numpy(dtype=float, na_value=np.nan)
     values[~candidate] = np.nan
+    ref, rule = _reference(values, maximize, reference, columns)
     notes = list(notes)
-    if reference is None:
-        ref = default_reference(values[candidate], maximize, REFERENCE_MARGIN)
-        rule = f"default: worst usable value of each objective, {REFERENCE_MARGIN:.0%} of its range beyond"
-    else:
-        ref = np.asarray(reference, dtype=float)
-        if ref.shape != (len(columns),) or not np.all(np.isfinite(ref)):
-            raise AnalysisInputError(
-                f"--reference needs {len(columns)} finite numbers (one per objective: "
-                f"{', '.join(columns)}), got {list(reference)}"
-            )
-        rule = "given"
     on_front = pareto_mask(values, maximize)
     signs = np.where(maximize, -1.0, 1.0)
     outside = on_front & ~np.all(values * signs < ref * signs, axis=1)
@@ -147,45 +173,30 @@ def analyze_front(
             f"{int(outside.sum())} front point(s) are not strictly better than the reference "
             "point in every objective and add nothing to the hypervolume"
         )
-    trials["on_front"] = pd.array(on_front, dtype="boolean")
-    knee_row = None
-    trials["is_knee"] = pd.array(np.zeros(len(trials), dtype=bool), dtype="boolean")
-    if len(columns) == 2:
-        k = knee_index(values, maximize)
-        if k is not None:
-            trials.loc[trials.index[k], "is_knee"] = True
-            knee_row = trials.iloc[k]
-    else:
-        notes.append("no knee: the max-distance knee is defined for two objectives")
-    order = trials["completion_order"].to_numpy(dtype=float, na_value=np.nan)
-    if np.isnan(order).any():
+    if trials["completion_order"].isna().any():
         notes.append("some trials have no completion_order; the history puts them last")
-    hv_steps = hypervolume_history(values, maximize, ref, order)
-    rank = np.argsort(order, kind="stable")
-    history = pd.DataFrame(
-        {
-            "step": np.arange(1, len(rank) + 1),
-            "completion_order": trials["completion_order"].to_numpy()[rank],
-            "trial_id": trials["trial_id"].to_numpy()[rank],
-            "genotype_id": trials["genotype_id"].to_numpy()[rank],
-            "hypervolume": hv_steps,
-        }
-    )
-    front = trials[on_front].sort_values(columns[0], ascending=not maximize[0], kind="stable")
-    excluded = trials.loc[~candidate, ["trial_id", "genotype_id", "status", "excluded_reason"]]
-    dataset = trials["dataset"].dropna().unique() if "dataset" in trials else []
+    trials["on_front"] = pd.array(on_front, dtype="boolean")
+    trials["is_knee"] = pd.array(np.zeros(len(trials), dtype=bool), dtype="boolean")
+    knee = knee_index(values, maximize) if len(columns) == 2 else None
+    if len(columns) != 2:
+        notes.append("no knee: the max-distance knee is defined for two objectives")
+    if knee is not None:
+        trials.loc[trials.index[knee], "is_knee"] = True
+    datasets = trials["dataset"].dropna().unique()
     return FrontAnalysis(
         objectives=list(objectives),
         trials=trials,
-        front=front,
+        front=trials[on_front].sort_values(columns[0], ascending=not maximize[0], kind="stable"),
         reference=tuple(float(r) for r in ref),
         reference_rule=rule,
         hypervolume=hypervolume(values, maximize, ref),
-        history=history,
-        knee=knee_row,
+        history=_history(trials, values, maximize, ref),
+        knee=None if knee is None else trials.iloc[knee],
         genotypes=_genotype_table(trials),
-        excluded=excluded.rename(columns={"excluded_reason": "reason"}),
+        excluded=trials.loc[
+            ~candidate, ["trial_id", "genotype_id", "status", "excluded_reason"]
+        ].rename(columns={"excluded_reason": "reason"}),
         gap=_gap_table(trials[trials["usable"].fillna(False).to_numpy(dtype=bool)]),
-        dataset=str(dataset[0]) if len(dataset) == 1 else None,
+        dataset=str(datasets[0]) if len(datasets) == 1 else None,
         notes=notes,
     )

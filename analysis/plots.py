@@ -56,7 +56,7 @@ def display_scale(column: str) -> float:
 
 def axis_label(column: str, maximize: bool | None = None) -> str:
     """Axis label with units and direction, e.g. ``"retrained_miou (%) ↑"``."""
-    unit = " (%)" if is_miou(column) else ""
+    unit = " (pts)" if column == "discretization_gap" else " (%)" if is_miou(column) else ""
     arrow = "" if maximize is None else (" ↑" if maximize else " ↓")
     return f"{column}{unit}{arrow}"
 

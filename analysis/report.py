@@ -25,18 +25,10 @@ from analysis.load import (
     from_parquet,
     resolve_objectives_with_notes,
 )
-from analysis.plots import display_scale, is_miou, plot_front, plot_gap, plot_history
+from analysis.markdown import report_markdown, text_table
+from analysis.plots import plot_front, plot_gap, plot_history
 
 DEFAULT_OBJECTIVES = "miou:max,fps:max"
-_CONTEXT = (
-    "params_m",
-    "gmacs",
-    "discretization_gap",
-    "cfg.ssr.op",
-    "cfg.ssr.out",
-    "cfg.ssr.mid",
-    "cfg.ssr.depth",
-)
 
 
 @dataclass(frozen=True)
@@ -53,174 +45,13 @@ class ReportResult:
     analysis: FrontAnalysis | None = None
 
 
-def _fmt(value: Any, column: str = "") -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, float):
-        return f"{value * display_scale(column):.2f}" if is_miou(column) else f"{value:.4g}"
-    return str(value)
-
-
-def _columns(analysis: FrontAnalysis) -> list[str]:
-    objectives = [c for c, _ in analysis.objectives]
-    context = [c for c in _CONTEXT if c in analysis.front and c not in objectives]
-    context = [c for c in context if analysis.front[c].notna().any()]
-    return ["trial_id", "genotype_id", *objectives, *context]
-
-
-def _rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[str]]:
-    return [[_fmt(row[c], c) for c in columns] for _, row in frame.iterrows()]
-
-
-def _header(column: str) -> str:
-    return f"{column} (%)" if is_miou(column) else column
-
-
 def format_front_table(result: ReportResult | FrontAnalysis, max_rows: int = 30) -> str:
-    """The front as a plain-text table for a terminal, with hypervolume, reference and knee."""
+    """The front as a plain-text table for a terminal (mIoU in percent, knee marked), with the
+    hypervolume and its reference point underneath."""
     analysis = result.analysis if isinstance(result, ReportResult) else result
     if analysis is None:
         raise ValueError("this ReportResult carries no analysis")
-    columns = _columns(analysis)
-    front = analysis.front.head(max_rows)
-    rows = _rows(front, columns)
-    marks = ["*" if bool(k) else "" for k in front["is_knee"].fillna(False)]
-    header = [*(_header(c) for c in columns), "knee"]
-    body = [[*r, m] for r, m in zip(rows, marks)]
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in body]
-    if len(analysis.front) > max_rows:
-        lines.append(f"... {len(analysis.front) - max_rows} more front rows in pareto.csv")
-    ref = ", ".join(f"{c}={v:.4g}" for (c, _), v in zip(analysis.objectives, analysis.reference))
-    lines.append(
-        f"front: {len(analysis.front)} of {int(analysis.trials['usable'].sum())} usable trials "
-        f"({len(analysis.excluded)} excluded); hypervolume {analysis.hypervolume:.6g} "
-        f"(reference {ref})"
-    )
-    return "\n".join(lines)
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def esc(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |"]
-    lines.append("|" + "|".join(" --- " for _ in header) + "|")
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _markdown(analysis: FrontAnalysis, paths: dict[str, Path]) -> str:
-    trials = analysis.trials
-    sweeps = ", ".join(sorted(trials["sweep"].dropna().unique().astype(str)))
-    objectives = ", ".join(f"{c} ({'max' if m else 'min'})" for c, m in analysis.objectives)
-    columns = _columns(analysis)
-    front_rows = [
-        [*r, "knee" if bool(k) else ""]
-        for r, k in zip(_rows(analysis.front, columns), analysis.front["is_knee"])
-    ]
-    ref = ", ".join(f"{c} = {v:.6g}" for (c, _), v in zip(analysis.objectives, analysis.reference))
-    out = [
-        "# SSR sweep report",
-        "",
-        f"Sweep(s): {sweeps or 'unknown'}; dataset: {analysis.dataset or 'unknown/mixed'}; "
-        f"{len(trials)} trials, {int(trials['usable'].sum())} complete, "
-        f"{len(analysis.excluded)} excluded from the front. Objectives: {objectives}. "
-        "mIoU columns are shown in percent.",
-        "",
-        *(f"- {n}" for n in analysis.notes),
-        "",
-        f"## Pareto front ({len(analysis.front)} trials)",
-        "",
-        _md_table([*(_header(c) for c in columns), "knee"], front_rows),
-        "",
-        f"![Pareto front]({paths['png'].name}) (interactive: [{paths['html'].name}]"
-        f"({paths['html'].name}))",
-        "",
-        "## Hypervolume",
-        "",
-        f"Hypervolume **{analysis.hypervolume:.6g}** (Zitzler & Thiele 1998; in the objectives' "
-        f"stored units) with reference point {ref} ({analysis.reference_rule}). Compare "
-        "hypervolumes only under the same reference point (pass it with --reference).",
-        "",
-        f"![Hypervolume over the sweep]({paths['history_png'].name})",
-        "",
-        "## Knee",
-        "",
-    ]
-    if analysis.knee is not None:
-        values = ", ".join(
-            f"{_header(c)} {_fmt(analysis.knee[c], c)}" for c, _ in analysis.objectives
-        )
-        out.append(
-            f"Trial {analysis.knee['trial_id']}, genotype {analysis.knee['genotype_id']}: "
-            f"{values}. The knee is the front point farthest from the line joining the "
-            "front's two extremes, both objectives normalised to [0, 1] (Das 1999)."
-        )
-    else:
-        out.append("No knee: it needs two objectives and at least three distinct front points.")
-    out += ["", "## Discretization gap vs SSR weight", ""]
-    if len(analysis.gap):
-        g = "discretization_gap"  # gaps are mIoU differences: shown in points (x100)
-        gap_rows = [
-            [
-                r.weight,
-                r.value,
-                str(r.trials),
-                _fmt(r.gap_mean, g),
-                _fmt(r.gap_min, g),
-                _fmt(r.gap_max, g),
-                _fmt(r.derived_miou_mean, "derived_miou"),
-            ]
-            for r in analysis.gap.itertuples()
-        ]
-        out.append(
-            _md_table(
-                [
-                    "weight",
-                    "value",
-                    "trials",
-                    "gap mean (pts)",
-                    "gap min",
-                    "gap max",
-                    "derived mIoU mean (%)",
-                ],
-                gap_rows,
-            )
-        )
-        if "gap_png" in paths:
-            out += ["", f"![Gap vs SSR weight]({paths['gap_png'].name})"]
-    else:
-        out.append("No SSR weight column (cfg.ssr.op/out/mid/depth) with a recorded gap.")
-    out += ["", "## Genotypes (how many trials found each)", ""]
-    out.append(
-        _md_table(
-            ["genotype_id", "trials", "complete", "on front", "trial ids"],
-            [
-                [
-                    str(r.genotype_id),
-                    str(r.trials),
-                    str(r.usable),
-                    "yes" if r.on_front else "",
-                    str(r.trial_ids),
-                ]
-                for r in analysis.genotypes.itertuples()
-            ],
-        )
-    )
-    out += ["", f"## Excluded trials ({len(analysis.excluded)})", ""]
-    if len(analysis.excluded):
-        out.append(
-            _md_table(
-                ["trial_id", "genotype_id", "status", "reason"],
-                [[_fmt(v) for v in r] for r in analysis.excluded.itertuples(index=False)],
-            )
-        )
-    else:
-        out.append("None.")
-    return "\n".join(out) + "\n"
+    return text_table(analysis, max_rows)
 
 
 def write_report(
@@ -258,7 +89,7 @@ def write_report(
     if plot_gap(analysis, out / "gap.png") is not None:
         paths["gap_png"] = out / "gap.png"
     write_front_html(analysis, paths["html"])
-    paths["markdown"].write_text(_markdown(analysis, paths), encoding="utf-8")
+    paths["markdown"].write_text(report_markdown(analysis, paths), encoding="utf-8")
     knee = None
     if analysis.knee is not None:
         keys = ["trial_id", "genotype_id", *(c for c, _ in resolved)]

@@ -1,0 +1,201 @@
+"""report.md and the terminal table: text renderings of a computed FrontAnalysis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.front import FrontAnalysis
+from analysis.plots import axis_label, display_scale, is_miou
+
+#: Context columns shown next to the objectives in front tables, when they hold values.
+CONTEXT_COLUMNS = (
+    "params_m",
+    "gmacs",
+    "discretization_gap",
+    "cfg.ssr.op",
+    "cfg.ssr.out",
+    "cfg.ssr.mid",
+    "cfg.ssr.depth",
+)
+_MEASUREMENT = ("device", "precision", "batch", "input_size", "threads", "fps_shared_device")
+
+
+def fmt(value: Any, column: str = "") -> str:
+    """A cell: mIoU fractions (and gaps) in percent with 2 decimals, other floats 4 digits."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value * display_scale(column):.2f}" if is_miou(column) else f"{value:.4g}"
+    return str(value)
+
+
+def header(column: str) -> str:
+    """Column title with its display unit (mIoU in %, the gap in mIoU points)."""
+    return axis_label(column)
+
+
+def front_columns(analysis: FrontAnalysis) -> list[str]:
+    objectives = [c for c, _ in analysis.objectives]
+    context = [c for c in CONTEXT_COLUMNS if c in analysis.front and c not in objectives]
+    context = [c for c in context if analysis.front[c].notna().any()]
+    return ["trial_id", "genotype_id", *objectives, *context]
+
+
+def front_rows(analysis: FrontAnalysis, max_rows: int | None = None) -> list[list[str]]:
+    """Formatted front rows (best first by the first objective), the last cell marks the knee."""
+    front = analysis.front if max_rows is None else analysis.front.head(max_rows)
+    columns = front_columns(analysis)
+    return [
+        [*(fmt(row[c], c) for c in columns), "knee" if bool(row["is_knee"]) else ""]
+        for _, row in front[[*columns, "is_knee"]].iterrows()
+    ]
+
+
+def reference_text(analysis: FrontAnalysis, digits: int = 6) -> str:
+    pairs = zip(analysis.objectives, analysis.reference)
+    return ", ".join(f"{c} = {v:.{digits}g}" for (c, _), v in pairs)
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(text: Any) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in head) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in head) + "|")
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _measurement(analysis: FrontAnalysis) -> str:
+    pool = analysis.trials[analysis.trials["excluded_reason"].isna()]
+    parts = []
+    for column in (c for c in _MEASUREMENT if c in pool.columns):
+        values = sorted({fmt(v) for v in pool[column].dropna()})
+        if values:
+            parts.append(f"{column} {'/'.join(values)}")
+    return "Speed measured with " + ", ".join(parts) + "." if parts else ""
+
+
+def _summary(analysis: FrontAnalysis) -> list[str]:
+    trials = analysis.trials
+    sweeps = ", ".join(sorted(trials["sweep"].dropna().unique().astype(str)))
+    objectives = ", ".join(f"{c} ({'max' if m else 'min'})" for c, m in analysis.objectives)
+    return [
+        "# SSR sweep report",
+        "",
+        f"Sweep(s): {sweeps or 'unknown'}; dataset: {analysis.dataset or 'unknown/mixed'}; "
+        f"{len(trials)} trials, {int(trials['usable'].sum())} complete, "
+        f"{len(analysis.excluded)} excluded from the front. Objectives: {objectives}. "
+        f"mIoU columns are shown in percent. {_measurement(analysis)}",
+        "",
+        *(f"- {n}" for n in analysis.notes),
+    ]
+
+
+def _front(analysis: FrontAnalysis, paths: dict[str, Path]) -> list[str]:
+    head = [*(header(c) for c in front_columns(analysis)), "knee"]
+    html = paths["html"].name
+    return [
+        f"## Pareto front ({len(analysis.front)} trials)",
+        "",
+        md_table(head, front_rows(analysis)),
+        "",
+        f"![Pareto front]({paths['png'].name}) (interactive, hover for config and genotype: "
+        f"[{html}]({html}))",
+        "",
+        "## Hypervolume",
+        "",
+        f"Hypervolume **{analysis.hypervolume:.6g}** (Zitzler & Thiele 1998), in the objectives' "
+        f"stored units, with reference point {reference_text(analysis)} "
+        f"({analysis.reference_rule}). Compare hypervolumes only under the same reference point "
+        "(pass it with --reference).",
+        "",
+        f"![Hypervolume over the sweep]({paths['history_png'].name})",
+    ]
+
+
+def _knee(analysis: FrontAnalysis) -> list[str]:
+    if analysis.knee is None:
+        return ["## Knee", "", "None: it needs two objectives and three distinct front points."]
+    knee = analysis.knee
+    values = ", ".join(f"{header(c)} {fmt(knee[c], c)}" for c, _ in analysis.objectives)
+    return [
+        "## Knee",
+        "",
+        f"Trial {knee['trial_id']}, genotype {knee['genotype_id']}: {values}. The knee is the "
+        "front point farthest from the line joining the front's two extremes, both objectives "
+        "normalised to [0, 1] over the front (Das 1999): past it, more of one objective costs "
+        "much more of the other.",
+    ]
+
+
+def _gap(analysis: FrontAnalysis, paths: dict[str, Path]) -> list[str]:
+    out = ["## Discretization gap vs SSR weight", ""]
+    if not len(analysis.gap):
+        return [*out, "No SSR weight column (cfg.ssr.op/out/mid/depth) with a recorded gap."]
+    g = "discretization_gap"  # supernet - derived mIoU, shown in mIoU points
+    rows = [
+        [r.weight, r.value, r.trials, fmt(r.gap_mean, g), fmt(r.gap_min, g), fmt(r.gap_max, g),
+         fmt(r.derived_miou_mean, "derived_miou")]
+        for r in analysis.gap.itertuples()
+    ]  # fmt: skip
+    head = ["weight", "value", "trials", "gap mean (pts)", "gap min", "gap max",
+            "derived mIoU mean (%)"]  # fmt: skip
+    out.append(md_table(head, rows))
+    if "gap_png" in paths:
+        out += ["", f"![Gap vs SSR weight]({paths['gap_png'].name})"]
+    return out
+
+
+def _genotypes_and_exclusions(analysis: FrontAnalysis) -> list[str]:
+    genotypes = [
+        [r.genotype_id, r.trials, r.usable, "yes" if r.on_front else "", r.trial_ids]
+        for r in analysis.genotypes.itertuples()
+    ]
+    excluded = [[fmt(v) for v in r] for r in analysis.excluded.itertuples(index=False)]
+    return [
+        "## Genotypes (how many trials found each)",
+        "",
+        md_table(["genotype_id", "trials", "complete", "on front", "trial ids"], genotypes),
+        "",
+        f"## Excluded trials ({len(excluded)})",
+        "",
+        md_table(["trial_id", "genotype_id", "status", "reason"], excluded)
+        if excluded
+        else "None.",
+    ]
+
+
+def report_markdown(analysis: FrontAnalysis, paths: dict[str, Path]) -> str:
+    """report.md: summary and notes, front, hypervolume, knee, gap vs SSR weight, genotypes,
+    excluded trials; figures linked by file name (``paths`` from :func:`write_report`)."""
+    sections = [
+        _summary(analysis),
+        _front(analysis, paths),
+        _knee(analysis),
+        _gap(analysis, paths),
+        _genotypes_and_exclusions(analysis),
+    ]
+    return "\n\n".join("\n".join(s) for s in sections) + "\n"
+
+
+def text_table(analysis: FrontAnalysis, max_rows: int = 30) -> str:
+    """The front as aligned plain text, with hypervolume and reference underneath."""
+    head = [*(header(c) for c in front_columns(analysis)), "knee"]
+    body = front_rows(analysis, max_rows)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in body]
+    if len(analysis.front) > max_rows:
+        lines.append(f"... {len(analysis.front) - max_rows} more front rows in pareto.csv")
+    lines.append(
+        f"front: {len(analysis.front)} of {int(analysis.trials['usable'].sum())} complete trials "
+        f"({len(analysis.excluded)} excluded); hypervolume {analysis.hypervolume:.6g} "
+        f"(reference {reference_text(analysis, 4)})"
+    )
+    return "\n".join(lines)
