@@ -125,7 +125,9 @@ def _parse_reference(text: str | None) -> list[float] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m analysis.report", description=__doc__.splitlines()[0]
+        prog="python -m analysis.report",
+        description="Pareto front report of an SSR sweep: pareto.csv, trials.parquet, "
+        "pareto.png, pareto.html and report.md from a results.parquet or an MLflow experiment.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--parquet", type=Path, help="a sweep's results.parquet (or its folder)")

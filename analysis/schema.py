@@ -14,6 +14,7 @@ same four dtypes. mIoU values are fractions in [0, 1] (plots may show percent).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -163,6 +164,8 @@ def _infer_cfg(series: pd.Series, column: str) -> pd.Series:
 
 def _coerce_column(series: pd.Series, column: str, dtype: str) -> pd.Series:
     if dtype == "string":
+        if series.map(lambda v: isinstance(v, dict | list)).any():  # e.g. a genotype as a dict
+            series = series.map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)
         out = series.astype("string")
         return out.mask(out.str.strip().str.lower().isin(_NULL_TEXT))
     if dtype == "boolean":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -53,6 +55,14 @@ def test_coerce_parses_text_config_and_fills_the_gap() -> None:
     assert frame["cfg.baseline"].tolist() == [False, True]
     assert str(frame["cfg.name"].dtype) == "string"
     assert frame.loc[0, "discretization_gap"] == pytest.approx(0.1)
+
+
+def test_coerce_writes_a_dict_genotype_as_json() -> None:
+    genotype = {"depth": [1, 2], "ops": ["a", "b"]}
+    frame = records_frame(
+        [{"sweep": "s", "trial_id": "1", "status": "failed", "genotype": genotype}]
+    )
+    assert json.loads(frame.loc[0, "genotype"]) == genotype
 
 
 @pytest.mark.parametrize(
