@@ -1,0 +1,125 @@
+"""ssr.bench: params/MACs anchors (spec §8.1), the measurement record, ONNX export, BN folding."""
+
+import json
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from ssr import bench
+from ssr.config import BenchConfig, ConfigError
+from ssr.network import DerivedNet
+from ssr.space import Genotype
+
+SMALL = (3, 64, 128)
+QUICK = BenchConfig(warmup=1, iters=3, repeats=2)
+
+
+@pytest.fixture(scope="module")
+def paper_net() -> nn.Module:
+    torch.manual_seed(0)
+    return DerivedNet(Genotype.load("ssr_cityscapes"), 19).eval()
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters, so folding is really tested."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+
+
+def test_paper_network_params_and_macs(paper_net: nn.Module) -> None:
+    assert bench.count_params(paper_net) / 1e6 == pytest.approx(1.02, abs=0.02)
+    assert bench.count_macs(paper_net, (3, 512, 1024)) / 1e9 == pytest.approx(10.9, abs=0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("h", "w", "gmacs"), [(768, 1536, 24.5), (1024, 2048, 43.6)])
+def test_paper_network_macs_large_inputs(
+    paper_net: nn.Module, h: int, w: int, gmacs: float
+) -> None:
+    assert bench.count_macs(paper_net, (1, 3, h, w)) / 1e9 == pytest.approx(gmacs, abs=0.3)
+
+
+def test_count_macs_by_hand() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=4))
+    net.append(nn.Flatten()).append(nn.Linear(8 * 4 * 4, 10))
+    expected = 16 * 8 * 3 * 9 + 16 * 8 * 2 * 9 + 10 * 128
+    assert bench.count_macs(net, (3, 4, 4)) == expected
+    assert bench.count_macs(net, (2, 3, 4, 4)) == 2 * expected
+    assert net.training  # mode restored
+
+
+def test_measure_record(paper_net: nn.Module) -> None:
+    res = bench.measure(paper_net, SMALL, QUICK)
+    d = res.to_dict()
+    assert d["backend"] == "torch" and d["device_type"] == "cpu" and d["precision"] == "fp32"
+    assert d["batch"] == 1 and d["input"] == "64x128" and d["threads"] >= 1
+    assert 0 < d["latency_ms_min"] <= d["latency_ms_median"] <= d["latency_ms_p90"]
+    assert d["fps_median"] == pytest.approx(1000 / d["latency_ms_median"], rel=1e-3)
+    assert len(d["pass_medians_ms"]) == 2 and d["cv_between_passes"] >= 0
+    assert d["device"] and d["torch_version"] == torch.__version__
+    json.dumps(d)
+
+
+def test_measure_threads_restored_and_batch(paper_net: nn.Module) -> None:
+    before = torch.get_num_threads()
+    res = bench.measure(
+        paper_net, (2, 3, 32, 64), BenchConfig(warmup=0, iters=2, repeats=1, threads=1)
+    )
+    assert res.threads == 1 and res.batch == 2
+    assert res.fps_median == pytest.approx(2000 / res.latency_ms_median, rel=1e-3)
+    assert torch.get_num_threads() == before
+
+
+def test_fp16_on_cpu_is_a_clear_error(paper_net: nn.Module) -> None:
+    with pytest.raises(ConfigError, match="only measured on CUDA"):
+        bench.measure(paper_net, SMALL, BenchConfig(precision="fp16"))
+
+
+@pytest.mark.slow  # exports the network to ONNX first (~10 s)
+def test_measure_auto_picks_the_fastest(paper_net: nn.Module) -> None:
+    res = bench.measure(paper_net, SMALL, BenchConfig(warmup=1, iters=3, repeats=1, backend="auto"))
+    assert set(res.candidates) == {"torch", "onnxruntime"}
+    ok = {k: v for k, v in res.candidates.items() if "error" not in v}
+    assert res.backend == min(ok, key=lambda k: ok[k]["latency_ms_median"])
+    assert res.latency_ms_median == ok[res.backend]["latency_ms_median"]
+
+
+@pytest.mark.slow
+def test_export_matches_torch(paper_net: nn.Module, tmp_path) -> None:
+    path = tmp_path / "net.onnx"
+    res = bench.export_onnx(paper_net, SMALL, path)
+    assert res.max_abs_diff is not None and res.max_abs_diff < 1e-4
+    assert res.opset >= 18 and res.input_shape == [1, 3, 64, 128]
+    assert 0 < res.nodes <= 400  # issue 6; the official export has 2,906
+    assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]  # one file, no .data side file
+    # the exported file is measurable as a path
+    r = bench.measure(path, SMALL, BenchConfig(warmup=1, iters=2, repeats=1, backend="onnxruntime"))
+    assert r.backend == "onnxruntime" and r.onnxruntime_version
+
+
+def test_fold_bn_is_exact() -> None:
+    net = DerivedNet(Genotype.load("ssr_cityscapes"), 19)
+    _randomise_bn(net)
+    net.eval()
+    folded = bench.fold_bn(net)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert n_bn == 3  # only the downsamplers' BN (conv ++ max-pool) is kept
+    x = torch.randn(2, *SMALL)
+    with torch.inference_mode():
+        assert torch.allclose(folded(x), net(x), atol=1e-4)
+    assert bench.count_params(folded) < bench.count_params(net)
+    assert bench.count_macs(folded, SMALL) == bench.count_macs(net, SMALL)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > n_bn  # original kept
+
+
+def test_missing_optional_package_is_named(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(ImportError, match="'onnxruntime' package"):
+        bench.ort_session("x.onnx")

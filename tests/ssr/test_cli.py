@@ -1,0 +1,142 @@
+"""python -m ssr: bench / export / retrain, one-line errors with exit status 2, command plug-ins."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ssr.__main__ as cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--genotype", "ssr_cityscapes", "--input", "64x128"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bench_no_timing_json(capsys) -> None:
+    code, out, _ = run_cli(capsys, "bench", *SMALL, "--no-timing", "--json")
+    assert code == 0
+    row = json.loads(out)
+    assert row["params_m"] == pytest.approx(1.0226, abs=1e-4)
+    assert row["gmacs"] == pytest.approx(10.898 / 64, rel=0.02)  # 64x128 is 1/64 of 512x1024
+    assert row["input"] == "64x128" and row["batch"] == 1 and len(row["genotype_id"]) == 10
+    assert "fps_median" not in row
+
+
+def test_bench_json_has_the_record(capsys) -> None:
+    args = ("--warmup", "0", "--iters", "2", "--repeats", "1", "--threads", "1", "--json")
+    code, out, _ = run_cli(capsys, "bench", *SMALL, *args)
+    assert code == 0
+    row = json.loads(out)
+    for key in (
+        "params_m", "gmacs", "fps_median", "latency_ms_median", "latency_ms_p90", "device",
+        "threads", "batch", "input", "backend", "precision", "torch_version",
+    ):  # fmt: skip
+        assert key in row, key
+    assert row["threads"] == 1 and row["backend"] == "torch" and row["fps_median"] > 0
+
+
+def test_bench_table(capsys) -> None:
+    code, out, _ = run_cli(
+        capsys, "bench", *SMALL, "--iters", "1", "--warmup", "0", "--repeats", "1"
+    )
+    assert code == 0 and "fps_median" in out and "params_m" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--genotype", "no_such_genotype"], "does not exist"),
+        (["--genotype", "ssr_cityscapes", "--precision", "fp16"], "only measured on CUDA"),
+        (["--genotype", "ssr_cityscapes", "--set", "bogus=1"], "unknown key bogus"),
+    ],
+)
+def test_bench_user_errors(capsys, argv, message) -> None:
+    code, out, err = run_cli(capsys, "bench", *argv, "--input", "32x64", "--iters", "1")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_broken_genotype_exits_2_without_traceback(tmp_path) -> None:
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"stem": 16, "reductions": [')
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssr", "bench", "--genotype", str(bad), "--no-timing"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_genotype_that_does_not_chain(capsys, tmp_path) -> None:
+    from ssr.space import Genotype
+
+    d = Genotype.load("ssr_cityscapes").to_dict()
+    d["layers"][1]["c_in"] = 63
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(d))
+    code, _, err = run_cli(capsys, "bench", "--genotype", str(path), "--no-timing")
+    assert code == 2 and "does not chain" in err
+
+
+@pytest.mark.slow  # the dynamo exporter takes ~10 s
+def test_export_writes_one_file(capsys, tmp_path) -> None:
+    out = tmp_path / "m.onnx"
+    code, text, _ = run_cli(capsys, "export", *SMALL, "--out", str(out), "--json")
+    assert code == 0 and out.is_file() and list(tmp_path.iterdir()) == [out]
+    row = json.loads(text)
+    assert row["nodes"] <= 400 and row["max_abs_diff"] < 1e-4 and row["path"] == str(out)
+
+
+def test_export_missing_weights(capsys, tmp_path) -> None:
+    code, _, err = run_cli(
+        capsys, "export", *SMALL, "--out", str(tmp_path / "m.onnx"), "--weights", "nope.pt"
+    )
+    assert code == 2 and "nope.pt does not exist" in err
+
+
+@pytest.mark.slow
+def test_retrain_synthetic_writes_summary(capsys, tmp_path) -> None:
+    sets = [
+        "data.height=64", "data.width=128", "data.train_size=4", "data.val_size=2",
+        "data.batch_size=2",
+    ]  # fmt: skip
+    argv = ["retrain", "--genotype", "ssr_cityscapes", "--data", "synthetic", "--epochs", "1"]
+    argv += ["--out", str(tmp_path)] + [a for s in sets for a in ("--set", s)]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0, out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("miou", "per_class_iou", "params_m", "gmacs", "config"):
+        assert key in summary, key
+    assert summary["config"]["epochs"] == 1 and summary["config"]["data"]["height"] == 64
+    assert summary["params_m"] == pytest.approx(1.02, abs=0.05)
+    assert (tmp_path / "config.resolved.yaml").is_file()
+
+
+def test_retrain_bad_override(capsys, tmp_path) -> None:
+    argv = ["retrain", "--genotype", "ssr_cityscapes", "--out", str(tmp_path), "--set", "epochs=x"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "epochs" in err
+
+
+def test_commands_can_be_registered_from_another_module(capsys, tmp_path, monkeypatch) -> None:
+    (tmp_path / "ssr_test_plugin.py").write_text(
+        "def add_parser(sub):\n"
+        "    p = sub.add_parser('hello')\n"
+        "    p.add_argument('--name', default='world')\n"
+        "    return p\n\n"
+        "def run(args):\n"
+        "    print('hello', args.name)\n"
+        "    return 3\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("ssr_test_plugin", "ssr_not_installed_plugin"))
+    code, out, _ = run_cli(capsys, "hello", "--name", "ssr")
+    assert code == 3 and out.strip() == "hello ssr"
