@@ -12,7 +12,6 @@ Typical use::
 
 from analysis.errors import AnalysisInputError
 from analysis.front import FrontAnalysis, analyze_front
-from analysis.html import front_html, write_front_html
 from analysis.load import (
     OBJECTIVE_ALIASES,
     canonical_records,
@@ -21,6 +20,7 @@ from analysis.load import (
     resolve_objectives,
     resolve_objectives_with_notes,
 )
+from analysis.page import front_html, write_front_html
 from analysis.pareto import (
     default_reference,
     hypervolume,

@@ -18,15 +18,15 @@ import pandas as pd
 
 from analysis.errors import AnalysisInputError
 from analysis.front import FrontAnalysis, analyze_front
-from analysis.html import write_front_html
 from analysis.load import (
     canonical_records,
     from_mlflow,
     from_parquet,
     resolve_objectives_with_notes,
 )
-from analysis.markdown import report_markdown, text_table
+from analysis.page import write_front_html
 from analysis.plots import plot_front, plot_gap, plot_history
+from analysis.tables import report_markdown, text_table
 
 DEFAULT_OBJECTIVES = "miou:max,fps:max"
 

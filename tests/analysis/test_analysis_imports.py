@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_analysis_loads_neither_torch_nor_ray() -> None:
     code = (
-        "import json, sys, analysis, analysis.report, analysis.plots, analysis.html; "
+        "import json, sys, analysis, analysis.report, analysis.plots, analysis.page; "
         "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
     )
     proc = subprocess.run(
