@@ -72,7 +72,9 @@ class ConfusionMatrix:
     The matrix lives on ``device`` (moved to the predictions' device on first update when None).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device=None):
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None
+    ) -> None:
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 

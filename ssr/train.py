@@ -432,9 +432,8 @@ def run_retrain(
         lr = poly_lr(optimizer, cfg.optim.lr, epoch, cfg.epochs, cfg.optim.poly_power)
         train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         model.train()
-        stats = run_epoch(
-            train_loader, step, desc=f"retrain {epoch + 1}/{cfg.epochs}", progress=progress
-        )
+        desc = f"retrain {epoch + 1}/{cfg.epochs}"
+        stats = run_epoch(train_loader, step, desc=desc, progress=progress, log_summary=False)
         evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         if evaluated:
             ev = evaluate(
@@ -473,13 +472,17 @@ def run_retrain(
         if evaluated:
             row["val_per_class_iou"] = last_eval["val_per_class_iou"]
         history.append(row)
+        _ensure_log_handler()
         log.info(
-            "retrain epoch %d/%d: val_miou=%.4f best=%.4f (epoch %d)",
-            epoch + 1,
-            cfg.epochs,
+            "%s: train_loss=%.4g lr=%.3g val_miou=%.4f%s best=%.4f (epoch %d) %.1fs",
+            desc,
+            row["train_loss"],
+            lr,
             row["val_miou"],
+            "" if evaluated else " (earlier)",
             row["best_miou"],
             best_epoch,
+            row["seconds"],
         )
         if out is not None:
             with open(out / "history.jsonl", "a") as f:

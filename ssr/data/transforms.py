@@ -117,7 +117,9 @@ class RandomHFlip:
 
     p: float = 0.5
 
-    def __call__(self, image, label, g: torch.Generator):
+    def __call__(
+        self, image: torch.Tensor, label: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return (
             hflip(image, label) if float(torch.rand((), generator=g)) < self.p else (image, label)
         )
@@ -129,7 +131,9 @@ class RandomShift:
 
     max_px: int = 2
 
-    def __call__(self, image, label, g: torch.Generator):
+    def __call__(
+        self, image: torch.Tensor, label: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dy, dx = _randint(g, -self.max_px, self.max_px), _randint(g, -self.max_px, self.max_px)
         return shift(image, label, dy, dx)
 
@@ -141,7 +145,9 @@ class RandomScaleCrop:
     scale_range: tuple[float, float]
     size: tuple[int, int]
 
-    def __call__(self, image, label, g: torch.Generator):
+    def __call__(
+        self, image: torch.Tensor, label: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = scale(image, label, _uniform(g, *self.scale_range))
         h, w = image.shape[-2:]
         top = _randint(g, 0, max(h - self.size[0], 0))
@@ -155,7 +161,9 @@ class Compose:
 
     transforms: tuple[Transform, ...]
 
-    def __call__(self, image, label, g: torch.Generator):
+    def __call__(
+        self, image: torch.Tensor, label: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         for t in self.transforms:
             image, label = t(image, label, g)
         return image, label
