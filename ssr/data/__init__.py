@@ -39,6 +39,8 @@ __all__ = [
     "build_loader",
     "class_weights",
     "dataset_info",
+    "enet_weights",
+    "label_counts",
 ]
 
 log = logging.getLogger(__name__)
