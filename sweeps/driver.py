@@ -1,0 +1,266 @@
+"""The sweep after its checks: Tune fit, missing rows, exclusive re-measurement, sync, report.
+
+Called by ``sweeps/run.py`` once the sweep file, dataset, tracking store and Ray are known to be
+good. Steps (design.md §4-§5, anchors.md §5):
+
+1. ``Tuner.fit()`` (or ``Tuner.restore`` on ``--resume``), with the results and MLflow callbacks
+   writing from the driver as trials end;
+2. rows a killed driver never wrote are rebuilt from Tune's result grid (never lose data);
+3. every unique genotype of a complete trial is re-measured alone, one after the other, all on one
+   node (``fps_exclusive``, ...), cached in ``exclusive.json`` so a resume does not redo it, and
+   logged back to its runs;
+4. whatever MLflow missed (a server that went away) is synced from results.parquet;
+5. the Pareto report goes to ``<run folder>/report/`` and its table to stdout, with the command
+   to open the runs in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sweeps.results import EXCLUSIVE_FIELDS, ResultsCallback, ResultsTable, row_from_result
+from sweeps.spec import Sweep, trial_dirname
+from sweeps.tracking import MlflowCallback, Tracker
+
+log = logging.getLogger("sweeps")
+EXCLUSIVE_CACHE = "exclusive.json"
+
+
+def make_tuner(
+    sweep: Sweep, storage: str, name: str, callbacks: list[Any], resume: bool, quiet: bool
+) -> Any:
+    """A new Tuner, or the restored one of ``<storage>/<name>`` when resuming."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from sweeps.trial import run_trial
+
+    r = sweep.spec.resources
+    trainable = tune.with_resources(run_trial, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
+    all_callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
+    path = f"{storage.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_unfinished=True, resume_errored=False
+        )
+        # NOTE: Tuner.restore takes no RunConfig and would reuse the callbacks pickled with the
+        # experiment; fresh ones carry this invocation's settings (private attribute, guarded).
+        inner = getattr(tuner, "_local_tuner", None)
+        if inner is not None and hasattr(inner, "get_run_config"):
+            inner.get_run_config().callbacks = all_callbacks
+        return tuner
+    return tune.Tuner(
+        trainable,
+        param_space=sweep.param_space(),
+        tune_config=tune.TuneConfig(
+            search_alg=sweep.searcher(),
+            scheduler=sweep.scheduler(),
+            num_samples=sweep.spec.num_samples,
+            max_concurrent_trials=sweep.spec.max_concurrent,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,  # NOTE: saves a process start and the torch import per trial
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            verbose=0,  # progress: one line per trial start/end (ResultsCallback)
+            callbacks=all_callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
+        ),
+    )
+
+
+def unfinished_trials(storage: str, name: str) -> list[str]:
+    """Trial ids the saved experiment state does not mark finished (an interrupted fit).
+
+    NOTE: after an interrupted fit Tune's in-memory trials read TERMINATED (its cleanup stops
+    them); the experiment state it saved just before says PENDING/RUNNING.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(f"{storage.rstrip('/')}/{name}")
+    return [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+
+
+def reconcile(
+    table: ResultsTable, grid: Any, sweep_name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fill rows missing from the table; return checkpoints and configs by trial id."""
+    checkpoints: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    added = 0
+    for res in grid:
+        metrics = res.metrics or {}
+        trial_id = str(metrics.get("trial_id") or Path(res.path).name.removeprefix("trial_"))
+        configs[trial_id] = res.config
+        checkpoints[trial_id] = res.checkpoint
+        if trial_id not in table:
+            table.upsert(row_from_result(sweep_name, res))
+            added += 1
+    if added:
+        log.info("rebuilt %d result rows from Tune's experiment state", added)
+    table.write()
+    return checkpoints, configs
+
+
+def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker) -> int:
+    """Exclusive FPS for each unique genotype, one Ray task at a time, on one node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from ssr.config import to_dict
+    from sweeps.trial import measure_exclusive
+
+    by_geno: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in table.rows():
+        if row.get("status") == "complete" and row.get("genotype_id") and row.get("genotype"):
+            by_geno[row["genotype_id"]].append(row)
+    cache_path = run_dir / EXCLUSIVE_CACHE
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    bench = to_dict(sweep.base_config.bench)
+    key = json.dumps(bench, sort_keys=True)
+    r = sweep.spec.resources
+    task = ray.remote(num_cpus=r.cpus_per_trial, num_gpus=1 if r.gpus_per_trial > 0 else 0)(
+        measure_exclusive
+    )
+    node = next((v.get("exclusive_node_id") for v in cache.values() if v.get("bench") == key), None)
+    todo = [g for g in by_geno if cache.get(g, {}).get("bench") != key]
+    if todo:
+        print(
+            f"re-measuring {len(todo)} unique genotype(s) exclusively at "
+            f"{bench['batch']}x3x{bench['height']}x{bench['width']} ...",
+            flush=True,
+        )
+    for g in todo:
+        row = by_geno[g][0]
+        opts = (
+            {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+            if node
+            else {}
+        )
+        try:
+            values = ray.get(
+                task.options(**opts).remote(
+                    row["genotype"], row.get("dataset") or "synthetic", bench, r.cpus_per_trial
+                )
+            )
+        except Exception as exc:  # one bad genotype must not stop the rest
+            log.warning("exclusive measurement of genotype %s failed: %s", g, exc)
+            continue
+        node = values.get("exclusive_node_id") or node
+        cache[g] = {"bench": key, **values}
+        tmp = cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cache, indent=2))
+        os.replace(tmp, cache_path)
+    measured = 0
+    for g, rows in by_geno.items():
+        values = cache.get(g)
+        if not values or values.get("bench") != key:
+            continue
+        measured += 1
+        ids = [row["trial_id"] for row in rows]
+        table.update_many(ids, {k: values[k] for k in EXCLUSIVE_FIELDS})
+        tags = {
+            "ssr.exclusive_device": str(values.get("exclusive_device")),
+            "ssr.exclusive_node": str(values.get("exclusive_node")),
+        }
+        for t in ids:
+            tracker.log_values(t, {k: values[k] for k in EXCLUSIVE_FIELDS}, tags)
+    table.write()
+    return measured
+
+
+def report(sweep: Sweep, table: ResultsTable, run_dir: Path) -> tuple[Any, str | None]:
+    """Write ``report/`` with analysis.report and return (result, problem)."""
+    from analysis.errors import AnalysisInputError
+    from analysis.report import format_front_table, write_report
+
+    try:
+        result = write_report(table.frame(), sweep.report_objectives(), run_dir / "report")
+    except AnalysisInputError as exc:
+        return None, str(exc)
+    print()
+    print(format_front_table(result))
+    return result, None
+
+
+def _view_line(uri: str, tracker: Tracker) -> str:
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {uri}"
+    return (
+        f"mlflow ui --backend-store-uri {uri}  (or open {uri.rstrip('/')}/#/experiments/"
+        f"{tracker.experiment_id})"
+    )
+
+
+def run_sweep(
+    sweep: Sweep,
+    storage: str,
+    name: str,
+    run_dir: Path,
+    tracker: Tracker,
+    resume: bool,
+    quiet: bool,
+) -> int:
+    """Fit, reconcile, re-measure, sync, report; returns the exit status."""
+    t0 = time.monotonic()
+    table_path = run_dir / "results.parquet"
+    results_cb = ResultsCallback(ResultsTable(table_path), name, verbose=not quiet)
+    mlflow_cb = MlflowCallback(tracker, results_cb.table)
+    tuner = make_tuner(sweep, storage, name, [results_cb, mlflow_cb], resume, quiet)
+    grid = tuner.fit()
+
+    unfinished = unfinished_trials(storage, name)
+    table = ResultsTable(table_path)  # what the callbacks wrote (whichever copy ran)
+    if unfinished:
+        tracker.finish({}, [table_path] if table_path.is_file() else [], "KILLED")
+        print(
+            f"interrupted with {len(unfinished)} unfinished trial(s); {len(table)} result "
+            f"row(s) saved in {table_path}\ncontinue with: python sweeps/run.py --resume "
+            f"--name {name} --storage {storage}",
+            flush=True,
+        )
+        return 130
+
+    checkpoints, configs = reconcile(table, grid, name)
+    if sweep.spec.remeasure:
+        remeasure(sweep, table, run_dir, tracker)
+    missing = tracker.sync(table, checkpoints, configs)
+    if missing:
+        log.warning(
+            "%d trial(s) are not in MLflow yet (server unreachable?); they are in %s; "
+            "run again with --resume to sync them",
+            missing,
+            table_path,
+        )
+
+    result, problem = report(sweep, table, run_dir)
+    rows = table.rows()
+    counts = {
+        s: sum(1 for r in rows if r.get("status") == s)
+        for s in ("complete", "early_stopped", "failed")
+    }
+    summary = {"trials": len(rows), **counts, "wall_s": time.monotonic() - t0}
+    if result is not None:
+        summary["hypervolume"] = result.hypervolume
+    artifacts = [table_path] + ([run_dir / "report"] if result is not None else [])
+    tracker.finish(summary, artifacts, "FINISHED" if counts["complete"] else "FAILED")
+
+    print()
+    print(
+        f"results: {table_path}  ({len(rows)} trials: {counts['complete']} complete, "
+        f"{counts['early_stopped']} early-stopped, {counts['failed']} failed)"
+    )
+    if result is not None:
+        print(f"report:  {result.paths['markdown']}  (plot: {result.paths['png']})")
+    else:
+        print(f"report:  not written ({problem})")
+    print(f"view the runs: {_view_line(tracker.uri, tracker)}", flush=True)
+    return 0 if counts["complete"] else 1

@@ -1,0 +1,260 @@
+"""``<run folder>/results.parquet``: one row per trial in the :mod:`analysis.schema` record.
+
+Rows are built in the driver from what Tune hands over (the trial config and its last report)
+and written atomically (temp file + ``os.replace``) every time a trial ends, so a killed driver
+loses nothing that finished. Early-stopped (ASHA) and failed trials get a row too, marked by
+``status`` and ``error``, so that analysis can leave them out of the fronts (anchors.md §4: an
+ASHA-stopped trial carries low-fidelity values). A resumed sweep starts from the rows on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from sweeps.spec import FINAL_KEY, flat_params
+
+log = logging.getLogger(__name__)
+
+#: Record fields reported by the trial's final report (besides the schema's numeric columns).
+TEXT_FIELDS = ("genotype_id", "genotype", "device", "precision", "input_size", "node")
+NUMERIC_FIELDS = (
+    "supernet_miou",
+    "derived_miou",
+    "retrained_miou",
+    "discretization_gap",
+    "discrete_at_epoch",
+    "params_m",
+    "gmacs",
+    "fps_shared",
+    "latency_ms_median",
+    "latency_ms_p90",
+    "threads",
+    "batch",
+    "space_log10_size",
+)
+EXCLUSIVE_FIELDS = ("fps_exclusive", "latency_exclusive_ms_median", "latency_exclusive_ms_p90")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def trial_status(trial: Any) -> str:
+    """``failed`` (errored), ``complete`` (final record reported) or ``early_stopped``."""
+    if getattr(trial, "status", None) == "ERROR":
+        return "failed"
+    return "complete" if (trial.last_result or {}).get(FINAL_KEY) == 1.0 else "early_stopped"
+
+
+def error_text(trial: Any, limit: int = 2000) -> str:
+    """The last lines of a failed trial's traceback (Tune's error.txt)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception as exc:  # storage unreachable: say so rather than lose the row
+        text = f"(error text unavailable: {exc})"
+    text = str(text).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else "trial failed"
+    return (last if len(text) <= limit else last + "\n...\n" + text[-limit:])[-limit:]
+
+
+def build_row(
+    sweep: str,
+    trial_id: str,
+    config: dict[str, Any],
+    last: dict[str, Any],
+    status: str,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """One record from a trial's config and last report (schema columns + a few extras)."""
+    row: dict[str, Any] = {
+        "sweep": sweep,
+        "trial_id": trial_id,
+        "status": status,
+        "error": error,
+        "dataset": ((config.get("base") or {}).get("search", {}).get("data", {}) or {}).get(
+            "name", "synthetic"
+        ),
+    }
+    try:
+        row.update(flat_params(config))
+    except Exception as exc:  # a row must never be lost to a config problem
+        log.warning("trial %s: cannot resolve its config for cfg.* columns: %s", trial_id, exc)
+    for key in TEXT_FIELDS:
+        if isinstance(last.get(key), str) and last[key]:
+            row[key] = last[key]
+    for key in NUMERIC_FIELDS:
+        if _finite(last.get(key)):
+            row[key] = float(last[key])
+    if status == "complete":
+        row["fps_shared_device"] = True
+    it = last.get("step", last.get("training_iteration"))
+    if _finite(it):
+        row["iterations"] = int(it)
+    if _finite(last.get("time_total_s")):
+        row["wall_s"] = float(last["time_total_s"])
+    return row
+
+
+class ResultsTable:
+    """The rows of one sweep, keyed by trial id, mirrored to Parquet on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if self.path.is_file():
+            import pandas as pd
+
+            frame = pd.read_parquet(self.path)
+            for rec in frame.astype(object).where(frame.notna(), None).to_dict("records"):
+                self._rows[str(rec["trial_id"])] = {k: v for k, v in rec.items() if v is not None}
+
+    def __contains__(self, trial_id: str) -> bool:
+        return trial_id in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, trial_id: str) -> dict[str, Any] | None:
+        return self._rows.get(trial_id)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rows.values()]
+
+    def upsert(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Insert or update a row; a new finished trial gets the next ``completion_order``."""
+        with self._lock:
+            old = self._rows.get(row["trial_id"], {})
+            merged = {**old, **{k: v for k, v in row.items() if v is not None}}
+            if "completion_order" not in merged:
+                orders = [r.get("completion_order", 0) for r in self._rows.values()]
+                merged["completion_order"] = int(max(orders, default=0)) + 1
+            self._rows[row["trial_id"]] = merged
+            return dict(merged)
+
+    def update_many(self, trial_ids: Iterable[str], values: dict[str, Any]) -> None:
+        with self._lock:
+            for t in trial_ids:
+                if t in self._rows:
+                    self._rows[t].update(values)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}  # NOTE: pickled with Tune's experiment; reload from disk
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(Path(state["path"]))
+
+    def frame(self) -> Any:
+        """Canonical DataFrame (:func:`analysis.schema.coerce_records`, validated)."""
+        from analysis.schema import records_frame
+
+        return records_frame(self.rows())
+
+    def write(self) -> Path:
+        """Atomically replace ``results.parquet`` with the current rows."""
+        with self._lock:
+            frame = self.frame()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, self.path)
+        return self.path
+
+
+class ResultsCallback(Callback):
+    """Tune callback (driver side): a row per trial as soon as it ends, written at once."""
+
+    def __init__(self, table: ResultsTable, sweep: str, verbose: bool = True) -> None:
+        self.table = table
+        self.sweep = sweep
+        self.verbose = verbose
+        self.trials: list[Any] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"table": self.table, "sweep": self.sweep, "verbose": self.verbose, "trials": []}
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self.trials = trials
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self.verbose:
+            dims = "  ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in (trial.config.get("dims") or {}).items()
+            )
+            print(f"    trial {trial.trial_id} started  {dims}", flush=True)
+
+    def _record(self, trial: Any, status: str, error: str | None) -> None:
+        row = build_row(
+            self.sweep, trial.trial_id, trial.config, trial.last_result or {}, status, error
+        )
+        if not row.get("node") and getattr(trial, "node_ip", None):
+            row["node"] = trial.node_ip
+        row = self.table.upsert(row)
+        try:
+            self.table.write()
+        except Exception as exc:  # keep the sweep going; the row stays in memory and in Tune
+            log.warning("could not write %s: %s", self.table.path, exc)
+        if self.verbose:
+            print(progress_line(row, len(self.table)), flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        status = trial_status(trial)
+        error = None
+        if status == "early_stopped":
+            last = trial.last_result or {}
+            error = (
+                f"stopped early by the scheduler after {last.get('training_iteration', '?')} "
+                f"reports (low-fidelity values; not a final record)"
+            )
+        self._record(trial, status, error)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._record(trial, "failed", error_text(trial))
+
+
+def progress_line(row: dict[str, Any], done: int) -> str:
+    """One line per finished trial for the terminal."""
+    parts = [f"[{done}] trial {row['trial_id']} {row['status']}"]
+    for key in ("genotype_id", "derived_miou", "retrained_miou", "gmacs", "fps_shared", "node"):
+        v = row.get(key)
+        if v is not None:
+            parts.append(f"{key}={v:.4g}" if isinstance(v, float) else f"{key}={v}")
+    if row.get("error") and row["status"] == "failed":
+        parts.append(f"error: {str(row['error']).splitlines()[0][:200]}")
+    return "  ".join(parts)
+
+
+def row_from_result(sweep: str, result: Any) -> dict[str, Any]:
+    """A row from a ResultGrid entry (used to fill rows a killed driver never wrote)."""
+    last = dict(result.metrics or {})
+    trial_id = str(last.get("trial_id") or Path(result.path).name)
+    if result.error is not None:
+        lines = str(result.error).strip().splitlines()
+        return build_row(
+            sweep, trial_id, result.config or {}, last, "failed", lines[-1] if lines else "failed"
+        )
+    status = "complete" if last.get(FINAL_KEY) == 1.0 else "early_stopped"
+    err = None if status == "complete" else "stopped early by the scheduler (low-fidelity values)"
+    return build_row(sweep, trial_id, result.config or {}, last, status, err)
+
+
+def genotype_json(row: dict[str, Any]) -> str | None:
+    """The row's genotype as compact JSON text (None when the trial has none)."""
+    g = row.get("genotype")
+    if not g:
+        return None
+    try:
+        return json.dumps(json.loads(g), separators=(",", ":"))
+    except (TypeError, ValueError):
+        return str(g)

@@ -1,0 +1,626 @@
+"""Sweep definitions: YAML -> a validated :class:`Sweep` -> Tune param space, searcher, scheduler.
+
+A sweep file declares what varies (``space``: the SSR method's knobs, seeds and the baselines of
+spec §10), how it is searched (``searcher``: Optuna multi-objective over ``objectives``, random
+or grid), how trials are cut short (``scheduler``: ASHA on one per-epoch metric, or none), the
+per-trial budget, the dataset and a ``base:`` block of fixed :class:`ssr.config.PipelineConfig`
+overrides. Validation is strict and happens before anything starts: the top level goes through
+:func:`ssr.config.from_dict` (unknown key or wrong type -> a message naming the key), and every
+dimension is checked by building the PipelineConfig for its extreme values with ssr's own
+loader and range checks, so a bad value fails here, not in a trial ten minutes later.
+
+The ``seed`` and ``baseline`` dimensions are special: ``seed`` sets ``search.seed`` and
+``retrain.seed``; ``baseline`` is one of ``ssr`` (as sampled), ``darts_pruning`` (all SSR weights
+0, shrinking on: DARTS with pruning) and ``no_shrink`` (shrinking off, argmax at the end).
+Other keys are dotted PipelineConfig paths; a path that does not start with ``search.``,
+``retrain.``, ``bench.`` or ``export_onnx`` is taken relative to ``search.`` (``ssr.op`` means
+``search.ssr.op``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ssr.config import (
+    ConfigError,
+    DataConfig,
+    PipelineConfig,
+    deep_merge,
+    from_dict,
+    set_dotted,
+    to_dict,
+    validate,
+)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+DIST_KINDS = ("uniform", "loguniform", "int", "logint", "choice", "grid")
+SPECIAL_KEYS = ("baseline", "seed")
+BASELINES = ("ssr", "darts_pruning", "no_shrink")
+SSR_WEIGHTS = ("op", "out", "mid", "depth")
+#: Record columns a searcher may optimise (all measured once, at the end of a trial).
+OBJECTIVE_METRICS = (
+    "derived_miou",
+    "retrained_miou",
+    "supernet_miou",
+    "discretization_gap",
+    "params_m",
+    "gmacs",
+    "fps_shared",
+    "latency_ms_median",
+    "latency_ms_p90",
+)
+#: Key of the trial's last report that carries the final record (1.0) instead of an epoch (0.0).
+FINAL_KEY = "final_record"
+_TOP_FIELDS = tuple(f.name for f in dataclasses.fields(PipelineConfig))
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep file's typed top level (loaded with ssr.config.from_dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of the searcher: a record column and its direction."""
+
+    metric: str
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass(frozen=True)
+class SearcherSpec:
+    """``optuna`` (TPE or NSGA-II, multi-objective when several objectives), ``random``, ``grid``."""
+
+    kind: Literal["optuna", "random", "grid"] = "optuna"
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """ASHA (Li et al. 2020) on one per-epoch metric; time is the pipeline's epoch ``step``."""
+
+    kind: Literal["asha", "none"] = "asha"
+    metric: str = "val_miou"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Per-trial budget: search epochs, retrain epochs (0: no retraining), checkpoint cadence."""
+
+    search_epochs: int = 3
+    retrain_epochs: int = 0
+    checkpoint_every: int = 1
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """Ray resources of one trial; fractions of a GPU are allowed (scheduling only)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The whole sweep file. ``space``, ``base`` and ``dataset`` are checked separately."""
+
+    name: str = "sweep"
+    experiment: str = "ssr-sweeps"
+    description: str = ""
+    num_samples: int = 4
+    max_concurrent: int = 2
+    max_failures: int = 0
+    objectives: tuple[Objective, ...] = (Objective("derived_miou", "max"), Objective("fps_shared"))
+    searcher: SearcherSpec = field(default_factory=SearcherSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    remeasure: bool = True
+    dataset: Any = None
+    space: Any = None
+    base: Any = None
+
+
+# --------------------------------------------------------------------------------------------
+# Dimensions
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One entry of ``space``: a key, the PipelineConfig path it sets and its distribution."""
+
+    key: str
+    kind: str  # one of DIST_KINDS, or "const"
+    args: tuple[Any, ...]
+
+    @property
+    def path(self) -> str:
+        return resolve_path(self.key)
+
+    def domain(self) -> Any:
+        """The Ray Tune domain (``const`` dimensions stay plain values)."""
+        from ray import tune
+
+        lo, hi = (*self.args, None, None)[:2]
+        return {
+            "uniform": lambda: tune.uniform(lo, hi),
+            "loguniform": lambda: tune.loguniform(lo, hi),
+            "int": lambda: tune.randint(lo, hi + 1),
+            "logint": lambda: tune.lograndint(lo, hi + 1),
+            "choice": lambda: tune.choice(list(self.args)),
+            "grid": lambda: tune.grid_search(list(self.args)),
+            "const": lambda: self.args[0],
+        }[self.kind]()
+
+    def probe_values(self) -> list[Any]:
+        """Values that must all be valid: every option, or both ends of a range."""
+        if self.kind in ("choice", "grid", "const"):
+            return list(self.args)
+        lo, hi = self.args
+        if self.kind in ("int", "logint"):
+            return [lo, hi]
+        # NOTE: the upper end of a continuous range is (almost) never drawn; probe just below it.
+        return [lo, hi - (hi - lo) * 1e-9]
+
+
+def resolve_path(key: str) -> str:
+    """``ssr.op`` -> ``search.ssr.op``; full paths and the special keys stay as they are."""
+    if key in SPECIAL_KEYS or key.split(".")[0] in _TOP_FIELDS:
+        return key
+    return f"search.{key}"
+
+
+def _leaf_exists(path: str) -> bool:
+    cls: Any = PipelineConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not (
+            dataclasses.is_dataclass(cls) and part in {f.name for f in dataclasses.fields(cls)}
+        ):
+            return False
+        cls = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1 and not dataclasses.is_dataclass(cls):
+            return False
+    return not dataclasses.is_dataclass(cls)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_dimension(key: Any, value: Any) -> Dimension:
+    """Parse one ``space`` entry: ``{loguniform: [lo, hi]}``, ``{choice: [...]}``, a constant."""
+    where = f"space.{key}"
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"space: keys must be dotted names like ssr.op, got {key!r}")
+    path = resolve_path(key)
+    if key not in SPECIAL_KEYS and not _leaf_exists(path):
+        raise ConfigError(
+            f"unknown key {where}: {path} is not a PipelineConfig field "
+            f"(keys are relative to search., e.g. ssr.op, shrink.threshold, arch_optim.lr, "
+            f"or one of {', '.join(SPECIAL_KEYS)})"
+        )
+    if path in ("search.epochs", "retrain.epochs"):
+        raise ConfigError(
+            f"{where}: the per-trial budget is set by budget.search_epochs/retrain_epochs"
+        )
+    if not isinstance(value, dict):
+        return Dimension(key, "const", (value,))
+    if len(value) != 1 or next(iter(value)) not in DIST_KINDS:
+        raise ConfigError(
+            f"{where}: expected one of {{{', '.join(k + ': ...' for k in DIST_KINDS)}}} "
+            f"or a constant, got {value!r}"
+        )
+    kind, args = next(iter(value.items()))
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
+    if kind in ("choice", "grid"):
+        return Dimension(key, kind, tuple(args))
+    if len(args) != 2 or not all(_number(a) for a in args):
+        raise ConfigError(f"{where}.{kind}: expected [low, high] numbers, got {args!r}")
+    lo, hi = args
+    if not lo < hi:
+        raise ConfigError(f"{where}.{kind}: low must be < high, got {args!r}")
+    if kind in ("int", "logint") and not all(isinstance(a, int) for a in args):
+        raise ConfigError(f"{where}.{kind}: bounds must be integers, got {args!r}")
+    if kind in ("loguniform", "logint") and lo <= 0:
+        raise ConfigError(f"{where}.{kind}: bounds must be > 0 for a log scale, got {args!r}")
+    return Dimension(key, kind, (lo, hi))
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (Tune's samplers) -> Python scalars, so ssr's strict loader accepts them."""
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def apply_dims(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Nested PipelineConfig dict of ``base`` with the sampled ``values`` (keys as in ``space``)."""
+    out = copy.deepcopy(base)
+    for key, value in values.items():
+        value = _plain(value)
+        if key == "baseline":
+            continue
+        if key == "seed":
+            set_dotted(out, "search.seed", value)
+            set_dotted(out, "retrain.seed", value)
+        else:
+            set_dotted(out, resolve_path(key), value)
+    baseline = values.get("baseline", "ssr")
+    if baseline == "darts_pruning":
+        for w in SSR_WEIGHTS:
+            set_dotted(out, f"search.ssr.{w}", 0.0)
+    elif baseline == "no_shrink":
+        set_dotted(out, "search.shrink.enabled", False)
+    return out
+
+
+def build_pipeline(base: dict[str, Any], values: dict[str, Any], where: str = "") -> PipelineConfig:
+    """Validated PipelineConfig for one point of the space (the trial and the validator share it)."""
+    baseline = values.get("baseline", "ssr")
+    if baseline not in BASELINES:
+        raise ConfigError(f"{where or 'baseline'}: {baseline!r} is not one of {list(BASELINES)}")
+    if "seed" in values and (
+        not isinstance(_plain(values["seed"]), int) or isinstance(values["seed"], bool)
+    ):
+        raise ConfigError(f"{where or 'seed'}: expected an integer, got {values['seed']!r}")
+    data = apply_dims(base, values)
+    try:
+        cfg = from_dict(PipelineConfig, data)
+        validate(cfg)
+        validate(cfg.search)
+        if cfg.retrain.epochs > 0:
+            validate(cfg.retrain)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    return cfg
+
+
+def trial_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The sampled dimension values of a Tune trial config."""
+    return {k: _plain(v) for k, v in (config.get("dims") or {}).items()}
+
+
+def trial_pipeline(config: dict[str, Any]) -> PipelineConfig:
+    """Tune trial config (see :meth:`Sweep.param_space`) -> validated PipelineConfig."""
+    return build_pipeline(config["base"], trial_values(config))
+
+
+def flat_params(config: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.<key>`` of a trial: the resolved PipelineConfig, flattened, plus ``cfg.baseline``.
+
+    Keys use the sweep file's shorthand: search fields are relative to ``search.``
+    (``cfg.ssr.op``, ``cfg.shrink.threshold``, ``cfg.data.name``), the rest keep their section
+    (``cfg.retrain.epochs``, ``cfg.bench.height``, ``cfg.export_onnx``). Lists (stages,
+    dilations, ...) are JSON text so that every value is a scalar.
+    """
+    import json
+
+    from ssr.config import flatten
+
+    flat = flatten(to_dict(trial_pipeline(config)))
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        key = k.removeprefix("search.")
+        out[f"cfg.{key}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    out["cfg.baseline"] = trial_values(config).get("baseline", "ssr")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The validated sweep
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep: the typed spec, the resolved base PipelineConfig dict, the dimensions."""
+
+    spec: SweepSpec
+    base: dict[str, Any]
+    dims: tuple[Dimension, ...]
+    source: dict[str, Any]  # the mapping it was built from (saved as sweep.yaml in the run folder)
+
+    @property
+    def base_config(self) -> PipelineConfig:
+        return build_pipeline(self.base, {})
+
+    @property
+    def max_t(self) -> int:
+        """Reports per complete trial: one per search and retrain epoch, plus the final record."""
+        return self.spec.budget.search_epochs + self.spec.budget.retrain_epochs + 1
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune param space: fixed ``base`` and run settings, sampled ``dims``."""
+        return {
+            "sweep": self.spec.name,
+            "base": self.base,
+            "dims": {d.key: d.domain() for d in self.dims},
+            "run": {
+                "cpus": self.spec.resources.cpus_per_trial,
+                "gpus": self.spec.resources.gpus_per_trial,
+                "objectives": [o.metric for o in self.spec.objectives],
+                "scheduler_metric": self.spec.scheduler.metric,
+                "checkpoint_every": self.spec.budget.checkpoint_every,
+            },
+        }
+
+    def searcher(self) -> Any:
+        """OptunaSearch (final-record objectives only) or Ray's random/grid variant generator."""
+        s = self.spec.searcher
+        if s.kind in ("random", "grid"):
+            from ray.tune.search.basic_variant import BasicVariantGenerator
+
+            return BasicVariantGenerator(random_state=s.seed)
+        from sweeps.searchers import final_record_optuna
+
+        return final_record_optuna(
+            [(o.metric, o.mode) for o in self.spec.objectives], s.sampler, s.seed
+        )
+
+    def scheduler(self) -> Any:
+        """ASHA with the pipeline's global epoch step as time (stable across resumes), or FIFO."""
+        s = self.spec.scheduler
+        if s.kind == "none":
+            return None
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="step",
+            metric=s.metric,
+            mode=s.mode,
+            max_t=self.max_t,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+
+    def report_objectives(self) -> list[tuple[str, bool]]:
+        """Objectives for the final report, as :func:`analysis.report.write_report` takes them.
+
+        Timings measured inside trials become analysis' aliases (``fps``, ``latency``), which
+        prefer the exclusive re-measurement and fall back (with a note) to the shared one.
+        """
+        alias = {"fps_shared": "fps", "latency_ms_median": "latency"}
+        out = []
+        for o in self.spec.objectives:
+            name = alias.get(o.metric, o.metric)
+            if o.metric == "latency_ms_p90" and self.spec.remeasure:
+                name = "latency_exclusive_ms_p90"
+            out.append((name, o.mode == "max"))
+        return out
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Tune's default embeds the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _nest(d: Any, where: str) -> dict[str, Any]:
+    """A mapping whose keys may be dotted (``search.ssr.op: 30``) -> nested dicts."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        v = _nest(v, f"{where}.{k}") if isinstance(v, dict) else v
+        if isinstance(v, dict) and isinstance(_get(out, str(k)), dict):
+            v = deep_merge(_get(out, str(k)), v)
+        set_dotted(out, str(k), v)
+    return out
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for p in dotted.split("."):
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur
+
+
+def _normalize_objectives(raw: Any) -> Any:
+    """Accept ``derived_miou:max`` strings as well as ``{metric, mode}`` mappings."""
+    if not isinstance(raw, list):
+        return raw
+    out = []
+    for item in raw:
+        if isinstance(item, str):
+            metric, _, mode = item.partition(":")
+            item = {"metric": metric.strip(), **({"mode": mode.strip()} if mode else {})}
+        out.append(item)
+    return out
+
+
+def build_sweep(raw: dict[str, Any]) -> Sweep:
+    """Validate a sweep mapping (file content + overrides) into a :class:`Sweep`."""
+    if not isinstance(raw, dict):
+        raise ConfigError("a sweep definition must be a mapping at the top level")
+    data = dict(raw)
+    if "objectives" in data:
+        data["objectives"] = _normalize_objectives(data["objectives"])
+    spec = from_dict(SweepSpec, data)
+    _check(
+        bool(spec.name.strip()) and "/" not in spec.name,
+        "name must be a non-empty name without '/'",
+    )
+    _check(bool(spec.experiment.strip()), "experiment must not be empty")
+    _check(spec.num_samples >= 1, f"num_samples must be >= 1, got {spec.num_samples}")
+    _check(spec.max_concurrent >= 1, f"max_concurrent must be >= 1, got {spec.max_concurrent}")
+    _check(spec.max_failures >= 0, f"max_failures must be >= 0, got {spec.max_failures}")
+    r = spec.resources
+    _check(r.cpus_per_trial > 0, f"resources.cpus_per_trial must be > 0, got {r.cpus_per_trial}")
+    _check(r.gpus_per_trial >= 0, f"resources.gpus_per_trial must be >= 0, got {r.gpus_per_trial}")
+    b = spec.budget
+    _check(b.search_epochs >= 1, f"budget.search_epochs must be >= 1, got {b.search_epochs}")
+    _check(b.retrain_epochs >= 0, f"budget.retrain_epochs must be >= 0, got {b.retrain_epochs}")
+    _check(
+        b.checkpoint_every >= 1, f"budget.checkpoint_every must be >= 1, got {b.checkpoint_every}"
+    )
+    _check(len(spec.objectives) >= 1, "objectives must name at least one record column")
+    seen = set()
+    for i, o in enumerate(spec.objectives):
+        _check(
+            o.metric in OBJECTIVE_METRICS,
+            f"objectives[{i}].metric: {o.metric!r} is not one of {', '.join(OBJECTIVE_METRICS)}",
+        )
+        _check(o.metric not in seen, f"objectives[{i}].metric: {o.metric!r} is given twice")
+        seen.add(o.metric)
+        _check(
+            o.metric != "retrained_miou" or b.retrain_epochs >= 1,
+            f"objectives[{i}]: retrained_miou needs budget.retrain_epochs >= 1",
+        )
+
+    base = _nest(spec.base, "base")
+    for path, budget_key in (
+        ("search.epochs", "search_epochs"),
+        ("retrain.epochs", "retrain_epochs"),
+    ):
+        _check(_get(base, path) is None, f"base.{path}: set budget.{budget_key} instead")
+    if spec.dataset is not None:
+        if not isinstance(spec.dataset, dict):
+            raise ConfigError(f"dataset: expected a mapping of data fields, got {spec.dataset!r}")
+        from_dict(DataConfig, spec.dataset, "dataset")  # unknown keys / types, named
+        for side in ("search", "retrain"):
+            for k, v in spec.dataset.items():
+                set_dotted(base, f"{side}.data.{k}", v)
+    set_dotted(base, "search.epochs", b.search_epochs)
+    set_dotted(base, "retrain.epochs", b.retrain_epochs)
+    if r.gpus_per_trial > 0:
+        for path in ("search.device", "retrain.device", "bench.device"):
+            if _get(base, path) is None:
+                set_dotted(base, path, "cuda")
+    from_dict(PipelineConfig, base, "base")  # unknown keys and types, named base.<key>
+    # NOTE: ssr's from_dict builds a partly given nested block from its class defaults
+    # (``arch_optim: {lr: 0.05}`` would lose arch_optim's own weight decay and clipping), so the
+    # base is the full default config with the file's values merged in.
+    base = deep_merge(to_dict(PipelineConfig()), base)
+    base_cfg = build_pipeline(base, {}, where="base")
+
+    if spec.space is not None and not isinstance(spec.space, dict):
+        raise ConfigError(f"space: expected a mapping of dimensions, got {spec.space!r}")
+    dims = tuple(parse_dimension(k, v) for k, v in (spec.space or {}).items())
+    for d in dims:
+        for value in d.probe_values():
+            build_pipeline(base, {d.key: value}, where=f"space.{d.key} = {value!r}")
+    build_pipeline(base, {d.key: d.probe_values()[0] for d in dims}, where="space (first values)")
+    _check_searcher(spec, dims)
+    s = spec.scheduler
+    if s.kind == "asha":
+        max_t = b.search_epochs + b.retrain_epochs + 1
+        _check(s.grace_period >= 1, f"scheduler.grace_period must be >= 1, got {s.grace_period}")
+        _check(
+            s.grace_period < max_t,
+            f"scheduler.grace_period ({s.grace_period}) must be below the reports per trial ({max_t})",
+        )
+        _check(
+            s.reduction_factor >= 2,
+            f"scheduler.reduction_factor must be >= 2, got {s.reduction_factor}",
+        )
+        _check(
+            not base_cfg.search.stop_when_discrete,
+            "scheduler asha needs a fixed number of search epochs: "
+            "base.search.stop_when_discrete must be false",
+        )
+        _check(
+            s.metric not in seen and s.metric not in OBJECTIVE_METRICS[3:],
+            f"scheduler.metric: {s.metric!r} is only known at the end of a trial (or is an "
+            "objective); use a per-epoch metric such as val_miou",
+        )
+    return Sweep(spec=spec, base=base, dims=dims, source=copy.deepcopy(raw))
+
+
+def _check_searcher(spec: SweepSpec, dims: tuple[Dimension, ...]) -> None:
+    kind = spec.searcher.kind
+    for d in dims:
+        if kind == "optuna":
+            _check(
+                d.kind != "grid",
+                f"space.{d.key}: grid dimensions need searcher.kind grid or random; "
+                "with optuna use choice",
+            )
+            if d.kind == "choice":
+                bad = [v for v in d.args if not isinstance(v, (str, int, float, bool, type(None)))]
+                _check(
+                    not bad,
+                    f"space.{d.key}: optuna choices must be scalars, got {bad[0]!r}" if bad else "",
+                )
+        if kind == "grid":
+            _check(
+                d.kind in ("grid", "const"),
+                f"space.{d.key}: searcher.kind grid needs grid (or constant) dimensions, got {d.kind}",
+            )
+    if kind == "grid":
+        _check(
+            any(d.kind == "grid" for d in dims),
+            "searcher.kind grid needs at least one grid dimension",
+        )
+    _check(
+        not (kind == "optuna" and spec.searcher.sampler == "nsga2" and len(spec.objectives) < 2),
+        "searcher.sampler nsga2 is for two or more objectives; use tpe",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with overrides
+
+
+def apply_overrides(raw: dict[str, Any], items: list[str] | None) -> dict[str, Any]:
+    """``--set key=value`` on a sweep mapping; ``space.<dotted key>`` addresses one dimension."""
+    out = copy.deepcopy(raw)
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, text = (s.strip() for s in item.split("=", 1))
+        if not key:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse {text!r} ({exc})") from None
+        for block in ("space", "base", "dataset"):
+            if key.startswith(block + ".") and isinstance(out.get(block, {}) or {}, dict):
+                out[block] = dict(out.get(block) or {})
+                if block == "space":
+                    out[block][key[len(block) + 1 :]] = value
+                else:
+                    set_dotted(out[block], key[len(block) + 1 :], value)
+                break
+        else:
+            set_dotted(out, key, value)
+    return out
+
+
+def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None) -> Sweep:
+    """Read a sweep file (default: the embedded ``default.yaml``), apply ``--set``, validate."""
+    from ssr.config import load_yaml
+
+    raw = load_yaml(path if path is not None else DEFAULT_CONFIG)
+    return build_sweep(apply_overrides(raw, overrides))
+
+
+def dump_sweep(sweep: Sweep, path: Path) -> None:
+    """Write the sweep's source mapping (what ``--resume`` reloads)."""
+    path.write_text(yaml.safe_dump(sweep.source, sort_keys=False))
+
+
+def is_finite(v: Any) -> bool:
+    """True for a real, finite number."""
+    return _number(v) and math.isfinite(float(v))

@@ -1,0 +1,182 @@
+"""The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (design.md §3).
+
+``run_trial(config)`` turns the Tune trial config (see :meth:`sweeps.spec.Sweep.param_space`)
+into a validated :class:`ssr.config.PipelineConfig`, runs search -> derive -> retrain -> measure
+in the trial's own folder and talks to Tune only through ``ray.tune``:
+
+- every search/retrain epoch is reported with :func:`ray.tune.report` (``step`` = the pipeline's
+  global epoch step, the time axis of ASHA; ``val_miou`` = the current phase's validation mIoU);
+  the record's objective columns are NaN there, so no low-fidelity value can pass for a final
+  one, and a per-epoch value of the same name is kept as ``<name>_epoch``;
+- every ``checkpoint_every`` epochs the pipeline's folder goes to Tune as a checkpoint
+  (``tune.Checkpoint.from_directory``); a restored trial gets it back with
+  :func:`ray.tune.get_checkpoint` and continues with ``run_pipeline(resume=True)``;
+- the last report carries the final record (``final_record = 1``) and a checkpoint holding the
+  artifacts (genotype, history, prune events, summary, resolved config, record, ONNX), which the
+  driver logs to MLflow: no side channels, so workers need no route to the tracking server.
+
+Every record's FPS is marked as measured on a shared device. torch threads = CPUs of the trial.
+:func:`measure_exclusive` is the post-sweep benchmark task (one genotype, alone on a device).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sweeps.spec import FINAL_KEY, trial_pipeline
+
+FINAL_ARTIFACTS = (
+    "genotype.json",
+    "history.jsonl",
+    "prune_events.jsonl",
+    "summary.json",
+    "record.json",
+    "config.resolved.yaml",
+    "model.onnx",
+    "model.onnx.data",
+)
+_TEXT = ("genotype_id", "genotype", "device", "precision", "input_size", "dataset", "backend")
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def epoch_result(
+    metrics: dict[str, Any], step: int, objectives: list[str], sched_metric: str, node: str
+) -> dict[str, Any]:
+    """One per-epoch report: numeric metrics, objective placeholders, step and node."""
+    res: dict[str, Any] = {k: float(v) for k, v in metrics.items() if _num(v) is not None}
+    for m in objectives:
+        if m in res:
+            res[f"{m}_epoch"] = res[m]
+        res[m] = math.nan
+    res.setdefault(sched_metric, math.nan)
+    res.update(step=float(step), node=node, **{FINAL_KEY: 0.0})
+    return res
+
+
+def final_result(
+    record: dict[str, Any],
+    step: int,
+    objectives: list[str],
+    sched_metric: str,
+    sched_value: float,
+    node: str,
+) -> dict[str, Any]:
+    """The last report: the record's numbers and text, its objectives, ``final_record = 1``."""
+    res: dict[str, Any] = {}
+    for k, v in record.items():
+        if k in _TEXT and isinstance(v, str):
+            res[k] = v
+        elif (x := _num(v)) is not None:
+            res[k] = x
+    for m in objectives:
+        res.setdefault(m, math.nan)
+    res.setdefault(sched_metric, sched_value)
+    res.update(step=float(step), node=node, fps_shared_device=1.0, **{FINAL_KEY: 1.0})
+    return res
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable for one SSR pipeline run (see the module docstring)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from ssr.pipeline import run_pipeline
+
+    for name in ("ssr", "ray.train", "ray.tune"):  # per-epoch lines go to Tune/MLflow instead
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if name == "ssr" and not logger.handlers:  # NOTE: else ssr adds an INFO handler itself
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+    cfg = trial_pipeline(config)
+    run = config["run"]
+    torch.set_num_threads(max(1, int(run["cpus"])))
+    objectives: list[str] = list(run["objectives"])
+    sched_metric: str = run["scheduler_metric"]
+    every = int(run.get("checkpoint_every", 1))
+    node = ray.util.get_node_ip_address()
+
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    out_dir, final_dir = trial_dir / "pipeline", trial_dir / "final"
+    resume = False
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # restored: continue from what Tune holds, not from local leftovers
+        shutil.rmtree(out_dir, ignore_errors=True)
+        checkpoint.to_directory(str(out_dir))
+        resume = True
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    state = {"reports": 0, "sched": math.nan}
+
+    def reporter(metrics: dict[str, float], step: int) -> None:
+        res = epoch_result(metrics, step, objectives, sched_metric, node)
+        state["reports"] += 1
+        state["sched"] = res[sched_metric]
+        ckpt = None
+        if state["reports"] % every == 0:
+            ckpt = tune.Checkpoint.from_directory(str(out_dir))
+        tune.report(res, checkpoint=ckpt)
+
+    record = run_pipeline(cfg, out_dir, reporter=reporter, resume=resume, progress=False)
+
+    shutil.rmtree(final_dir, ignore_errors=True)
+    final_dir.mkdir(parents=True)
+    for name in FINAL_ARTIFACTS:
+        if (out_dir / name).is_file():
+            shutil.copy2(out_dir / name, final_dir / name)
+    record = {**record, "fps_shared_device": True}
+    if not (final_dir / "record.json").is_file():
+        (final_dir / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+    search_epochs = int(record.get("search_epochs") or cfg.search.epochs)
+    step = search_epochs + max(0, cfg.retrain.epochs) + 1
+    res = final_result(record, step, objectives, sched_metric, state["sched"], node)
+    tune.report(res, checkpoint=tune.Checkpoint.from_directory(str(final_dir)))
+
+
+def measure_exclusive(
+    genotype_json: str, dataset: str, bench: dict[str, Any], threads: int
+) -> dict[str, Any]:
+    """Exclusive FPS of one genotype: DerivedNet at the sweep's bench input, measured alone.
+
+    Runs as a Ray task after the sweep, one at a time, all on one node (design.md §5).
+    ``threads`` applies when the bench config leaves threads at 0 (torch's default).
+    """
+    import dataclasses
+
+    import ray
+
+    from ssr.bench import measure
+    from ssr.config import BenchConfig, from_dict
+    from ssr.data import dataset_info
+    from ssr.network import DerivedNet
+    from ssr.space import Genotype
+
+    cfg = from_dict(BenchConfig, bench)
+    if cfg.threads == 0:
+        cfg = dataclasses.replace(cfg, threads=max(1, int(threads)))
+    model = DerivedNet(Genotype.from_json(genotype_json), dataset_info(dataset).num_classes).eval()
+    res = measure(model, (cfg.batch, 3, cfg.height, cfg.width), cfg).to_dict()
+    return {
+        "fps_exclusive": res["fps_median"],
+        "latency_exclusive_ms_median": res["latency_ms_median"],
+        "latency_exclusive_ms_p90": res["latency_ms_p90"],
+        "exclusive_device": res["device"],
+        "exclusive_threads": res["threads"],
+        "exclusive_backend": res["backend"],
+        "exclusive_node": ray.util.get_node_ip_address(),
+        "exclusive_node_id": ray.get_runtime_context().get_node_id(),
+        "exclusive_other_load": res.get("other_load"),
+    }
