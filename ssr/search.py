@@ -41,8 +41,10 @@ from ssr.train import (
     make_adam,
     poly_lr,
     resolve_device,
+    rng_state,
     run_epoch,
     save_checkpoint,
+    set_rng_state,
     weighted_ce,
 )
 
@@ -155,7 +157,7 @@ def run_search(
         a_opt.load_state_dict(state["a_opt"])
         history, events = list(state["history"]), list(state["events"])
         start, discrete_at = int(state["epoch"]), state["discrete_at"]
-        torch.set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         log.info("resumed search from %s at epoch %d", ckpt_path, start)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -181,8 +183,12 @@ def run_search(
         lr = poly_lr(w_opt, cfg.weight_optim.lr, epoch, cfg.epochs, cfg.weight_optim.poly_power)
         search_arch = not (discrete_at is not None and cfg.skip_arch_when_discrete)
         seed = cfg.seed * 100_003 + epoch
-        w_loader = build_loader(cfg.data, "train", shuffle=True, seed=seed, subset=w_idx)
-        a_loader = build_loader(cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx)
+        w_loader = build_loader(
+            cfg.data, "train", shuffle=True, seed=seed, subset=w_idx, dataset=train_set
+        )
+        a_loader = build_loader(
+            cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx, dataset=train_set
+        )
 
         def step(batch, search_arch: bool = search_arch, epoch: int = epoch) -> dict[str, float]:
             (xw, yw), (xa, ya) = batch
@@ -259,7 +265,7 @@ def run_search(
                 history=history,
                 events=events,
                 discrete_at=discrete_at,
-                rng=torch.get_rng_state(),
+                rng=rng_state(),
             )
         if discrete_at is not None and cfg.stop_when_discrete:
             break
@@ -290,7 +296,9 @@ def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader
             fallback += len(decisions)
     genotype = genotype_from_supernet(net)
     derived = derive_network(net, genotype)
-    loader = build_loader(cfg.data, "train", shuffle=True, seed=cfg.seed, subset=w_idx)
+    loader = build_loader(
+        cfg.data, "train", shuffle=True, seed=cfg.seed, subset=w_idx, dataset=train_set
+    )
     batches = (x for i, (x, _) in enumerate(loader) if i < cfg.bn_recalibration_batches)
     recalibrate_bn(derived, batches, device)
     derived_miou = evaluate(derived, val_loader, info.num_classes, device)["miou"]

@@ -1,0 +1,127 @@
+"""One trial of a sweep, end to end: search -> derive -> retrain -> evaluate -> measure.
+
+:func:`run_pipeline` is what a sweep's trial runs (``sweeps/trial.py``) and what
+``python -m ssr pipeline`` runs by hand. It reports every search and retraining epoch through
+one reporter with a global step, writes everything it computes into ``out_dir`` (so a crashed
+or resumed trial loses nothing), and returns the trial's record (design §3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ssr.config import DataConfig, PipelineConfig, dump_yaml, validate
+from ssr.search import Reporter, run_search
+
+log = logging.getLogger(__name__)
+RECORD = "record.json"
+
+
+def retrain_config(cfg: PipelineConfig):
+    """The retraining config, with the search's data unless ``retrain.data`` was set."""
+    retrain = cfg.retrain
+    if retrain.data == DataConfig():
+        retrain = dataclasses.replace(retrain, data=cfg.search.data)
+    return dataclasses.replace(retrain, device=retrain.device or cfg.search.device)
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    out_dir: str | Path,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one trial; return its record (also written to ``out_dir/record.json``).
+
+    Reporter steps count search epochs first, then retraining epochs; every report carries
+    ``phase`` (0 search, 1 retrain) and ``val_miou`` (the current phase's validation mIoU).
+    """
+    validate(cfg.search)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and (out / RECORD).is_file():
+        return json.loads((out / RECORD).read_text())
+    dump_yaml(cfg, out / "config.resolved.yaml")
+
+    search = run_search(cfg.search, out / "search", reporter, resume=resume, progress=progress)
+    genotype = search.genotype
+    genotype.save(out / "genotype.json")
+    for name in ("history.jsonl", "prune_events.jsonl", "summary.json"):
+        src = out / "search" / name
+        if src.is_file():
+            (out / name).write_bytes(src.read_bytes())
+
+    record: dict[str, Any] = {
+        "genotype_id": genotype.id,
+        "genotype": genotype.to_json(indent=None),
+        **{
+            k: search.summary[k]
+            for k in (
+                "supernet_miou",
+                "derived_miou",
+                "discretization_gap",
+                "discrete_at_epoch",
+                "params_m",
+                "gmacs",
+                "space_log10_size",
+            )
+        },
+        "search_epochs": search.summary["epochs"],
+        "retrained_miou": None,
+        "dataset": cfg.search.data.name,
+    }
+
+    rcfg = retrain_config(cfg)
+    if rcfg.epochs > 0:
+        from ssr.train import run_retrain
+
+        offset = len(search.history)
+
+        def retrain_reporter(metrics: dict[str, float], step: int) -> None:
+            if reporter is not None:
+                reporter({**metrics, "phase": 1.0}, offset + step)
+
+        result = run_retrain(rcfg, genotype, out / "retrain", retrain_reporter, resume=resume)
+        record["retrained_miou"] = result.miou
+        record["retrained_best_miou"] = result.best_miou
+
+    record.update(measure_record(genotype, cfg, out, search.supernet.num_classes))
+    tmp = out / (RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(out / RECORD)
+    return record
+
+
+def measure_record(genotype, cfg: PipelineConfig, out: Path, num_classes: int) -> dict[str, Any]:
+    """FPS of the derived network on this (possibly shared) device, and its ONNX export."""
+    from ssr.bench import export_onnx, measure
+    from ssr.network import DerivedNet
+
+    b = cfg.bench
+    model = DerivedNet(genotype, num_classes).eval()
+    shape = (b.batch, 3, b.height, b.width)
+    res = measure(model, shape, b).to_dict()
+    rec: dict[str, Any] = {
+        "fps_shared": res["fps_median"],
+        "latency_ms_median": res["latency_ms_median"],
+        "latency_ms_p90": res["latency_ms_p90"],
+        "device": res["device"],
+        "threads": res["threads"],
+        "precision": res.get("precision", b.precision),
+        "batch": b.batch,
+        "input_size": f"{b.height}x{b.width}",
+        "backend": res.get("backend", b.backend),
+        "fps_shared_device": True,
+    }
+    if cfg.export_onnx:
+        try:
+            export_onnx(model, shape, out / "model.onnx")
+        except Exception as exc:  # export is an artifact, not a result: never lose the trial
+            log.warning("ONNX export failed: %s", exc)
+            rec["onnx_error"] = str(exc)
+    return rec
