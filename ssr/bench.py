@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import itertools
 import logging
 import math
 import os
@@ -43,7 +42,13 @@ import torch
 from torch import Tensor, nn
 
 from ssr.config import BenchConfig, ConfigError
-from ssr.ops import FactorizedOp
+from ssr.deploy import deploy, fold_bn
+from ssr.network import DerivedNet
+
+__all__ = [
+    "BenchResult", "ExportResult", "count_macs", "count_params", "export_onnx", "fold_bn",
+    "measure", "ort_session",
+]  # fmt: skip
 
 BACKENDS = ("torch", "onnxruntime")
 MIN_OPSET = 18
@@ -180,7 +185,8 @@ class BenchResult:
 
     ``latency_ms_*`` are over all timed iterations of all passes; ``pass_medians_ms`` holds the
     median of each pass and ``cv_between_passes`` their coefficient of variation (stdev / mean).
-    ``other_load`` is the share of the machine's CPU other processes used meanwhile.
+    ``other_load`` is the share of the machine's CPU other processes used meanwhile. ``form``
+    says what ran: the model ``as given``, or an exact inference form (``measure(optimize=True)``).
     ``candidates`` (``auto`` only) holds every backend's figures, or its error.
     """
 
@@ -200,6 +206,7 @@ class BenchResult:
     warmup: int
     iters: int
     repeats: int
+    form: str = "as given"
     torch_version: str = torch.__version__
     onnxruntime_version: str | None = None
     cudnn_benchmark: bool | None = None
@@ -303,13 +310,19 @@ def _record(cfg: BenchConfig, shape: tuple[int, ...], backend: str, threads: int
     }
 
 
-def _measure_torch(model: nn.Module, shape: tuple[int, ...], cfg: BenchConfig) -> BenchResult:
+def _measure_torch(
+    model: nn.Module, shape: tuple[int, ...], cfg: BenchConfig, optimize: bool = False
+) -> BenchResult:
     dev = torch.device(cfg.device)
     dtype = _DTYPES[cfg.precision]
+    fmt = torch.channels_last if optimize else torch.contiguous_format
+    if optimize:
+        model = fold_bn(model)  # a copy
     first = next(model.parameters(), None)
-    if first is not None and (first.device != dev or first.dtype != dtype):
-        model = copy.deepcopy(model).to(device=dev, dtype=dtype)  # leave the caller's alone
+    if optimize or (first is not None and (first.device != dev or first.dtype != dtype)):
+        model = copy.deepcopy(model).to(device=dev, dtype=dtype, memory_format=fmt)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
+    x = x.contiguous(memory_format=fmt)
     cuda = dev.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
     old_bench = torch.backends.cudnn.benchmark
@@ -323,6 +336,7 @@ def _measure_torch(model: nn.Module, shape: tuple[int, ...], cfg: BenchConfig) -
     return _summarise(
         passes,
         **_record(cfg, shape, "torch", threads),
+        form="fold_bn+channels_last" if optimize else "as given",
         cudnn_benchmark=True if cuda else None,
         other_load=load,
     )
@@ -370,7 +384,9 @@ def _session_threads(session: Any) -> int:
     return int(opts.intra_op_num_threads) or (os.cpu_count() or 1)
 
 
-def _measure_ort(session: Any, shape: tuple[int, ...], cfg: BenchConfig) -> BenchResult:
+def _measure_ort(
+    session: Any, shape: tuple[int, ...], cfg: BenchConfig, form: str = "as given"
+) -> BenchResult:
     import numpy as np
 
     ort = _import("onnxruntime")
@@ -398,6 +414,7 @@ def _measure_ort(session: Any, shape: tuple[int, ...], cfg: BenchConfig) -> Benc
     return _summarise(
         passes,
         **_record(device_cfg, shape, "onnxruntime", _session_threads(session)),
+        form=form,
         onnxruntime_version=ort.__version__,
         other_load=load,
     )
@@ -414,7 +431,11 @@ def _is_session(obj: Any) -> bool:
 
 
 def measure(
-    model_or_session: nn.Module | Any, input_shape: Sequence[int], cfg: BenchConfig
+    model_or_session: nn.Module | Any,
+    input_shape: Sequence[int],
+    cfg: BenchConfig,
+    *,
+    optimize: bool = False,
 ) -> BenchResult:
     """Latency and FPS of a model under the one procedure (design §5, spec §8.3/§12.11).
 
@@ -427,13 +448,17 @@ def measure(
     With ``backend='onnxruntime'`` a module is exported first (:func:`export_onnx`, not timed).
     With ``backend='auto'`` every available backend is measured in its own loop and the fastest
     result is returned; ``candidates`` holds every backend's figures (or why it failed).
+
+    ``optimize=True`` measures each backend's best exact inference form of a module instead of
+    the module as given (recorded in ``form``): BN folded and channels-last memory for torch,
+    :func:`ssr.deploy.deploy` (padded residual streams, concat-free head) for onnxruntime.
     """
     _check_cfg(cfg)
     shape = _nchw(input_shape, cfg.batch)
     if isinstance(model_or_session, (str, Path)):
         model_or_session = ort_session(model_or_session, cfg.threads, cfg.device)
     if cfg.backend == "auto":
-        return _measure_auto(model_or_session, shape, cfg)
+        return _measure_auto(model_or_session, shape, cfg, optimize)
     if _is_session(model_or_session):
         if cfg.backend != "onnxruntime":
             raise ConfigError(
@@ -441,12 +466,15 @@ def measure(
             )
         return _measure_ort(model_or_session, shape, cfg)
     if cfg.backend == "torch":
-        return _measure_torch(model_or_session, shape, cfg)
+        return _measure_torch(model_or_session, shape, cfg, optimize)
     if cfg.backend == "onnxruntime":
+        model, form = model_or_session, "as given"
+        if optimize and isinstance(model, DerivedNet):
+            model, form = deploy(model), "deploy"
         with tempfile.TemporaryDirectory(prefix="ssr-bench-") as tmp:
             path = Path(tmp) / "model.onnx"
-            export_onnx(model_or_session, shape, path, verify=False)
-            return _measure_ort(ort_session(path, cfg.threads, cfg.device), shape, cfg)
+            export_onnx(model, shape, path, verify=False)
+            return _measure_ort(ort_session(path, cfg.threads, cfg.device), shape, cfg, form)
     raise ConfigError(f"unknown backend {cfg.backend!r}; use torch, onnxruntime or auto")
 
 
@@ -464,12 +492,14 @@ def available_backends(obj: nn.Module | Any) -> list[str]:
     return out
 
 
-def _measure_auto(obj: nn.Module | Any, shape: tuple[int, ...], cfg: BenchConfig) -> BenchResult:
+def _measure_auto(
+    obj: nn.Module | Any, shape: tuple[int, ...], cfg: BenchConfig, optimize: bool
+) -> BenchResult:
     results: dict[str, BenchResult] = {}
     candidates: dict[str, dict[str, Any]] = {}
     for name in available_backends(obj):
         try:
-            res = measure(obj, shape, _replace(cfg, backend=name))
+            res = measure(obj, shape, _replace(cfg, backend=name), optimize=optimize)
         except (ImportError, RuntimeError, ConfigError) as exc:
             candidates[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
@@ -483,6 +513,7 @@ def _measure_auto(obj: nn.Module | Any, shape: tuple[int, ...], cfg: BenchConfig
                 "cv_between_passes",
                 "threads",
                 "other_load",
+                "form",
             )
         }
     if not results:
@@ -597,39 +628,3 @@ def export_onnx(
         input_shape=list(shape),
         fallback_reason=fallback_reason,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# BatchNorm folding
-
-
-def _fold(conv: nn.Module, bn: nn.Module) -> nn.Conv2d:
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    return fuse_conv_bn_eval(conv, bn)
-
-
-def fold_bn(model: nn.Module) -> nn.Module:
-    """Inference copy of ``model`` with every Conv2d -> BatchNorm2d pair folded into the conv.
-
-    ``W' = W * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta`` with the running
-    statistics; the BN becomes ``nn.Identity``. Folded: ``conv1/bn1`` and ``conv2/bn2`` of every
-    :class:`~ssr.ops.FactorizedOp` and every ``Conv2d`` directly followed by a ``BatchNorm2d``
-    in an ``nn.Sequential`` (the aggregation head). The :class:`~ssr.ops.Downsampler`'s BN
-    normalises the concatenation of a conv and a max-pool and is kept. The copy is in eval mode
-    and must stay there (training would no longer normalise).
-    """
-    folded = copy.deepcopy(model).eval()
-    for mod in folded.modules():
-        if isinstance(mod, FactorizedOp):
-            for c, b in (("conv1", "bn1"), ("conv2", "bn2")):
-                setattr(mod, c, _fold(getattr(mod, c), getattr(mod, b)))
-                setattr(mod, b, nn.Identity())
-        elif isinstance(mod, nn.Sequential):
-            names = list(mod._modules)
-            for a, b in itertools.pairwise(names):
-                conv, bn = mod._modules[a], mod._modules[b]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                    mod._modules[a] = _fold(conv, bn)
-                    mod._modules[b] = nn.Identity()
-    return folded

@@ -9,6 +9,7 @@ from torch import nn
 
 from ssr import bench
 from ssr.config import BenchConfig, ConfigError
+from ssr.deploy import deploy
 from ssr.network import DerivedNet
 from ssr.space import Genotype
 
@@ -123,3 +124,54 @@ def test_missing_optional_package_is_named(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(ImportError, match="'onnxruntime' package"):
         bench.ort_session("x.onnx")
+
+
+def _odd_genotype(head: str = "aggregation") -> Genotype:
+    """Widening, narrowing and pooled ops, and a stage wider than its reduction (needs a pad)."""
+    layers = [
+        dict(stage=0, dilation=1, pool=2, c_in=16, c_mid=12, c_out=24),
+        dict(stage=0, dilation=2, pool=1, c_in=24, c_mid=8, c_out=20),
+        dict(stage=1, dilation=4, pool=1, c_in=32, c_mid=16, c_out=40),
+        dict(stage=1, dilation=1, pool=2, c_in=40, c_mid=16, c_out=24),
+    ]
+    return Genotype.from_dict(
+        {
+            "stem": 8,
+            "reductions": [{"c_in": 8, "c_conv": 8}, {"c_in": 20, "c_conv": 12}],
+            "layers": layers,
+            "head": head,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "genotype",
+    [Genotype.load("ssr_cityscapes"), _odd_genotype(), _odd_genotype("search")],
+    ids=["paper", "odd", "odd-search-head"],
+)
+def test_deploy_form_is_exact(genotype: Genotype) -> None:
+    net = DerivedNet(genotype, 19)
+    _randomise_bn(net)
+    net.eval()
+    dep = deploy(net)
+    x = torch.randn(2, *SMALL)
+    with torch.inference_mode():
+        ref, out = net(x), dep(x)
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-4), (out - ref).abs().max()
+
+
+def test_deploy_needs_a_derived_net() -> None:
+    with pytest.raises(TypeError, match="DerivedNet"):
+        deploy(nn.Conv2d(3, 3, 1))
+
+
+@pytest.mark.slow
+def test_optimized_onnx_matches_the_original(paper_net: nn.Module, tmp_path) -> None:
+    res = bench.export_onnx(deploy(paper_net), SMALL, tmp_path / "d.onnx", verify=False)
+    sess = bench.ort_session(res.path)
+    x = torch.randn(1, *SMALL)
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.inference_mode():
+        assert abs(out - paper_net(x).numpy()).max() < 1e-4
+    assert res.nodes <= 400

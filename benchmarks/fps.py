@@ -1,0 +1,233 @@
+"""FPS of the paper network on this machine, per backend and inference form (issue 6).
+
+    python benchmarks/fps.py                       # table: 512x1024 and 256x512, all variants
+    python benchmarks/fps.py --json                # one JSON object
+    python benchmarks/fps.py --repeatability       # 5 measurements of one variant and their CV
+
+Variants (each measured in its own loop, one after the other, through ``ssr.bench.measure``):
+
+- ``torch``: eager PyTorch, the network as defined (the official protocol, spec §8.3);
+- ``torch-opt``: eager PyTorch, BN folded, channels-last memory (``measure(optimize=True)``);
+- ``onnxruntime``: the network exported as is (``ssr.bench.export_onnx``), ORT CPU provider;
+- ``onnxruntime-opt``: the exact inference form ``ssr.deploy.deploy`` exported, ORT.
+
+Every figure carries ``other_load``: the share of the machine's CPU that other processes used
+while it was measured. ``--wait-idle S`` waits up to S seconds for the machine to be quiet
+before each measurement (a shared 2-core machine otherwise swings by 2-10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VARIANTS = ("torch", "torch-opt", "onnxruntime", "onnxruntime-opt")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """CPU model, cores, threads and library versions: the context every figure needs."""
+    import onnxruntime
+    import torch
+
+    from ssr.bench import cpu_name
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def other_load(seconds: float = 1.0) -> float | None:
+    """Share of the machine's CPU other processes use right now (sampled over ``seconds``)."""
+    from ssr.bench import _OtherLoad
+
+    with _OtherLoad() as load:
+        time.sleep(seconds)
+    return load.value
+
+
+def wait_idle(limit: float, threshold: float = 0.1) -> float | None:
+    """Wait up to ``limit`` seconds for other processes to use less than ``threshold``."""
+    deadline = time.monotonic() + limit
+    load = other_load()
+    while load is not None and load > threshold and time.monotonic() < deadline:
+        load = other_load(2.0)
+    return load
+
+
+class Runner:
+    """Builds each variant once per input size and measures it with the one procedure."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        import torch
+
+        from ssr.config import BenchConfig
+        from ssr.network import DerivedNet
+        from ssr.space import Genotype
+
+        torch.manual_seed(0)
+        self.net = DerivedNet(Genotype.load(args.genotype), 19).eval()
+        self.tmp = tmp
+        self.args = args
+        self.cfg = BenchConfig(
+            warmup=args.warmup,
+            iters=args.iters,
+            repeats=args.repeats,
+            threads=args.threads,
+            device=args.device,
+        )
+        self.sessions: dict[tuple[str, tuple[int, int]], Any] = {}
+        self.exports: dict[str, dict[str, Any]] = {}
+
+    def session(self, variant: str, size: tuple[int, int]) -> Any:
+        from ssr.bench import export_onnx, ort_session
+        from ssr.deploy import deploy
+
+        key = (variant, size)
+        if key not in self.sessions:
+            model = deploy(self.net) if variant.endswith("-opt") else self.net
+            path = self.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
+            res = export_onnx(model, (1, 3, *size), path)
+            self.exports[f"{variant} {size[0]}x{size[1]}"] = {
+                "nodes": res.nodes,
+                "export_s": res.seconds,
+                "max_abs_diff": res.max_abs_diff,
+                "exporter": res.exporter,
+            }
+            self.sessions[key] = ort_session(path, self.cfg.threads, self.cfg.device)
+        return self.sessions[key]
+
+    def measure(self, variant: str, size: tuple[int, int]) -> dict[str, Any]:
+        import dataclasses
+
+        from ssr.bench import measure
+
+        if self.args.wait_idle:
+            wait_idle(self.args.wait_idle)
+        shape = (1, 3, *size)
+        if variant.startswith("onnxruntime"):
+            cfg = dataclasses.replace(self.cfg, backend="onnxruntime")
+            res = measure(self.session(variant, size), shape, cfg)
+            res.form = "deploy" if variant.endswith("-opt") else "as given"
+        else:
+            cfg = dataclasses.replace(self.cfg, backend="torch")
+            res = measure(self.net, shape, cfg, optimize=variant.endswith("-opt"))
+        return {"variant": variant, **res.to_dict()}
+
+
+def run_table(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
+    rows = []
+    for size in args.inputs:
+        for variant in args.variants:  # NOTE: one variant at a time, never interleaved
+            rows.append(runner.measure(variant, size))
+            if not args.json:
+                print_row(rows[-1], header=len(rows) == 1)
+    return {"machine": machine(args.threads), "results": rows, "exports": runner.exports}
+
+
+def run_repeatability(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
+    """``--runs`` independent measurements of one variant; CV of their medians (target 3 %)."""
+    size, variant = args.inputs[0], args.variants[0]
+    runner.measure(variant, size)  # build/export and warm the process once, not counted
+    rows = []
+    for i in range(args.runs):
+        rows.append(runner.measure(variant, size))
+        if not args.json:
+            print_row(rows[-1], header=i == 0)
+    medians = [r["latency_ms_median"] for r in rows]
+    cv = statistics.stdev(medians) / statistics.mean(medians) if len(medians) > 1 else 0.0
+    summary = {
+        "variant": variant,
+        "input": f"{size[0]}x{size[1]}",
+        "runs": len(rows),
+        "medians_ms": medians,
+        "cv": round(cv, 4),
+        "median_of_medians_ms": statistics.median(medians),
+        "max_other_load": max((r["other_load"] or 0.0) for r in rows),
+    }
+    if not args.json:
+        print(
+            f"\n{variant} {summary['input']}: CV of {len(rows)} medians = {100 * cv:.2f} % "
+            f"(target <= 3 %), median of medians {summary['median_of_medians_ms']:.1f} ms, "
+            f"max other load {summary['max_other_load']:.2f}"
+        )
+    return {"machine": machine(args.threads), "repeatability": summary, "results": rows}
+
+
+def print_row(r: dict[str, Any], header: bool) -> None:
+    if header:
+        print(
+            f"{'input':>9} {'variant':>16} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} "
+            f"{'FPS':>7} {'pass CV':>8} {'other':>6}"
+        )
+    load = "n/a" if r["other_load"] is None else f"{r['other_load']:.2f}"
+    print(
+        f"{r['input']:>9} {r['variant']:>16} {r['latency_ms_median']:>10.1f} "
+        f"{r['latency_ms_p90']:>8.1f} {r['latency_ms_min']:>8.1f} {r['fps_median']:>7.2f} "
+        f"{100 * r['cv_between_passes']:>7.1f}% {load:>6}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--genotype", default="ssr_cityscapes")
+    p.add_argument("--inputs", default="512x1024,256x512", help="comma-separated HxW")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {VARIANTS}")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=20, help="timed iterations per pass")
+    p.add_argument("--repeats", type=int, default=5, help="timing passes per measurement")
+    p.add_argument("--repeatability", action="store_true", help="repeat one variant --runs times")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    args.inputs = [parse_size(s) for s in args.inputs.split(",")]
+    args.variants = [v.strip() for v in args.variants.split(",")]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    with tempfile.TemporaryDirectory(prefix="ssr-fps-") as tmp:
+        runner = Runner(args, Path(tmp))
+        if not args.json:
+            m = machine(args.threads)
+            print(
+                f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
+                f"onnxruntime {m['onnxruntime']}; {m['date']}\n"
+            )
+        out = run_repeatability(args, runner) if args.repeatability else run_table(args, runner)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for name, e in out.get("exports", {}).items():
+            print(
+                f"ONNX {name}: {e['nodes']} nodes, {e['export_s']:.1f} s, max diff {e['max_abs_diff']:.1e}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
