@@ -112,6 +112,12 @@ def _add_bench(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--no-timing", action="store_true", help="only params and GMACs")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs")
+    p.add_argument(
+        "--optimize",
+        action="store_true",
+        help="time each backend's exact inference form (torch: folded BN + channels-last; "
+        "onnxruntime: ssr.deploy)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -153,7 +159,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "fold_bn": args.fold_bn,
     }
     if not args.no_timing:
-        res = measure(model, (cfg.batch, 3, cfg.height, cfg.width), cfg)
+        res = measure(model, (cfg.batch, 3, cfg.height, cfg.width), cfg, optimize=args.optimize)
         row.update(res.to_dict())
     if args.json:
         print(json.dumps(row))
@@ -190,6 +196,9 @@ def _add_export(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", required=True, help="path of the .onnx file")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm first")
+    p.add_argument(
+        "--optimize", action="store_true", help="export the exact inference form (ssr.deploy)"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
@@ -200,6 +209,10 @@ def run_export(args: argparse.Namespace) -> int:
     from ssr.bench import export_onnx
 
     genotype, model = _build_model(args)
+    if args.optimize:
+        from ssr.deploy import deploy
+
+        model = deploy(model)
     h, w = args.input
     res = export_onnx(model, (args.batch, 3, h, w), args.out, verify=not args.no_verify)
     row = {"genotype_id": genotype.id, **res.to_dict()}

@@ -59,8 +59,9 @@ def fold_bn(model: nn.Module) -> nn.Module:
     for mod in folded.modules():
         if isinstance(mod, FactorizedOp):
             for c, b in (("conv1", "bn1"), ("conv2", "bn2")):
-                setattr(mod, c, _fold(getattr(mod, c), getattr(mod, b)))
-                setattr(mod, b, nn.Identity())
+                if isinstance(getattr(mod, b), nn.BatchNorm2d):  # idempotent
+                    setattr(mod, c, _fold(getattr(mod, c), getattr(mod, b)))
+                    setattr(mod, b, nn.Identity())
         elif isinstance(mod, nn.Sequential):
             for a, b in itertools.pairwise(list(mod._modules)):
                 conv, bn = mod._modules[a], mod._modules[b]

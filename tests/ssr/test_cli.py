@@ -42,6 +42,14 @@ def test_bench_json_has_the_record(capsys) -> None:
     assert row["threads"] == 1 and row["backend"] == "torch" and row["fps_median"] > 0
 
 
+def test_bench_optimize_records_the_form(capsys) -> None:
+    args = ("--warmup", "0", "--iters", "1", "--repeats", "1", "--optimize", "--json")
+    code, out, _ = run_cli(capsys, "bench", *SMALL, *args)
+    row = json.loads(out)
+    assert code == 0 and row["form"] == "fold_bn+channels_last"
+    assert row["params_m"] == pytest.approx(1.0226, abs=1e-4)  # sizes of the network as defined
+
+
 def test_bench_table(capsys) -> None:
     code, out, _ = run_cli(
         capsys, "bench", *SMALL, "--iters", "1", "--warmup", "0", "--repeats", "1"
@@ -95,6 +103,13 @@ def test_export_writes_one_file(capsys, tmp_path) -> None:
     assert row["nodes"] <= 400 and row["max_abs_diff"] < 1e-4 and row["path"] == str(out)
 
 
+@pytest.mark.slow
+def test_export_optimized_form(capsys, tmp_path) -> None:
+    out = tmp_path / "d.onnx"
+    code, text, _ = run_cli(capsys, "export", *SMALL, "--out", str(out), "--optimize", "--fold-bn")
+    assert code == 0 and out.is_file() and "nodes" in text
+
+
 def test_export_missing_weights(capsys, tmp_path) -> None:
     code, _, err = run_cli(
         capsys, "export", *SMALL, "--out", str(tmp_path / "m.onnx"), "--weights", "nope.pt"
@@ -140,3 +155,19 @@ def test_commands_can_be_registered_from_another_module(capsys, tmp_path, monkey
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("ssr_test_plugin", "ssr_not_installed_plugin"))
     code, out, _ = run_cli(capsys, "hello", "--name", "ssr")
     assert code == 3 and out.strip() == "hello ssr"
+
+
+def test_bench_loads_weights(capsys, tmp_path) -> None:
+    import torch
+
+    from ssr.network import DerivedNet
+    from ssr.space import Genotype
+
+    path = tmp_path / "best.pt"
+    torch.save({"model": DerivedNet(Genotype.load("ssr_cityscapes"), 19).state_dict()}, path)
+    code, _, _ = run_cli(capsys, "bench", *SMALL, "--no-timing", "--weights", str(path))
+    assert code == 0
+    code, _, err = run_cli(
+        capsys, "bench", *SMALL, "--no-timing", "--weights", str(path), "--num-classes", "5"
+    )
+    assert code == 2 and "does not fit" in err
