@@ -89,25 +89,21 @@ def unfinished_trials(storage: str, name: str) -> list[str]:
     return [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
 
 
-def reconcile(
-    table: ResultsTable, grid: Any, sweep_name: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fill rows missing from the table; return checkpoints and configs by trial id."""
-    checkpoints: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
+def reconcile(table: ResultsTable, grid: Any, sweep_name: str) -> dict[str, Any]:
+    """Fill rows missing from the table; return Tune's results by trial id."""
+    results: dict[str, Any] = {}
     added = 0
     for res in grid:
         metrics = res.metrics or {}
         trial_id = str(metrics.get("trial_id") or Path(res.path).name.removeprefix("trial_"))
-        configs[trial_id] = res.config
-        checkpoints[trial_id] = res.checkpoint
+        results[trial_id] = res
         if trial_id not in table:
             table.upsert(row_from_result(sweep_name, res))
             added += 1
     if added:
         log.info("rebuilt %d result rows from Tune's experiment state", added)
     table.write()
-    return checkpoints, configs
+    return results
 
 
 def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker) -> int:
@@ -229,10 +225,17 @@ def run_sweep(
         )
         return 130
 
-    checkpoints, configs = reconcile(table, grid, name)
+    results = reconcile(table, grid, name)
     if sweep.spec.remeasure:
         remeasure(sweep, table, run_dir, tracker)
-    missing = tracker.sync(table, checkpoints, configs)
+    missing = tracker.sync(table, results)
+    orphans = tracker.prune_orphans(set(results) | {r["trial_id"] for r in table.rows()})
+    if orphans:
+        log.info(
+            "removed %d MLflow run(s) of trials the restored experiment never recorded: %s",
+            len(orphans),
+            ", ".join(orphans),
+        )
     if missing:
         log.warning(
             "%d trial(s) are not in MLflow yet (server unreachable?); they are in %s; "

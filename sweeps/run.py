@@ -289,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         args.cluster = True
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "mlflow", "urllib3", "optuna"):
+    for noisy in ("alembic", "mlflow", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: sweeps.tracking says it once
     t0 = time.monotonic()
     from sweeps import tracking
 
@@ -326,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         tracking.probe(uri)
         address = start_ray(args, sweep)
         run_dir.mkdir(parents=True, exist_ok=True)
-        tracker = tracking.Tracker(uri, sweep.spec.experiment, name, run_dir / "mlartifacts")
+        local_artifacts = run_dir / "mlartifacts" if uri.startswith("sqlite:") else None
+        tracker = tracking.Tracker(uri, sweep.spec.experiment, name, local_artifacts)
         if not args.resume:
             dump_sweep(sweep, run_dir / "sweep.yaml")
         (run_dir / RUN_FILE).write_text(json.dumps({"tracking_uri": uri, "storage": storage}))

@@ -348,26 +348,30 @@ class Tracker:
             self.last_step.setdefault(run_id, 0)
         return run_id
 
-    def log_epoch(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+    def log_epoch(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> bool:
         """Per-epoch metrics at the pipeline's epoch step (the training iteration; a step that a
-        resumed trial reports again is skipped)."""
+        resumed trial reports again is skipped). False when MLflow could not take them."""
         from mlflow.entities import Metric
 
         run_id = self.child(trial_id, config)
+        if not run_id:
+            return False
         step = int(result.get("step") or result.get("training_iteration") or 0)
-        if not run_id or step <= self.last_step.get(run_id, 0):
-            return
+        if step <= self.last_step.get(run_id, 0):
+            return True
         now = int(time.time() * 1000)
         items = [
             Metric(k, float(v), now, step)
             for k, v in result.items()
-            if k not in _SKIP and _finite(v)
+            if k not in _SKIP and "/" not in k and _finite(v)
         ]
-        if self._call(
+        ok = self._call(
             f"logging epoch metrics of {trial_id}",
             lambda: self.client.log_batch(run_id, metrics=items),
-        ):
+        )
+        if ok:
             self.last_step[run_id] = step
+        return ok
 
     def log_final(
         self, row: dict[str, Any], config: dict[str, Any] | None, checkpoint: Any
@@ -445,19 +449,72 @@ class Tracker:
             lambda: self.client.log_batch(run_id, metrics=metrics, tags=rtags),
         )
 
-    def sync(
-        self, table: ResultsTable, checkpoints: dict[str, Any], configs: dict[str, Any]
-    ) -> int:
-        """Log every row whose final record is not yet in MLflow; returns how many are missing."""
+    def sync(self, table: ResultsTable, results: dict[str, Any]) -> int:
+        """Log every row whose final record is not in MLflow yet, with the per-epoch history a
+        tracking outage missed (from Tune's ``progress.csv``); returns how many are missing.
+
+        ``results`` maps trial ids to Tune ``Result`` objects (config, checkpoint, history).
+        """
         self._offline_until = 0.0
         missing = 0
         for row in table.rows():
             t = row["trial_id"]
             if t in self.final_logged:
                 continue
-            if not self.log_final(row, configs.get(t), checkpoints.get(t)):
+            res = results.get(t)
+            config = getattr(res, "config", None)
+            if not self._backfill(t, config, res, int(row.get("iterations") or 0)):
+                missing += 1
+                continue
+            checkpoint = (
+                getattr(res, "checkpoint", None) if row.get("status") == "complete" else None
+            )
+            if not self.log_final(row, config, checkpoint):
                 missing += 1
         return missing
+
+    def prune_orphans(self, known: set[str]) -> list[str]:
+        """Soft-delete child runs of trials that Tune never recorded (returns their ids).
+
+        A driver killed between starting a trial and Tune's next experiment snapshot leaves a
+        run whose trial the restored experiment does not know: the resumed search runs that
+        point again under a new trial id. The orphan (no final record, partial metrics) is
+        tagged ``ssr.orphan`` and deleted (MLflow keeps it restorable until ``mlflow gc``).
+        """
+        from mlflow.entities import RunStatus
+
+        if not self._call("listing the sweep's runs", self._load_children):
+            return []
+        orphans = [t for t in self.children if t not in known and t not in self.final_logged]
+        for t in orphans:
+            run_id = self.children[t]
+
+            def drop(run_id: str = run_id) -> None:
+                self.client.set_tag(run_id, "ssr.orphan", "1")
+                self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+                self.client.delete_run(run_id)
+
+            if self._call(f"removing the orphaned run of trial {t}", drop):
+                del self.children[t]
+        return orphans
+
+    def _backfill(self, trial_id: str, config: Any, result: Any, last: int) -> bool:
+        run_id = self.child(trial_id, config)
+        if not run_id:
+            return False
+        if result is None or self.last_step.get(run_id, 0) >= last - 1:
+            return True
+        try:
+            history = result.metrics_dataframe
+        except Exception as exc:  # no progress.csv: the final record still gets logged
+            log.warning("no per-epoch history for trial %s: %s", trial_id, exc)
+            return True
+        if history is None:
+            return True
+        for rec in history.to_dict("records"):
+            if rec.get(FINAL_KEY) != 1.0 and not self.log_epoch(trial_id, config, rec):
+                return False
+        return True
 
 
 def _finite(v: Any) -> bool:

@@ -1,0 +1,196 @@
+"""Shared helpers for the sweep tests: run the CLI as a process group, free ports, cleanup.
+
+Every process a test starts is started in its own session (``start_new_session=True``) and
+stopped by killing that process group, so nothing outlives a test and nobody else's Ray or
+MLflow processes are touched (no ``ray stop``, no ``pkill``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = REPO / "sweeps" / "run.py"
+SMOKE = REPO / "sweeps" / "configs" / "smoke.yaml"
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+
+
+def sweep_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+    env.pop("RAY_ADDRESS", None)
+    env.update(extra)
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, wait: float = 30.0) -> None:
+    """Signal the process group of ``proc`` (started with start_new_session) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=wait)
+
+
+def reap_group(pgid: int, timeout: float = 15.0) -> None:
+    """Wait until no process of group ``pgid`` is left, SIGKILLing stragglers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+
+
+def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a command in a new session, output to ``log``."""
+    fh = log.open("w")
+    return subprocess.Popen(
+        args, stdout=fh, stderr=subprocess.STDOUT, env=env or sweep_env(), cwd=REPO,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def run_sweep(
+    args: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 420
+) -> tuple[int, str]:
+    """Run ``sweeps/run.py args`` to the end; returns (exit code, output)."""
+    proc = start([PYTHON, str(RUN), *args], log, env)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        pytest.fail(f"sweep did not finish within {timeout} s; log: {log.read_text()[-3000:]}")
+    finally:
+        reap_group(proc.pid)
+    return proc.returncode, log.read_text()
+
+
+def wait_rows(parquet: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until results.parquet holds ``n`` rows (the driver writes it as trials end)."""
+    import pandas as pd
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return
+        if parquet.is_file():
+            with contextlib.suppress(Exception):
+                if len(pd.read_parquet(parquet)) >= n:
+                    return
+        time.sleep(1.0)
+    raise TimeoutError(f"{parquet} did not reach {n} rows in {timeout} s")
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (one worker, no job runner), stopped by group kill."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    proc = start(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        root / "server.log",
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start: {(root / 'server.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield uri
+    finally:
+        kill_group(proc, signal.SIGTERM, wait=15)
+        reap_group(proc.pid)
+
+
+def children(uri: str, experiment: str) -> tuple[list, list]:
+    """(parent runs, child runs) of an experiment."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} at {uri}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("ssr.role") == "sweep"]
+    kids = [r for r in runs if r.data.tags.get("ssr.role") == "trial"]
+    return parents, kids
+
+
+def artifact_names(uri: str, run_id: str) -> set[str]:
+    import mlflow
+
+    return {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run_id)}
+
+
+def check_sweep(uri: str, experiment: str, run_dir: Path, n: int) -> None:
+    """The shared assertions: one parent, n children with artifacts, n unique rows."""
+    import pandas as pd
+
+    from analysis.load import from_parquet
+
+    parents, kids = children(uri, experiment)
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    parent = parents[0]
+    assert parent.data.tags["ssr.sweep"] == run_dir.name
+    assert len(kids) == n, [k.info.run_name for k in kids]
+    trial_ids = [k.data.tags["ssr.trial_id"] for k in kids]
+    assert len(set(trial_ids)) == n
+    for k in kids:
+        assert k.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert any(p.startswith("cfg.") for p in k.data.params)
+        status = k.data.tags["ssr.status"]
+        assert status in ("complete", "early_stopped", "failed")
+        if status == "complete":
+            names = artifact_names(uri, k.info.run_id)
+            for a in ("genotype.json", "history.jsonl", "prune_events.jsonl", "summary.json",
+                      "architecture.png", "model.onnx"):  # fmt: skip
+                assert a in names, (k.info.run_name, names)
+            assert k.data.tags["ssr.genotype_id"]
+            assert k.data.tags["ssr.fps_shared_device"] == "true"
+            for m in ("derived_miou", "fps_shared", "gmacs", "fps_exclusive", "val_miou"):
+                assert m in k.data.metrics, (m, k.info.run_name)
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == n
+    assert df["trial_id"].is_unique
+    assert set(df["trial_id"]) == set(trial_ids)
+    canon = from_parquet(run_dir / "results.parquet")  # the analysis schema accepts it
+    complete = canon[canon["status"] == "complete"]
+    assert len(complete) >= 1
+    assert complete["fps_exclusive"].notna().all()
+    assert complete["fps_shared_device"].all()
+    assert (run_dir / "report" / "report.md").is_file()
+    assert (run_dir / "report" / "pareto.png").is_file()

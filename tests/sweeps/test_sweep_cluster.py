@@ -1,0 +1,104 @@
+"""The smoke sweep with ``--cluster`` on a real two-node Ray cluster on loopback.
+
+Head on 127.0.0.2, a second node on 127.0.0.3 (Ray rewrites 127.0.0.1 to the routable address;
+stack-notes §3), one CPU and capped memory each, both started with ``ray start --block`` in
+their own sessions so that killing the process groups stops exactly these nodes (never
+``ray stop``: it would stop every Ray process on the machine). The driver joins through
+``RAY_ADDRESS``; trials must have run on both nodes.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sweep_helpers import (
+    BIN,
+    SMOKE,
+    check_sweep,
+    free_port,
+    kill_group,
+    reap_group,
+    run_sweep,
+    start,
+    sweep_env,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+N = 4
+HEAD, WORKER = "127.0.0.2", "127.0.0.3"
+MEM = ["--memory=3000000000", "--object-store-memory=300000000"]
+
+
+def _wait_nodes(address: str, n: int, env: dict[str, str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    code = (
+        f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+        "print(sum(1 for x in ray.nodes() if x['Alive']))"
+    )
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [str(BIN / "python"), "-c", code], capture_output=True, text=True, env=env,
+            timeout=60, start_new_session=True,
+        )  # fmt: skip
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    port = free_port(HEAD)
+    address = f"{HEAD}:{port}"
+    env = sweep_env()
+    ray = str(BIN / "ray")
+    procs = []
+    try:
+        procs.append(start(
+            [ray, "start", "--head", "--block", f"--node-ip-address={HEAD}", f"--port={port}",
+             "--num-cpus=1", *MEM, "--include-dashboard=false", "--disable-usage-stats"],
+            tmp / "head.log", env,
+        ))  # fmt: skip
+        time.sleep(3)
+        procs.append(start(
+            [ray, "start", "--block", f"--address={address}", f"--node-ip-address={WORKER}",
+             "--num-cpus=1", *MEM],
+            tmp / "worker.log", env,
+        ))  # fmt: skip
+        _wait_nodes(address, 2, env)
+        yield {"address": address, "tmp": tmp}
+    finally:
+        for p in reversed(procs):
+            kill_group(p, signal.SIGTERM, wait=5)
+            reap_group(p.pid)
+
+
+@pytest.fixture(scope="module")
+def cluster_sweep(cluster: dict) -> dict:
+    tmp: Path = cluster["tmp"]
+    storage = tmp / "runs"  # shared storage: both nodes see this folder
+    env = sweep_env(RAY_ADDRESS=cluster["address"])
+    code, out = run_sweep(
+        ["--config", str(SMOKE), "--storage", str(storage), "--name", "smoke-cluster", "--cluster"],
+        tmp / "sweep.log",
+        env,
+    )
+    return {"code": code, "out": out, "run_dir": storage / "smoke-cluster"}
+
+
+def test_cluster_sweep_completes(cluster_sweep: dict) -> None:
+    assert cluster_sweep["code"] == 0, cluster_sweep["out"][-4000:]
+    run_dir: Path = cluster_sweep["run_dir"]
+    check_sweep(f"sqlite:///{run_dir / 'mlflow.db'}", "ssr-smoke", run_dir, N)
+
+
+def test_trials_ran_on_both_nodes(cluster_sweep: dict) -> None:
+    df = pd.read_parquet(cluster_sweep["run_dir"] / "results.parquet")
+    assert set(df["node"]) == {HEAD, WORKER}, df[["trial_id", "node"]]
+    assert "Ray auto" in cluster_sweep["out"] or "Ray " + HEAD in cluster_sweep["out"]

@@ -1,0 +1,99 @@
+"""The smoke sweep against a real ``mlflow server``, with ASHA, and a server that goes away.
+
+The server (127.0.0.1, one worker, no job runner) is stopped once the first trial has finished;
+the sweep must still finish with every row in results.parquet. A new server on the same store
+then gets everything MLflow missed from ``--resume`` (per-epoch history from Tune's
+progress.csv, final records, artifacts): one parent, N children, no duplicates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sweep_helpers import (
+    PYTHON,
+    RUN,
+    SMOKE,
+    check_sweep,
+    children,
+    mlflow_server,
+    reap_group,
+    run_sweep,
+    start,
+    wait_rows,
+)
+
+pytestmark = pytest.mark.slow
+N = 4
+ASHA = "scheduler={kind: asha, metric: val_miou, mode: max, grace_period: 1, reduction_factor: 2}"
+
+
+@pytest.fixture(scope="module")
+def server_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("server")
+    storage = tmp / "runs"
+    run_dir = storage / "smoke-server"
+    base = ["--config", str(SMOKE), "--storage", str(storage), "--name", "smoke-server"]
+    with mlflow_server(tmp / "mlflow") as uri:
+        proc = start([PYTHON, str(RUN), *base, "--tracking-uri", uri, "--set", ASHA], tmp / "a.log")
+        try:
+            wait_rows(run_dir / "results.parquet", 1, proc)
+            _, kids_before = children(uri, "ssr-smoke")
+        except BaseException:
+            reap_group(proc.pid)
+            raise
+    # the server is gone now; the sweep goes on
+    try:
+        proc.wait(timeout=420)
+    finally:
+        reap_group(proc.pid)
+    first = (tmp / "a.log").read_text()
+    rows_after_outage = pd.read_parquet(run_dir / "results.parquet")
+    with mlflow_server(tmp / "mlflow") as uri2:
+        code, out = run_sweep([*base, "--resume", "--tracking-uri", uri2], tmp / "b.log")
+        parents, kids = children(uri2, "ssr-smoke")
+        result = {
+            "uri": uri2, "run_dir": run_dir, "first_code": proc.returncode, "first": first,
+            "rows_after_outage": rows_after_outage, "code": code, "out": out,
+            "kids_before": kids_before, "parents": parents, "kids": kids,
+        }  # fmt: skip
+        if code == 0:
+            check_sweep(uri2, "ssr-smoke", run_dir, N)
+            result["checked"] = True
+        yield result
+
+
+def test_sweep_survives_the_server_going_away(server_sweep: dict) -> None:
+    assert server_sweep["first_code"] == 0, server_sweep["first"][-4000:]
+    rows = server_sweep["rows_after_outage"]
+    assert len(rows) == N and rows["trial_id"].is_unique  # nothing computed was lost
+    assert "results stay in results.parquet" in server_sweep["first"]  # one warning, not a crash
+    assert len(server_sweep["kids_before"]) >= 1
+
+
+def test_resume_syncs_mlflow_without_duplicates(server_sweep: dict) -> None:
+    assert server_sweep["code"] == 0, server_sweep["out"][-4000:]
+    assert server_sweep.get("checked")  # check_sweep: 1 parent, N children, artifacts, rows
+    assert server_sweep["parents"][0].info.status == "FINISHED"
+
+
+def test_early_stopped_trials_are_marked(server_sweep: dict) -> None:
+    df = pd.read_parquet(server_sweep["run_dir"] / "results.parquet")
+    kids = {k.data.tags["ssr.trial_id"]: k for k in server_sweep["kids"]}
+    for row in df.itertuples():
+        assert kids[row.trial_id].data.tags["ssr.status"] == row.status
+        if row.status == "early_stopped":
+            assert "stopped early" in row.error
+            assert pd.isna(row.derived_miou)  # no low-fidelity value passes for a final one
+            assert kids[row.trial_id].info.status == "KILLED"
+    from analysis.load import from_parquet
+
+    canon = from_parquet(server_sweep["run_dir"] / "results.parquet")
+    assert (canon["usable"] == (canon["status"] == "complete")).all()
+
+
+def test_artifacts_went_through_the_server(server_sweep: dict) -> None:
+    root = Path(server_sweep["run_dir"]).parents[1] / "mlflow" / "artifacts"
+    assert list(root.rglob("model.onnx")), "artifacts must be proxied to the server's store"

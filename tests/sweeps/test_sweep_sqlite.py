@@ -1,0 +1,87 @@
+"""The smoke sweep end to end on the embedded default store (SQLite in the run folder).
+
+One sweep serves every assert (module fixture): it is killed (SIGKILL of its process group,
+driver and local Ray alike) once two trials have finished, then continued with ``--resume``;
+the result must be exactly the sweep that was asked for: 4 child runs, 4 rows, no duplicates.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from sweep_helpers import (
+    PYTHON,
+    RUN,
+    SMOKE,
+    check_sweep,
+    children,
+    kill_group,
+    reap_group,
+    run_sweep,
+    start,
+    wait_rows,
+)
+
+pytestmark = pytest.mark.slow
+N = 4
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("sqlite")
+    storage = tmp / "runs"
+    args = ["--config", str(SMOKE), "--storage", str(storage), "--name", "smoke-sqlite"]
+    run_dir = storage / "smoke-sqlite"
+    proc = start([PYTHON, str(RUN), *args], tmp / "first.log")
+    try:
+        wait_rows(run_dir / "results.parquet", 2, proc)
+    finally:
+        kill_group(proc, signal.SIGKILL)
+        reap_group(proc.pid)
+    first = (tmp / "first.log").read_text()
+    code, out = run_sweep([*args, "--resume"], tmp / "resume.log")
+    return {"run_dir": run_dir, "code": code, "out": out, "first": first}
+
+
+def test_killed_sweep_resumes_without_duplicates(resumed: dict) -> None:
+    assert resumed["code"] == 0, resumed["out"][-4000:]
+    run_dir: Path = resumed["run_dir"]
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    check_sweep(uri, "ssr-smoke", run_dir, N)
+
+
+def test_per_epoch_metrics_are_logged_once(resumed: dict) -> None:
+    import mlflow
+
+    run_dir: Path = resumed["run_dir"]
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    _, kids = children(uri, "ssr-smoke")
+    for k in kids:
+        steps = [m.step for m in client.get_metric_history(k.info.run_id, "val_miou")]
+        assert steps == sorted(set(steps)), (k.info.run_name, steps)  # no step logged twice
+        assert steps[-1] == 3  # 2 search epochs + 1 retrain epoch
+
+
+def test_output_ends_with_table_report_and_ui_command(resumed: dict) -> None:
+    out = resumed["out"]
+    assert "hypervolume" in out  # the Pareto table
+    assert f"mlflow ui --backend-store-uri sqlite:///{resumed['run_dir'] / 'mlflow.db'}" in out
+    assert "report:" in out and "results:" in out
+
+
+def test_rows_match_the_analysis_loaders(resumed: dict) -> None:
+    from analysis.load import from_mlflow, from_parquet
+
+    run_dir: Path = resumed["run_dir"]
+    a = from_parquet(run_dir / "results.parquet").sort_values("trial_id").reset_index(drop=True)
+    b = from_mlflow(f"sqlite:///{run_dir / 'mlflow.db'}", "ssr-smoke").sort_values("trial_id")
+    b = b.reset_index(drop=True)
+    assert list(a["trial_id"]) == list(b["trial_id"])
+    assert list(a["status"]) == list(b["status"])
+    assert list(a["genotype_id"]) == list(b["genotype_id"])
+    for col in ("derived_miou", "fps_exclusive", "cfg.ssr.op"):
+        assert (a[col].astype(float) - b[col].astype(float)).abs().max() < 1e-6, col
+    assert set(a["cfg.baseline"]) <= {"ssr", "darts_pruning", "no_shrink"}
