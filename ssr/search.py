@@ -251,8 +251,6 @@ def run_search(
         row.update(pruned=float(pruned), discrete=float(discrete_at is not None))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        if reporter is not None:
-            reporter(dict(row), epoch + 1)
         if ckpt_path is not None and (
             (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
         ):
@@ -267,6 +265,8 @@ def run_search(
                 discrete_at=discrete_at,
                 rng=rng_state(),
             )
+        if reporter is not None:  # after the checkpoint: a reporter may stop the process
+            reporter(dict(row), epoch + 1)
         if discrete_at is not None and cfg.stop_when_discrete:
             break
 
