@@ -3,6 +3,7 @@
     python benchmarks/fps.py                       # table: 512x1024 and 256x512, all variants
     python benchmarks/fps.py --json                # one JSON object
     python benchmarks/fps.py --repeatability       # 5 measurements of one variant and their CV
+    python benchmarks/fps.py --profile             # where ONNX Runtime's time goes, vs the peak
 
 Variants (each measured in its own loop, one after the other, through ``ssr.bench.measure``):
 
@@ -175,6 +176,92 @@ def run_repeatability(args: argparse.Namespace, runner: Runner) -> dict[str, Any
     return {"machine": machine(args.threads), "repeatability": summary, "results": rows}
 
 
+def run_profile(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
+    """ORT's per-op profile of each onnxruntime variant, conv throughput vs the machine's peak.
+
+    The peak is a 2048^3 fp32 matmul in torch at the same threads (MKL/oneDNN's best case).
+    Conv GMAC/s = the graph's conv MACs (zero-padded ones included) / time spent in Conv nodes.
+    """
+    import collections
+
+    import torch
+
+    from ssr.bench import count_macs, ort_session
+    from ssr.deploy import deploy
+
+    with _threads(args.threads):
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        for _ in range(3):
+            a @ b
+        t0, n = time.perf_counter(), 10
+        for _ in range(n):
+            a @ b
+        peak = 2 * 2048**3 * n / (time.perf_counter() - t0) / 2e9  # GMAC/s
+    out: dict[str, Any] = {"machine": machine(args.threads), "peak_gmacs_per_s": round(peak, 1)}
+    for size in args.inputs:
+        for variant in (v for v in args.variants if v.startswith("onnxruntime")):
+            opt = variant.endswith("-opt")
+            model = deploy(runner.net) if opt else runner.net
+            macs = count_macs(model, (3, *size))
+            runner.session(variant, size)  # exports once
+            path = runner.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
+            sess = ort_session(path, args.threads, args.device, profile=True)
+            import numpy as np
+
+            x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
+            feed = {sess.get_inputs()[0].name: x}
+            for _ in range(args.warmup + args.iters):
+                sess.run(None, feed)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+            by_op: collections.Counter[str] = collections.Counter()
+            runs = 0
+            for e in events:
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                    by_op[e["args"]["op_name"]] += e["dur"]
+                runs += e.get("name") == "model_run"
+            ms = {k: round(v / runs / 1e3, 2) for k, v in by_op.most_common()}
+            conv_ms = ms.get("Conv", 0.0)
+            row = {
+                "variant": variant,
+                "input": f"{size[0]}x{size[1]}",
+                "gmacs": round(macs / 1e9, 3),
+                "ms_by_op": ms,
+                "total_kernel_ms": round(sum(ms.values()), 1),
+                "conv_gmacs_per_s": round(macs / 1e6 / conv_ms, 1) if conv_ms else None,
+                "floor_ms_at_peak": round(macs / 1e6 / peak, 1),
+                "other_load": other_load(),
+            }
+            out.setdefault("profiles", []).append(row)
+            if not args.json:
+                top = ", ".join(f"{k} {v}" for k, v in list(ms.items())[:8])
+                print(
+                    f"{row['input']} {variant}: {row['total_kernel_ms']} ms in kernels "
+                    f"({top}); conv {row['conv_gmacs_per_s']} GMAC/s vs peak {peak:.0f}; "
+                    f"{row['gmacs']} GMACs need >= {row['floor_ms_at_peak']} ms at peak",
+                    flush=True,
+                )
+    return out
+
+
+class _threads:
+    """Set torch's threads for a block (0 keeps the default)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.old = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.old)
+
+
 def print_row(r: dict[str, Any], header: bool) -> None:
     if header:
         print(
@@ -202,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timing passes per measurement")
     p.add_argument("--repeatability", action="store_true", help="repeat one variant --runs times")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--profile", action="store_true", help="ORT per-op profile vs peak GMAC/s")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -218,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
                 f"onnxruntime {m['onnxruntime']}; {m['date']}\n"
             )
-        out = run_repeatability(args, runner) if args.repeatability else run_table(args, runner)
+        if args.repeatability:
+            out = run_repeatability(args, runner)
+        elif args.profile:
+            out = run_profile(args, runner)
+        else:
+            out = run_table(args, runner)
     if args.json:
         print(json.dumps(out))
     else:

@@ -354,12 +354,21 @@ def _import(name: str) -> Any:
         ) from None
 
 
-def ort_session(path: str | Path, threads: int = 0, device: str = "cpu") -> Any:
+def ort_session(
+    path: str | Path,
+    threads: int = 0,
+    device: str = "cpu",
+    *,
+    spinning: bool = False,
+    profile: bool = False,
+) -> Any:
     """An onnxruntime session for benchmarking: all graph optimisations, no thread spinning.
 
     ``threads`` intra-op threads (0: torch's thread count, i.e. the physical cores).
     ``session.intra_op.allow_spinning=0`` keeps idle worker threads from burning the cores
-    other work needs (stack-notes §5). ``device='cuda'`` uses the CUDA provider when present.
+    other work needs (stack-notes §5; ``spinning=True`` allows it, for exclusive machines).
+    ``device='cuda'`` uses the CUDA provider when present. ``profile=True`` writes ORT's
+    per-node profile next to ``path`` (``session.end_profiling()`` returns its file).
     """
     ort = _import("onnxruntime")
     so = ort.SessionOptions()
@@ -367,8 +376,11 @@ def ort_session(path: str | Path, threads: int = 0, device: str = "cpu") -> Any:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.log_severity_level = 3
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(path).with_suffix("")) + "-profile"
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
