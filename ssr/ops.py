@@ -15,21 +15,29 @@ from torch import Tensor, nn
 BN_EPS = 1e-3  # ERFNet's BatchNorm epsilon (spec §2.1)
 
 
-def batch_norm(bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None) -> Tensor:
+def batch_norm(
+    bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None, width: int | None = None
+) -> Tensor:
     """``scale * BN(x)`` with the scale folded into the affine parameters.
 
-    ``scale`` is a per-channel vector (C,). Same running-statistics update as ``bn(x)``.
+    ``scale`` is a per-channel vector (C,); ``width`` uses only the first ``width`` channels of
+    the layer (its statistics are updated in place through the slice). Same running-statistics
+    update as ``bn(x)``.
     """
-    if scale is None:
+    if scale is None and width is None:
         return bn(x)
+    c = bn.num_features if width is None else width
+    w, b = bn.weight[:c], bn.bias[:c]
+    if scale is not None:
+        w, b = w * scale, b * scale
     if bn.training and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
     return F.batch_norm(
         x,
-        bn.running_mean,
-        bn.running_var,
-        bn.weight * scale,
-        bn.bias * scale,
+        bn.running_mean[:c],
+        bn.running_var[:c],
+        w,
+        b,
         bn.training,
         bn.momentum if bn.momentum is not None else 0.0,
         bn.eps,
@@ -90,14 +98,36 @@ class FactorizedOp(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
 
     def branch(
-        self, x: Tensor, mid_scale: Tensor | None = None, out_scale: Tensor | None = None
+        self,
+        x: Tensor,
+        mid_scale: Tensor | None = None,
+        out_scale: Tensor | None = None,
+        widths: tuple[int, int] | None = None,
     ) -> Tensor:
-        """The op without its residual. ``mid_scale``/``out_scale``: supernet channel scales."""
+        """The op without its residual.
+
+        ``mid_scale``/``out_scale``: supernet channel scales. ``widths=(c_mid, c_out)`` runs
+        the op on the first ``x.shape[1]`` input and those output channels of its weights (a
+        discrete supernet layer computed at its own width: an exact slice, spec §5 "effect on
+        compute").
+        """
         size = x.shape[-2:]
         if self.pool > 1:
             x = F.max_pool2d(x, self.pool, self.pool, ceil_mode=True)
-        u = F.relu(batch_norm(self.bn1, self.conv1(x), mid_scale), inplace=True)
-        v = batch_norm(self.bn2, self.conv2(u), out_scale)
+        if widths is None:
+            z = self.conv1(x)
+            cm = co = None
+        else:
+            (cm, co), ci = widths, x.shape[1]
+            c1 = self.conv1
+            z = F.conv2d(x, c1.weight[:cm, :ci], c1.bias[:cm], 1, c1.padding, c1.dilation)
+        u = F.relu(batch_norm(self.bn1, z, mid_scale, cm), inplace=True)
+        if widths is None:
+            z = self.conv2(u)
+        else:
+            c2 = self.conv2
+            z = F.conv2d(u, c2.weight[:co, :cm], c2.bias[:co], 1, c2.padding, c2.dilation)
+        v = batch_norm(self.bn2, z, out_scale, co)
         if self.pool > 1:
             v = F.interpolate(v, size=size, mode="bilinear", align_corners=True)
         if self.training and self.p > 0:

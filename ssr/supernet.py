@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr.config import SpaceConfig
-from ssr.ops import Downsampler, FactorizedOp
+from ssr.ops import Downsampler, FactorizedOp, residual_add
 
 DIMENSIONS = ("depth", "op", "out", "mid")
 
@@ -41,6 +41,11 @@ def normalized_probs(logits: Tensor, alive: Tensor) -> Tensor:
     """Sigmoid of each logit normalised over the alive candidates of its group (spec §3)."""
     s = torch.sigmoid(logits) * alive
     return s / s.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def _pad(y: Tensor, width: int) -> Tensor:
+    """Zero channels appended up to ``width`` (after a layer computed at its own width)."""
+    return y if y.shape[1] >= width else F.pad(y, (0, 0, 0, 0, 0, width - y.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,20 @@ class Supernet(nn.Module):
             [d + 1 for d in range(row.numel()) if bool(row[d])] for row in self.alive_depth.cpu()
         ]
         self._active = self._compute_active()
+        self._narrow = [self._narrow_widths(li) for li in range(len(self.layer_refs))]
+
+    def _narrow_widths(self, li: int) -> tuple[int, int, int] | None:
+        """(op, c_mid, c_out) of a layer whose op and both widths are decided, else None."""
+        if len(self._alive_ops[li]) != 1:
+            return None
+        o = self._alive_ops[li][0]
+        j_out = torch.nonzero(self.alive_out[li, o].cpu()).flatten()
+        j_mid = torch.nonzero(self.alive_mid[li, o].cpu()).flatten()
+        if len(j_out) != 1 or len(j_mid) != 1:
+            return None
+        width = self.widths[self.layer_refs[li].stage]
+        remove = self.space.channel_remove
+        return o, width - remove[int(j_mid)], width - remove[int(j_out)]
 
     def active_groups(self, dim: str) -> Tensor:
         """Boolean (groups,) mask, on the buffers' device: groups that still matter.
@@ -195,27 +214,35 @@ class Supernet(nn.Module):
         p_depth = self.probs("depth")
         y = self.stem(x)
         stage_mask: Tensor | None = None
-        for s in range(len(self.widths)):
-            y = self.reductions[s](y, pool_scale=stage_mask)
+        for s, width in enumerate(self.widths):
+            y = self.reductions[s](_pad(y, self.reductions[s].c_in), pool_scale=stage_mask)
             depths = self._alive_depths[s]
             layer_ids = self.stage_layers(s)
             out: Tensor | None = None
             stage_mask = None
             for i, li in enumerate(layer_ids[: max(depths)]):
-                acc = totals[li].view(1, -1, 1, 1) * y
-                for o in self._alive_ops[li]:
-                    acc = acc + self.layers[li][o].branch(y, mids[li][o], scales[li][o])
-                y = F.relu(acc)
+                narrow = self._narrow[li]
+                if narrow is not None:  # decided layer: run it at its own widths, exactly
+                    o, c_mid, c_out = narrow
+                    v = self.layers[li][o].branch(y, widths=(c_mid, c_out))
+                    y = F.relu(residual_add(v, y))
+                else:
+                    y = _pad(y, width)
+                    acc = totals[li].view(1, -1, 1, 1) * y
+                    for o in self._alive_ops[li]:
+                        acc = acc + self.layers[li][o].branch(y, mids[li][o], scales[li][o])
+                    y = F.relu(acc)
                 if len(depths) == 1:
                     out, stage_mask = y, totals[li]
                 elif i + 1 in depths:
                     w = p_depth[s, i]
+                    y = _pad(y, width)
                     out = w * y if out is None else out + w * y
                     m = w * totals[li]
                     stage_mask = m if stage_mask is None else stage_mask + m
             assert out is not None  # at least one depth is always alive
             y = out
-        return self.head(y)
+        return self.head(_pad(y, self.head.in_channels))
 
     # ---- expected cost ----------------------------------------------------------------------
     def expected_macs(

@@ -78,6 +78,6 @@ def test_broken_json_and_missing_file_give_clear_errors(tmp_path) -> None:
 
 def test_space_size_counts_depth_choices() -> None:
     fixed = SpaceConfig(search_depth=False)
-    # 16 layers of 10 ops x 9 x 9 widths: 810^16
-    assert space_log10_size(fixed) == pytest.approx(16 * 2.908485, rel=1e-5)
+    # 14 layers of 10 ops x 9 x 9 widths: 810^14
+    assert space_log10_size(fixed) == pytest.approx(14 * 2.908485, rel=1e-5)
     assert space_log10_size(SpaceConfig()) > space_log10_size(fixed)

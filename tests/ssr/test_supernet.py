@@ -120,3 +120,44 @@ def test_pruned_ops_are_never_computed(tiny_space: SpaceConfig) -> None:
     net(torch.randn(1, 3, 32, 32))
     stage_first = [net.stage_layers(s)[0] for s in range(2)]
     assert sorted(set(calls)) == [(li, 0) for li in stage_first]
+
+
+def test_decided_layers_run_narrow_with_the_same_result(tiny_space: SpaceConfig) -> None:
+    """A layer whose op and widths are decided runs sliced; results equal the masked form."""
+    space = SpaceConfig(
+        stem_width=tiny_space.stem_width,
+        stages=tuple(
+            st.__class__(st.width, st.max_depth, st.min_depth, 0.0) for st in tiny_space.stages
+        ),
+        dilations=tiny_space.dilations,
+        pools=tiny_space.pools,
+        channel_remove=tiny_space.channel_remove,
+    )
+    net = Supernet(space, num_classes=5)
+    randomize_bn(net)
+    make_one_hot(net, 3)
+    net.alive_op[1, :] = True  # layer 1 undecided again: a mix of narrow and masked layers
+    net.alive_depth[1, :] = net.alive_depth[1, :] | (torch.arange(net.alive_depth.shape[1]) >= 1)
+    net.refresh_alive()
+    assert any(n is not None for n in net._narrow) and any(n is None for n in net._narrow)
+    x = torch.randn(2, 3, 64, 64)
+
+    def run(narrow: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        net.refresh_alive()
+        if not narrow:
+            net._narrow = [None] * len(net._narrow)
+        net.zero_grad()
+        y = net(x)
+        y.square().mean().backward()
+        return y.detach(), [p.grad.clone() for p in net.weight_parameters() if p.grad is not None]
+
+    for mode in (net.eval, net.train):
+        mode()
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        y1, g1 = run(True)
+        net.load_state_dict(state)
+        y2, g2 = run(False)
+        net.load_state_dict(state)
+        torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-4)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
