@@ -136,3 +136,38 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor], device: torch.de
         bn.momentum = m
     model.train(was_training)
     return n
+
+
+def restrict_to(net: Supernet, genotype: Genotype) -> None:
+    """Switch off every candidate that ``genotype`` does not use (a discrete supernet).
+
+    Raises :class:`~ssr.space.GenotypeError` if the genotype is not in the supernet's space.
+    """
+    from ssr.space import GenotypeError
+
+    space = net.space
+    if genotype.num_stages != len(space.stages):
+        raise GenotypeError(
+            f"genotype has {genotype.num_stages} stages, the space {len(space.stages)}"
+        )
+    alive = {d: torch.zeros_like(net.alive(d)) for d in ("depth", "op", "out", "mid")}
+    for s, st in enumerate(space.stages):
+        layers = genotype.stage_layers(s)
+        if not st.min_depth <= len(layers) <= st.max_depth:
+            raise GenotypeError(
+                f"stage {s} depth {len(layers)} not in {st.min_depth}..{st.max_depth}"
+            )
+        alive["depth"][s, len(layers) - 1] = True
+        for li, g in zip(net.stage_layers(s), layers):
+            try:
+                o = net.ops.index((g.dilation, g.pool))
+                j_mid = space.channel_remove.index(st.width - g.c_mid)
+                j_out = space.channel_remove.index(st.width - g.c_out)
+            except ValueError:
+                raise GenotypeError(f"layer {g} is not in the search space") from None
+            alive["op"][li, o] = True
+            alive["out"][li, o, j_out] = True
+            alive["mid"][li, o, j_mid] = True
+    for d, a in alive.items():
+        net.alive(d).copy_(a)
+    net.refresh_alive()
