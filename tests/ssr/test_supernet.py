@@ -161,3 +161,27 @@ def test_decided_layers_run_narrow_with_the_same_result(tiny_space: SpaceConfig)
         torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-4)
         for a, b in zip(g1, g2):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_restrict_to_the_paper_genotype() -> None:
+    from ssr.derive import restrict_to
+    from ssr.space import Genotype, GenotypeError
+
+    paper = Genotype.load("ssr_cityscapes")
+    net = Supernet(SpaceConfig(), num_classes=19)
+    restrict_to(net, paper)
+    assert net.is_discrete()
+    g = genotype_from_supernet(net)
+    key = [(x.stage, x.dilation, x.pool, x.c_mid, x.c_out) for x in g.layers]
+    assert key == [(x.stage, x.dilation, x.pool, x.c_mid, x.c_out) for x in paper.layers]
+    # exact sub-network: the reduction keeps the supernet's conv width (64 + 48 = 112 inputs)
+    assert g.reductions[1].c_conv == 64 and g.layers[4].c_in == 112
+    bad = Genotype.from_dict(
+        {
+            **paper.to_dict(),
+            "layers": [{**paper.to_dict()["layers"][0], "dilation": 3}]
+            + paper.to_dict()["layers"][1:],
+        }  # fmt: skip
+    )
+    with pytest.raises(GenotypeError, match="not in the search space"):
+        restrict_to(Supernet(SpaceConfig(), num_classes=19), bad)
