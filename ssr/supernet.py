@@ -225,13 +225,13 @@ class Supernet(nn.Module):
                 if narrow is not None:  # decided layer: run it at its own widths, exactly
                     o, c_mid, c_out = narrow
                     v = self.layers[li][o].branch(y, widths=(c_mid, c_out))
-                    y = F.relu(residual_add(v, y))
+                    y = F.relu(residual_add(v, y), inplace=True)
                 else:
                     y = _pad(y, width)
                     acc = totals[li].view(1, -1, 1, 1) * y
-                    for o in self._alive_ops[li]:
-                        acc = acc + self.layers[li][o].branch(y, mids[li][o], scales[li][o])
-                    y = F.relu(acc)
+                    for o in self._alive_ops[li]:  # in place: no new tensor per op
+                        acc.add_(self.layers[li][o].branch(y, mids[li][o], scales[li][o]))
+                    y = F.relu(acc, inplace=True)
                 if len(depths) == 1:
                     out, stage_mask = y, totals[li]
                 elif i + 1 in depths:
