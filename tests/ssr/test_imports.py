@@ -1,0 +1,14 @@
+"""ssr is the algorithm library: importing it (and running its CLI parser) loads no orchestration."""
+
+import subprocess
+import sys
+
+
+def test_ssr_imports_neither_ray_nor_mlflow_nor_optuna() -> None:
+    code = (
+        "import sys, ssr, ssr.search, ssr.pipeline, ssr.bench, ssr.__main__ as m; m.build_parser();"
+        "bad = sorted(n for n in ('ray', 'mlflow', 'optuna') if n in sys.modules);"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
