@@ -56,17 +56,13 @@ def _load_genotype(name: str) -> Any:
 
 
 def _build_model(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Genotype and its DerivedNet (eval mode), with ``--weights`` and ``--fold-bn`` applied."""
+    """Genotype and its DerivedNet (eval mode), with ``--weights`` loaded."""
     from ssr.network import DerivedNet
 
     genotype = _load_genotype(args.genotype)
     model = DerivedNet(genotype, args.num_classes).eval()
-    if getattr(args, "weights", None):
+    if args.weights:
         _load_weights(model, Path(args.weights))
-    if getattr(args, "fold_bn", False):
-        from ssr.bench import fold_bn
-
-        model = fold_bn(model)
     return genotype, model
 
 
@@ -124,7 +120,9 @@ def _add_bench(sub: Any) -> argparse.ArgumentParser:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--genotype", required=True, help="genotype JSON file or shipped name")
-    p.add_argument("--input", type=_input_size, default=(512, 1024), metavar="HxW")
+    p.add_argument(
+        "--input", type=_input_size, default=None, metavar="HxW", help="default 512x1024"
+    )
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--weights", default=None, help="state dict / checkpoint to load (optional)")
 
@@ -134,8 +132,9 @@ def _bench_config(args: argparse.Namespace) -> Any:
 
     data = load_yaml(args.config) if args.config else {}
     data = deep_merge(data, parse_overrides(args.set))
-    h, w = args.input
-    flags = {"height": h, "width": w}
+    flags: dict[str, Any] = {}
+    if args.input is not None:
+        flags["height"], flags["width"] = args.input
     for key in ("batch", "backend", "threads", "device", "precision", "warmup", "iters", "repeats"):
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
@@ -158,6 +157,10 @@ def run_bench(args: argparse.Namespace) -> int:
         "num_classes": args.num_classes,
         "fold_bn": args.fold_bn,
     }
+    if args.fold_bn:  # sizes above are those of the network as defined
+        from ssr.deploy import fold_bn
+
+        model = fold_bn(model)
     if not args.no_timing:
         res = measure(model, (cfg.batch, 3, cfg.height, cfg.width), cfg, optimize=args.optimize)
         row.update(res.to_dict())
@@ -207,13 +210,14 @@ def _add_export(sub: Any) -> argparse.ArgumentParser:
 def run_export(args: argparse.Namespace) -> int:
     """``python -m ssr export``: writes the file, prints nodes, seconds and max |diff|."""
     from ssr.bench import export_onnx
+    from ssr.deploy import deploy, fold_bn
 
     genotype, model = _build_model(args)
+    if args.fold_bn:
+        model = fold_bn(model)
     if args.optimize:
-        from ssr.deploy import deploy
-
         model = deploy(model)
-    h, w = args.input
+    h, w = args.input or (512, 1024)
     res = export_onnx(model, (args.batch, 3, h, w), args.out, verify=not args.no_verify)
     row = {"genotype_id": genotype.id, **res.to_dict()}
     if args.json:

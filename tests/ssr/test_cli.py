@@ -171,3 +171,20 @@ def test_bench_loads_weights(capsys, tmp_path) -> None:
         capsys, "bench", *SMALL, "--no-timing", "--weights", str(path), "--num-classes", "5"
     )
     assert code == 2 and "does not fit" in err
+
+
+def test_bench_reads_a_config_file(capsys, tmp_path) -> None:
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text("height: 64\nwidth: 128\nbatch: 2\n")
+    code, out, _ = run_cli(
+        capsys,
+        "bench",
+        "--genotype",
+        "ssr_cityscapes",
+        "--config",
+        str(cfg),
+        "--no-timing",
+        "--json",
+    )
+    row = json.loads(out)
+    assert code == 0 and row["input"] == "64x128" and row["batch"] == 2
