@@ -56,15 +56,26 @@ def trial_status(trial: Any) -> str:
 
 
 def error_text(trial: Any, limit: int = 2000) -> str:
-    """The last lines of a failed trial's traceback (Tune's error.txt)."""
-    try:
-        text = trial.get_error() or ""
-    except Exception as exc:  # storage unreachable: say so rather than lose the row
-        text = f"(error text unavailable: {exc})"
-    text = str(text).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    last = lines[-1] if lines else "trial failed"
-    return (last if len(text) <= limit else last + "\n...\n" + text[-limit:])[-limit:]
+    """The exception line of a failed trial (Tune's error.txt), with the traceback's tail."""
+    text = ""
+    local = getattr(trial, "error_file", None)  # the driver's copy, there at once
+    if local and Path(local).is_file():
+        text = Path(local).read_text(errors="replace")
+    if not text.strip():
+        try:
+            text = trial.get_error() or ""
+        except Exception as exc:  # storage unreachable: say so rather than lose the row
+            text = f"(error text unavailable: {exc})"
+    lines = [ln for ln in str(text).splitlines() if ln.strip()]
+    if not lines:
+        return "trial failed (no error text)"
+    last = lines[-1].strip()
+    for ln in reversed(lines):  # Ray appends its own lines after the exception; find it
+        if not ln.startswith((" ", "\t")) and ":" in ln and "Traceback" not in ln:
+            last = ln.strip()
+            break
+    tail = "\n".join(lines[-20:])
+    return (last + ("\n---\n" + tail if tail != last else ""))[:limit]
 
 
 def build_row(

@@ -363,7 +363,10 @@ class Sweep:
         if s.kind in ("random", "grid"):
             from ray.tune.search.basic_variant import BasicVariantGenerator
 
-            return BasicVariantGenerator(random_state=s.seed)
+            # NOTE: Tune ignores max_concurrent_trials for a generator instance: set it here
+            return BasicVariantGenerator(
+                random_state=s.seed, max_concurrent=self.spec.max_concurrent
+            )
         from sweeps.searchers import final_record_optuna
 
         return final_record_optuna(
@@ -513,6 +516,16 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
     # base is the full default config with the file's values merged in.
     base = deep_merge(to_dict(PipelineConfig()), base)
     base_cfg = build_pipeline(base, {}, where="base")
+    for path, dev in (
+        ("search.device", base_cfg.search.device),
+        ("retrain.device", base_cfg.retrain.device),
+        ("bench.device", base_cfg.bench.device),
+    ):
+        _check(
+            not dev.startswith("cuda") or r.gpus_per_trial > 0,
+            f"base.{path} is {dev!r} but resources.gpus_per_trial is 0: Ray would give the "
+            "trial no GPU (set --gpus-per-trial, or device cpu)",
+        )
 
     if spec.space is not None and not isinstance(spec.space, dict):
         raise ConfigError(f"space: expected a mapping of dimensions, got {spec.space!r}")
