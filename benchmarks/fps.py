@@ -4,6 +4,8 @@
     python benchmarks/fps.py --json                # one JSON object
     python benchmarks/fps.py --repeatability       # 5 measurements of one variant and their CV
     python benchmarks/fps.py --profile             # where ONNX Runtime's time goes, vs the peak
+    python benchmarks/fps.py --cpu-time            # 1-thread CPU time: compares variants on a
+                                                   # busy machine (a diagnostic, not a latency)
 
 Variants (each measured in its own loop, one after the other, through ``ssr.bench.measure``):
 
@@ -162,6 +164,64 @@ def run_table(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
     return {"machine": machine(args.threads), "results": rows, "exports": runner.exports}
 
 
+def run_cpu_time(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
+    """Single-thread CPU time per inference (``time.thread_time``): a diagnostic, not a latency.
+
+    With one intra-op thread both runtimes compute on the calling thread, so its CPU time
+    counts the work and not the time other processes held the cores: variants can be compared
+    on a busy machine where wall-clock figures swing by 2-10x (cache sharing still adds noise).
+    """
+    import numpy as np
+    import torch
+
+    from ssr.bench import ort_session
+    from ssr.deploy import fold_bn
+
+    rows = []
+    with _threads(1), torch.inference_mode():
+        for size in args.inputs:
+            for variant in args.variants:
+                if variant.startswith("onnxruntime"):
+                    runner.session(variant, size)  # exports once
+                    path = runner.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
+                    sess = ort_session(path, threads=1)
+                    x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
+                    feed = {sess.get_inputs()[0].name: x}
+                    step = lambda s=sess, f=feed: s.run(None, f)  # noqa: E731
+                else:
+                    fmt = (
+                        torch.channels_last if variant.endswith("-opt") else torch.contiguous_format
+                    )
+                    net = fold_bn(runner.net) if variant.endswith("-opt") else runner.net
+                    net = net.to(memory_format=fmt)
+                    xt = torch.randn(1, 3, *size).contiguous(memory_format=fmt)
+                    step = lambda n=net, t=xt: n(t)  # noqa: E731
+                for _ in range(args.warmup):
+                    step()
+                times = []
+                for _ in range(args.iters * args.repeats):
+                    t0 = time.thread_time()
+                    step()
+                    times.append((time.thread_time() - t0) * 1e3)
+                row = {
+                    "variant": variant,
+                    "input": f"{size[0]}x{size[1]}",
+                    "cpu_ms_median": round(statistics.median(times), 1),
+                    "cpu_ms_min": round(min(times), 1),
+                    "iters": len(times),
+                    "other_load": other_load(0.5),
+                }
+                rows.append(row)
+                if not args.json:
+                    print(
+                        f"{row['input']:>9} {variant:>16}  1-thread CPU ms: median "
+                        f"{row['cpu_ms_median']:7.1f}  min {row['cpu_ms_min']:7.1f}",
+                        flush=True,
+                    )
+    runner.net.to(memory_format=torch.contiguous_format)
+    return {"machine": machine(1), "cpu_time": rows}
+
+
 def run_repeatability(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
     """``--runs`` independent measurements of one variant; CV of their medians (target 3 %)."""
     size, variant = args.inputs[0], args.variants[0]
@@ -306,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="ORT per-op profile vs peak GMAC/s")
     p.add_argument(
+        "--cpu-time", action="store_true", help="1-thread CPU time per inference (busy machines)"
+    )
+    p.add_argument(
         "--wait-idle",
         type=float,
         default=0.0,
@@ -332,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             out = run_repeatability(args, runner)
         elif args.profile:
             out = run_profile(args, runner)
+        elif args.cpu_time:
+            out = run_cpu_time(args, runner)
         else:
             out = run_table(args, runner)
     if args.json:
