@@ -119,7 +119,9 @@ class Runner:
                 "max_abs_diff": res.max_abs_diff,
                 "exporter": res.exporter,
             }
-            self.sessions[key] = ort_session(path, self.cfg.threads, self.cfg.device)
+            self.sessions[key] = ort_session(
+                path, self.cfg.threads, self.cfg.device, spinning=self.args.spinning
+            )
         return self.sessions[key]
 
     def measure(self, variant: str, size: tuple[int, int]) -> dict[str, Any]:
@@ -362,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=20, help="timed iterations per pass")
     p.add_argument("--repeats", type=int, default=5, help="timing passes per measurement")
+    p.add_argument(
+        "--spinning", action="store_true", help="let ORT's idle threads spin (exclusive machine)"
+    )
     p.add_argument("--repeatability", action="store_true", help="repeat one variant --runs times")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="ORT per-op profile vs peak GMAC/s")
@@ -399,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
             out = run_cpu_time(args, runner)
         else:
             out = run_table(args, runner)
+    out["settings"] = {
+        k: getattr(args, k)
+        for k in ("genotype", "warmup", "iters", "repeats", "threads", "device", "spinning")
+    }
     if args.json:
         print(json.dumps(out))
     else:
