@@ -31,7 +31,9 @@ def test_bench_no_timing_json(capsys) -> None:
 
 def test_bench_json_has_the_record(capsys) -> None:
     args = ("--warmup", "0", "--iters", "2", "--repeats", "1", "--threads", "1", "--json")
-    code, out, _ = run_cli(capsys, "bench", *SMALL, *args)
+    code, out, _ = run_cli(
+        capsys, "bench", "--genotype", "ssr_cityscapes", "--input", "32x64", *args
+    )
     assert code == 0
     row = json.loads(out)
     for key in (
@@ -43,8 +45,11 @@ def test_bench_json_has_the_record(capsys) -> None:
 
 
 def test_bench_optimize_records_the_form(capsys) -> None:
-    args = ("--warmup", "0", "--iters", "1", "--repeats", "1", "--optimize", "--json")
-    code, out, _ = run_cli(capsys, "bench", *SMALL, *args)
+    args = ("--warmup", "0", "--iters", "1", "--repeats", "1", "--threads", "1", "--optimize")
+    args += ("--json",)
+    code, out, _ = run_cli(
+        capsys, "bench", "--genotype", "ssr_cityscapes", "--input", "32x64", *args
+    )
     row = json.loads(out)
     assert code == 0 and row["form"] == "fold_bn+channels_last"
     assert row["params_m"] == pytest.approx(1.0226, abs=1e-4)  # sizes of the network as defined
@@ -52,7 +57,7 @@ def test_bench_optimize_records_the_form(capsys) -> None:
 
 def test_bench_table(capsys) -> None:
     code, out, _ = run_cli(
-        capsys, "bench", *SMALL, "--iters", "1", "--warmup", "0", "--repeats", "1"
+        capsys, "bench", *SMALL, "--iters", "1", "--warmup", "0", "--repeats", "1", "--threads", "1"
     )
     assert code == 0 and "fps_median" in out and "params_m" in out
 
