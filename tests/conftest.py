@@ -1,0 +1,15 @@
+"""Suite-wide settings: one compute thread per process.
+
+The machines this suite runs on have two cores, and several tests start other processes (Ray
+workers, CLI subprocesses, an MLflow server). Two OpenMP threads per process on two shared
+cores make every process wait on spinning barriers (measured: a search epoch went from 1.1 s
+to 50 s), so every test process computes with one thread. Set before torch is imported; the
+environment variable reaches the subprocesses the tests start.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
