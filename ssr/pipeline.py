@@ -14,19 +14,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ssr.config import DataConfig, PipelineConfig, dump_yaml, validate
+from ssr.config import DataConfig, PipelineConfig, RetrainConfig, dump_yaml, validate
 from ssr.search import Reporter, run_search
 
 log = logging.getLogger(__name__)
 RECORD = "record.json"
 
 
-def retrain_config(cfg: PipelineConfig):
-    """The retraining config, with the search's data unless ``retrain.data`` was set."""
+def retrain_config(cfg: PipelineConfig) -> RetrainConfig:
+    """The retraining config, with the search's data and device unless set for retraining."""
     retrain = cfg.retrain
     if retrain.data == DataConfig():
         retrain = dataclasses.replace(retrain, data=cfg.search.data)
-    return dataclasses.replace(retrain, device=retrain.device or cfg.search.device)
+    if retrain.device == RetrainConfig().device:
+        retrain = dataclasses.replace(retrain, device=cfg.search.device)
+    return retrain
 
 
 def run_pipeline(
