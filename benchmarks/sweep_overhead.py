@@ -46,7 +46,8 @@ t0 = time.perf_counter()
 import torch
 from pathlib import Path
 from ssr.pipeline import run_pipeline
-from sweeps.spec import build_pipeline, load_sweep
+from sweeps.dims import build_pipeline
+from sweeps.spec import load_sweep
 sweep = load_sweep(sys.argv[1])
 out = Path(sys.argv[2])
 torch.set_num_threads(max(1, int(sweep.spec.resources.cpus_per_trial)))

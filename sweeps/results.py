@@ -20,7 +20,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.spec import FINAL_KEY, flat_params
+from sweeps.dims import flat_params
+from sweeps.spec import FINAL_KEY
 
 log = logging.getLogger(__name__)
 

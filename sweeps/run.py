@@ -22,6 +22,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -53,7 +54,10 @@ from sweeps.spec import DEFAULT_CONFIG, Sweep, dump_sweep, load_sweep  # noqa: E
 log = logging.getLogger("sweeps")
 EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_NO_RESULTS, EXIT_INTERRUPTED = 2, 3, 1, 130
 LOCAL_NODE_IP = "127.0.0.2"
-RUN_FILE = "run.json"  # tracking URI and storage of the run, for --resume
+RUN_FILE = "run.json"
+NAME_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+)  # tracking URI and storage of the run, for --resume
 
 
 class Unreachable(RuntimeError):
@@ -165,8 +169,8 @@ def resolve_run(args: argparse.Namespace, spec_name: str) -> tuple[str, str, Pat
     storage = raw if remote else str(Path(raw.removeprefix("file://")).expanduser().resolve())
     local_root = default_storage() if remote else Path(storage)
     name = args.name
-    if name is not None and (not name.strip() or "/" in name):
-        raise ConfigError(f"--name {name!r}: give a plain folder name")
+    if name is not None and not NAME_RE.match(name):
+        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
     if name is None and args.resume:
         candidates = sorted(
             (p for p in local_root.glob(f"{spec_name}-*") if (p / "sweep.yaml").is_file()),
@@ -324,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                 saved.get("tracking_uri"),
                 uri,
             )
+        if args.address:  # a cheap check first: a wrong address fails before anything is created
+            _tcp_probe(args.address)
         tracking.probe(uri)
         address = start_ray(args, sweep)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -336,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             params={f"sweep.{k}": v for k, v in _flat(sweep.source).items()},
             tags={"ssr.storage": str(run_dir)},
             artifacts=[run_dir / "sweep.yaml"],
+            resume=args.resume,
         )
     except ConfigError as exc:
         _shutdown_ray()

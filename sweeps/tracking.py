@@ -32,8 +32,10 @@ from urllib.parse import urlparse
 
 from ray.tune import Callback
 
+from ssr.config import ConfigError
+from sweeps.dims import flat_params
 from sweeps.results import EXCLUSIVE_FIELDS, NUMERIC_FIELDS, ResultsTable, genotype_json
-from sweeps.spec import FINAL_KEY, flat_params
+from sweeps.spec import FINAL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ def _with_timeout(fn: Callable[[], Any], seconds: float, uri: str) -> Any:
     t.join(seconds)
     if t.is_alive():
         raise TrackingError(f"MLflow at {uri} did not answer within {seconds:.0f} s")
+    if isinstance(box.get("error"), ConfigError):
+        raise box["error"]
     if "error" in box:
         raise TrackingError(f"MLflow at {uri} cannot be used: {box['error']}")
     return box.get("value")
@@ -208,8 +212,18 @@ class Tracker:
         return time.monotonic() >= self._offline_until
 
     # ---- sweep (parent) --------------------------------------------------------------------
-    def start(self, params: dict[str, Any], tags: dict[str, str], artifacts: Iterable[Path]) -> str:
-        """Find or create the experiment and the sweep's parent run (raises TrackingError)."""
+    def start(
+        self,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        artifacts: Iterable[Path],
+        resume: bool = False,
+    ) -> str:
+        """Find or create the experiment and the sweep's parent run.
+
+        Raises :class:`TrackingError` when MLflow cannot be used, and ConfigError when a new
+        sweep's name is already taken in the experiment (its runs would mix with this one's).
+        """
         from mlflow.entities import Param, RunStatus
 
         def setup() -> None:
@@ -233,6 +247,11 @@ class Tracker:
                 f"tags.`ssr.role` = 'sweep' and tags.`ssr.sweep` = '{self.sweep}'",
                 max_results=10,
             )
+            if found and not resume:
+                raise ConfigError(
+                    f"MLflow experiment {self.experiment!r} at {self.uri} already has a sweep "
+                    f"named {self.sweep!r}: pass --resume to continue it or choose another --name"
+                )
             if found:
                 self.parent_id = found[0].info.run_id
                 self.client.update_run(

@@ -28,7 +28,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import FINAL_KEY, trial_pipeline
+from sweeps.dims import trial_pipeline
+from sweeps.spec import FINAL_KEY
 
 FINAL_ARTIFACTS = (
     "genotype.json",

@@ -54,15 +54,16 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, wait: float = 
         proc.wait(timeout=wait)
 
 
-def reap_group(pgid: int, timeout: float = 15.0) -> None:
-    """Wait until no process of group ``pgid`` is left, SIGKILLing stragglers."""
+def reap_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGKILL whatever is left of the process group of ``proc`` until it is gone."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        time.sleep(0.5)
+        proc.poll()  # NOTE: reap the leader, or its zombie keeps the group alive
+        time.sleep(0.2)
 
 
 def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -85,7 +86,7 @@ def run_sweep(
         kill_group(proc)
         pytest.fail(f"sweep did not finish within {timeout} s; log: {log.read_text()[-3000:]}")
     finally:
-        reap_group(proc.pid)
+        reap_group(proc)
     return proc.returncode, log.read_text()
 
 
@@ -134,7 +135,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
         yield uri
     finally:
         kill_group(proc, signal.SIGTERM, wait=15)
-        reap_group(proc.pid)
+        reap_group(proc)
 
 
 def children(uri: str, experiment: str) -> tuple[list, list]:

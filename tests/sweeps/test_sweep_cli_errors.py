@@ -70,7 +70,7 @@ def test_bad_ray_address_fails_fast(tmp_path: Path) -> None:
     assert code == 3, out
     assert "127.0.0.9:1" in out and "Traceback" not in out
     assert seconds < 20
-    assert not list((tmp_path / "runs").glob("*/trial_*"))
+    assert not (tmp_path / "runs").exists()  # probed before anything is created
 
 
 def test_resume_without_a_run_exits_2(tmp_path: Path) -> None:

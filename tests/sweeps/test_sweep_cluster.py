@@ -76,7 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     finally:
         for p in reversed(procs):
             kill_group(p, signal.SIGTERM, wait=5)
-            reap_group(p.pid)
+            reap_group(p)
 
 
 @pytest.fixture(scope="module")

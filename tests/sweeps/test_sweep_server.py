@@ -42,13 +42,13 @@ def server_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
             wait_rows(run_dir / "results.parquet", 1, proc)
             _, kids_before = children(uri, "ssr-smoke")
         except BaseException:
-            reap_group(proc.pid)
+            reap_group(proc)
             raise
     # the server is gone now; the sweep goes on
     try:
         proc.wait(timeout=420)
     finally:
-        reap_group(proc.pid)
+        reap_group(proc)
     first = (tmp / "a.log").read_text()
     rows_after_outage = pd.read_parquet(run_dir / "results.parquet")
     with mlflow_server(tmp / "mlflow") as uri2:
@@ -62,6 +62,9 @@ def server_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
         if code == 0:
             check_sweep(uri2, "ssr-smoke", run_dir, N)
             result["checked"] = True
+        # a new sweep may not take a name that the experiment already has
+        other = ["--config", str(SMOKE), "--storage", str(tmp / "other"), "--name", "smoke-server"]
+        result["clash"] = run_sweep([*other, "--tracking-uri", uri2], tmp / "c.log", timeout=120)
         yield result
 
 
@@ -92,6 +95,12 @@ def test_early_stopped_trials_are_marked(server_sweep: dict) -> None:
 
     canon = from_parquet(server_sweep["run_dir"] / "results.parquet")
     assert (canon["usable"] == (canon["status"] == "complete")).all()
+
+
+def test_a_sweep_name_is_not_reused_by_a_new_sweep(server_sweep: dict) -> None:
+    code, out = server_sweep["clash"]
+    assert code == 2, out[-3000:]
+    assert "already has a sweep named 'smoke-server'" in out and "Traceback" not in out
 
 
 def test_artifacts_went_through_the_server(server_sweep: dict) -> None:

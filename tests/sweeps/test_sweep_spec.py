@@ -9,16 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from ssr.config import ConfigError
-from sweeps.spec import (
-    CONFIG_DIR,
-    FINAL_KEY,
-    apply_overrides,
-    build_sweep,
-    flat_params,
-    load_sweep,
-    resolve_path,
-    trial_pipeline,
-)
+from sweeps.dims import flat_params, resolve_path, trial_pipeline
+from sweeps.spec import CONFIG_DIR, FINAL_KEY, apply_overrides, build_sweep, load_sweep
 
 
 def smoke_raw() -> dict:

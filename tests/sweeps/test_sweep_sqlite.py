@@ -39,7 +39,7 @@ def resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         wait_rows(run_dir / "results.parquet", 2, proc)
     finally:
         kill_group(proc, signal.SIGKILL)
-        reap_group(proc.pid)
+        reap_group(proc)
     first = (tmp / "first.log").read_text()
     code, out = run_sweep([*args, "--resume"], tmp / "resume.log")
     return {"run_dir": run_dir, "code": code, "out": out, "first": first}

@@ -1,0 +1,216 @@
+"""Points of a sweep's space -> validated :class:`ssr.config.PipelineConfig` (one per trial).
+
+A dimension is one entry of a sweep file's ``space``: a key, the PipelineConfig field it sets and
+its distribution (``uniform``, ``loguniform``, ``int``, ``logint`` (inclusive bounds),
+``choice``, ``grid``, or a constant). Keys are dotted PipelineConfig paths, taken relative to
+``search.`` unless they start with ``search.``, ``retrain.``, ``bench.`` or ``export_onnx``
+(``ssr.op`` means ``search.ssr.op``, the knobs of spec §10). Two keys are special: ``seed``
+sets ``search.seed`` and ``retrain.seed``; ``baseline`` is ``ssr`` (as sampled),
+``darts_pruning`` (all SSR weights 0, shrinking on) or ``no_shrink`` (shrinking off, argmax at
+the end). The trial (:mod:`sweeps.trial`) and the validator (:mod:`sweeps.spec`) build configs
+with the same :func:`build_pipeline`, so a point that validates is a point that runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from ssr.config import (
+    ConfigError,
+    PipelineConfig,
+    flatten,
+    from_dict,
+    set_dotted,
+    to_dict,
+    validate,
+)
+
+DIST_KINDS = ("uniform", "loguniform", "int", "logint", "choice", "grid")
+SPECIAL_KEYS = ("baseline", "seed")
+BASELINES = ("ssr", "darts_pruning", "no_shrink")
+SSR_WEIGHTS = ("op", "out", "mid", "depth")
+_TOP_FIELDS = tuple(f.name for f in dataclasses.fields(PipelineConfig))
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One entry of ``space``: a key, the PipelineConfig path it sets and its distribution."""
+
+    key: str
+    kind: str  # one of DIST_KINDS, or "const"
+    args: tuple[Any, ...]
+
+    @property
+    def path(self) -> str:
+        return resolve_path(self.key)
+
+    def domain(self) -> Any:
+        """The Ray Tune domain (``const`` dimensions stay plain values)."""
+        from ray import tune
+
+        lo, hi = (*self.args, None, None)[:2]
+        return {
+            "uniform": lambda: tune.uniform(lo, hi),
+            "loguniform": lambda: tune.loguniform(lo, hi),
+            "int": lambda: tune.randint(lo, hi + 1),
+            "logint": lambda: tune.lograndint(lo, hi + 1),
+            "choice": lambda: tune.choice(list(self.args)),
+            "grid": lambda: tune.grid_search(list(self.args)),
+            "const": lambda: self.args[0],
+        }[self.kind]()
+
+    def probe_values(self) -> list[Any]:
+        """Values that must all be valid: every option, or both ends of a range."""
+        if self.kind in ("choice", "grid", "const"):
+            return list(self.args)
+        lo, hi = self.args
+        if self.kind in ("int", "logint"):
+            return [lo, hi]
+        # NOTE: the upper end of a continuous range is (almost) never drawn; probe just below it.
+        return [lo, hi - (hi - lo) * 1e-9]
+
+
+def resolve_path(key: str) -> str:
+    """``ssr.op`` -> ``search.ssr.op``; full paths and the special keys stay as they are."""
+    if key in SPECIAL_KEYS or key.split(".")[0] in _TOP_FIELDS:
+        return key
+    return f"search.{key}"
+
+
+def _leaf_exists(path: str) -> bool:
+    cls: Any = PipelineConfig
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if not (
+            dataclasses.is_dataclass(cls) and part in {f.name for f in dataclasses.fields(cls)}
+        ):
+            return False
+        cls = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1 and not dataclasses.is_dataclass(cls):
+            return False
+    return not dataclasses.is_dataclass(cls)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_dimension(key: Any, value: Any) -> Dimension:
+    """Parse one ``space`` entry: ``{loguniform: [lo, hi]}``, ``{choice: [...]}``, a constant."""
+    where = f"space.{key}"
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"space: keys must be dotted names like ssr.op, got {key!r}")
+    path = resolve_path(key)
+    if key not in SPECIAL_KEYS and not _leaf_exists(path):
+        raise ConfigError(
+            f"unknown key {where}: {path} is not a PipelineConfig field "
+            f"(keys are relative to search., e.g. ssr.op, shrink.threshold, arch_optim.lr, "
+            f"or one of {', '.join(SPECIAL_KEYS)})"
+        )
+    if path in ("search.epochs", "retrain.epochs"):
+        raise ConfigError(
+            f"{where}: the per-trial budget is set by budget.search_epochs/retrain_epochs"
+        )
+    if not isinstance(value, dict):
+        return Dimension(key, "const", (value,))
+    if len(value) != 1 or next(iter(value)) not in DIST_KINDS:
+        raise ConfigError(
+            f"{where}: expected one of {{{', '.join(k + ': ...' for k in DIST_KINDS)}}} "
+            f"or a constant, got {value!r}"
+        )
+    kind, args = next(iter(value.items()))
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
+    if kind in ("choice", "grid"):
+        return Dimension(key, kind, tuple(args))
+    if len(args) != 2 or not all(_number(a) for a in args):
+        raise ConfigError(f"{where}.{kind}: expected [low, high] numbers, got {args!r}")
+    lo, hi = args
+    if not lo < hi:
+        raise ConfigError(f"{where}.{kind}: low must be < high, got {args!r}")
+    if kind in ("int", "logint") and not all(isinstance(a, int) for a in args):
+        raise ConfigError(f"{where}.{kind}: bounds must be integers, got {args!r}")
+    if kind in ("loguniform", "logint") and lo <= 0:
+        raise ConfigError(f"{where}.{kind}: bounds must be > 0 for a log scale, got {args!r}")
+    return Dimension(key, kind, (lo, hi))
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (Tune's samplers) -> Python scalars, so ssr's strict loader accepts them."""
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def apply_dims(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Nested PipelineConfig dict of ``base`` with the sampled ``values`` (keys as in ``space``)."""
+    out = copy.deepcopy(base)
+    for key, value in values.items():
+        value = _plain(value)
+        if key == "baseline":
+            continue
+        if key == "seed":
+            set_dotted(out, "search.seed", value)
+            set_dotted(out, "retrain.seed", value)
+        else:
+            set_dotted(out, resolve_path(key), value)
+    baseline = values.get("baseline", "ssr")
+    if baseline == "darts_pruning":
+        for w in SSR_WEIGHTS:
+            set_dotted(out, f"search.ssr.{w}", 0.0)
+    elif baseline == "no_shrink":
+        set_dotted(out, "search.shrink.enabled", False)
+    return out
+
+
+def build_pipeline(base: dict[str, Any], values: dict[str, Any], where: str = "") -> PipelineConfig:
+    """Validated PipelineConfig for one point of the space (the trial and the validator share it)."""
+    baseline = values.get("baseline", "ssr")
+    if baseline not in BASELINES:
+        raise ConfigError(f"{where or 'baseline'}: {baseline!r} is not one of {list(BASELINES)}")
+    if "seed" in values and (
+        not isinstance(_plain(values["seed"]), int) or isinstance(values["seed"], bool)
+    ):
+        raise ConfigError(f"{where or 'seed'}: expected an integer, got {values['seed']!r}")
+    data = apply_dims(base, values)
+    try:
+        cfg = from_dict(PipelineConfig, data)
+        validate(cfg)
+        validate(cfg.search)
+        if cfg.retrain.epochs > 0:
+            validate(cfg.retrain)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    return cfg
+
+
+def trial_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The sampled dimension values of a Tune trial config."""
+    return {k: _plain(v) for k, v in (config.get("dims") or {}).items()}
+
+
+def trial_pipeline(config: dict[str, Any]) -> PipelineConfig:
+    """Tune trial config (see :meth:`Sweep.param_space`) -> validated PipelineConfig."""
+    return build_pipeline(config["base"], trial_values(config))
+
+
+def flat_params(config: dict[str, Any]) -> dict[str, Any]:
+    """``cfg.<key>`` of a trial: the resolved PipelineConfig, flattened, plus ``cfg.baseline``.
+
+    Keys use the sweep file's shorthand: search fields are relative to ``search.``
+    (``cfg.ssr.op``, ``cfg.shrink.threshold``, ``cfg.data.name``), the rest keep their section
+    (``cfg.retrain.epochs``, ``cfg.bench.height``, ``cfg.export_onnx``). Lists (stages,
+    dilations, ...) are JSON text so that every value is a scalar.
+    """
+    flat = flatten(to_dict(trial_pipeline(config)))
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        key = k.removeprefix("search.")
+        out[f"cfg.{key}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
+    out["cfg.baseline"] = trial_values(config).get("baseline", "ssr")
+    return out
