@@ -8,6 +8,8 @@ extra tensor; a derived network runs the same op at its own widths with no scale
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -97,23 +99,20 @@ class FactorizedOp(nn.Module):
         self.conv2 = nn.Conv2d(c_mid, c_out, (1, 3), padding=(0, d), dilation=(1, d), bias=True)
         self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
 
-    def branch(
+    def core(
         self,
         x: Tensor,
         mid_scale: Tensor | None = None,
         out_scale: Tensor | None = None,
         widths: tuple[int, int] | None = None,
     ) -> Tensor:
-        """The op without its residual.
+        """Convs, BNs and dropout at the op's own resolution (``x`` already pooled).
 
         ``mid_scale``/``out_scale``: supernet channel scales. ``widths=(c_mid, c_out)`` runs
         the op on the first ``x.shape[1]`` input and those output channels of its weights (a
-        discrete supernet layer computed at its own width: an exact slice, spec §5 "effect on
-        compute").
+        discrete supernet layer computed at its own width: an exact slice). Dropout2d scales
+        whole channels, so applying it before the upsampling equals applying it after.
         """
-        size = x.shape[-2:]
-        if self.pool > 1:
-            x = F.max_pool2d(x, self.pool, self.pool, ceil_mode=True)
         if widths is None:
             z = self.conv1(x)
             cm = co = None
@@ -128,14 +127,35 @@ class FactorizedOp(nn.Module):
             c2 = self.conv2
             z = F.conv2d(u, c2.weight[:co, :cm], c2.bias[:co], 1, c2.padding, c2.dilation)
         v = batch_norm(self.bn2, z, out_scale, co)
-        if self.pool > 1:
-            v = F.interpolate(v, size=size, mode="bilinear", align_corners=True)
         if self.training and self.p > 0:
             v = F.dropout2d(v, self.p, training=True)
         return v
 
+    def branch(
+        self,
+        x: Tensor,
+        mid_scale: Tensor | None = None,
+        out_scale: Tensor | None = None,
+        widths: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """The op without its residual: pool, :meth:`core`, upsample back to ``x``'s size."""
+        if self.pool == 1:
+            return self.core(x, mid_scale, out_scale, widths)
+        v = self.core(pool_input(x, self.pool), mid_scale, out_scale, widths)
+        return upsample_to(v, x.shape[-2:])
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(residual_add(self.branch(x), x))
+
+
+def pool_input(x: Tensor, pool: int) -> Tensor:
+    """The reduced-resolution input of a pooled op (max-pool, spec §2.2)."""
+    return F.max_pool2d(x, pool, pool, ceil_mode=True)
+
+
+def upsample_to(v: Tensor, size: Sequence[int]) -> Tensor:
+    """Back to full resolution: bilinear, align_corners=True (spec §2.2)."""
+    return F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 def pool_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> Tensor:

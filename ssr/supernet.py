@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr.config import SpaceConfig
-from ssr.ops import Downsampler, FactorizedOp, residual_add
+from ssr.ops import Downsampler, FactorizedOp, pool_input, residual_add, upsample_to
 
 DIMENSIONS = ("depth", "op", "out", "mid")
 
@@ -227,11 +227,7 @@ class Supernet(nn.Module):
                     v = self.layers[li][o].branch(y, widths=(c_mid, c_out))
                     y = F.relu(residual_add(v, y), inplace=True)
                 else:
-                    y = _pad(y, width)
-                    acc = totals[li].view(1, -1, 1, 1) * y
-                    for o in self._alive_ops[li]:  # in place: no new tensor per op
-                        acc.add_(self.layers[li][o].branch(y, mids[li][o], scales[li][o]))
-                    y = F.relu(acc, inplace=True)
+                    y = F.relu(self._mixed(li, _pad(y, width), mids, scales, totals), inplace=True)
                 if len(depths) == 1:
                     out, stage_mask = y, totals[li]
                 elif i + 1 in depths:
@@ -243,6 +239,29 @@ class Supernet(nn.Module):
             assert out is not None  # at least one depth is always alive
             y = out
         return self.head(_pad(y, self.head.in_channels))
+
+    def _mixed(self, li: int, y: Tensor, mids, scales, totals) -> Tensor:
+        """``sum_o S_o * (f_o(y) + y)`` over the alive ops of layer ``li`` (before the ReLU).
+
+        Ops of the same pooling factor share one pooled input, and their outputs are summed at
+        the reduced resolution and upsampled once (bilinear upsampling is linear), so a layer
+        pools and upsamples once per factor instead of once per op.
+        """
+        acc = totals[li].view(1, -1, 1, 1) * y
+        pooled: dict[int, Tensor] = {}
+        low: dict[int, Tensor] = {}
+        for o in self._alive_ops[li]:
+            op = self.layers[li][o]
+            if op.pool == 1:
+                acc.add_(op.core(y, mids[li][o], scales[li][o]))  # in place: no tensor per op
+                continue
+            if op.pool not in pooled:
+                pooled[op.pool] = pool_input(y, op.pool)
+            v = op.core(pooled[op.pool], mids[li][o], scales[li][o])
+            low[op.pool] = v if op.pool not in low else low[op.pool] + v
+        for v in low.values():
+            acc.add_(upsample_to(v, y.shape[-2:]))
+        return acc
 
     # ---- expected cost ----------------------------------------------------------------------
     def expected_macs(

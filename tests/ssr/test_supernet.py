@@ -112,7 +112,7 @@ def test_pruned_ops_are_never_computed(tiny_space: SpaceConfig) -> None:
 
     for li, ops in enumerate(net.layers):
         for o, op in enumerate(ops):
-            op.branch = spy(op.branch, (li, o))
+            op.core = spy(op.core, (li, o))
     net.alive_op[:, 1:] = False
     net.alive_depth[:] = False
     net.alive_depth[:, 0] = True  # depth 1 everywhere: deeper layers are dead
