@@ -74,7 +74,7 @@ def sweep_file(args: argparse.Namespace, path: Path) -> Path:
         "budget": {
             "search_epochs": args.search_epochs,
             "retrain_epochs": args.retrain_epochs,
-            "checkpoint_every": 1,
+            "checkpoint_every": args.checkpoint_every,
         },
         "resources": {"cpus_per_trial": args.cpus, "gpus_per_trial": 0},
         "remeasure": False,
@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrain-epochs", type=int, default=1, help="retrain epochs per trial")
     p.add_argument("--train-size", type=int, default=32, help="synthetic training images")
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs (torch threads) per trial")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=5, help="epochs between Tune checkpoints (sweep)"
+    )
     p.add_argument("--repeats", type=int, default=1, help="alternate plain/sweep this many times")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "retrain_epochs": args.retrain_epochs,
         "train_size": args.train_size,
         "cpus": args.cpus,
+        "checkpoint_every": args.checkpoint_every,
         "repeats": args.repeats,
         "plain_wall_s": round(p_wall, 2),
         "sweep_wall_s": round(s_wall, 2),

@@ -85,7 +85,11 @@ def unfinished_trials(storage: str, name: str) -> list[str]:
     """
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(f"{storage.rstrip('/')}/{name}")
+    try:
+        analysis = ExperimentAnalysis(f"{storage.rstrip('/')}/{name}")
+    except Exception as exc:  # no readable state: treat the fit as finished, keep going
+        log.warning("cannot read Tune's experiment state: %s", exc)
+        return []
     return [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
 
 

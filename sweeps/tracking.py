@@ -290,12 +290,15 @@ class Tracker:
                 break
         for run in sorted(runs, key=lambda r: r.info.start_time or 0):
             trial_id = run.data.tags.get("ssr.trial_id")
-            if trial_id and trial_id not in self.children:
-                self.children[trial_id] = run.info.run_id
-                step = run.data.metrics.get("step")
-                self.last_step[run.info.run_id] = int(step) if step is not None else 0
-                if run.data.tags.get("ssr.final") == "1":
-                    self.final_logged.add(trial_id)
+            if not trial_id:
+                continue
+            run_id = self.children.setdefault(trial_id, run.info.run_id)
+            if run_id != run.info.run_id:  # NOTE: the oldest run of a trial is the one kept
+                continue
+            step = int(run.data.metrics.get("step") or 0)
+            self.last_step[run_id] = max(self.last_step.get(run_id, 0), step)
+            if run.data.tags.get("ssr.final") == "1":
+                self.final_logged.add(trial_id)
 
     def finish(self, metrics: dict[str, float], artifacts: Iterable[Path], status: str) -> None:
         """Log the sweep's summary and files to the parent run and end it."""
@@ -475,6 +478,8 @@ class Tracker:
         ``results`` maps trial ids to Tune ``Result`` objects (config, checkpoint, history).
         """
         self._offline_until = 0.0
+        if self.attach():  # NOTE: another copy of the callback may have logged meanwhile
+            self._call("listing the sweep's runs", self._load_children)
         missing = 0
         for row in table.rows():
             t = row["trial_id"]
