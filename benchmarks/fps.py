@@ -266,6 +266,8 @@ def run_profile(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
     from ssr.bench import count_macs, ort_session
     from ssr.deploy import deploy
 
+    if args.wait_idle:
+        wait_idle(args.wait_idle, args.max_other_load)
     with _threads(args.threads):
         a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
         for _ in range(3):
@@ -287,15 +289,22 @@ def run_profile(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
 
             x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
             feed = {sess.get_inputs()[0].name: x}
+            if args.wait_idle:
+                wait_idle(args.wait_idle, args.max_other_load)
+            load0 = other_load(0.2)
             for _ in range(args.warmup + args.iters):
                 sess.run(None, feed)
             events = json.loads(Path(sess.end_profiling()).read_text())
+            model_runs = sorted(
+                (e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run"
+            )
+            cutoff = model_runs[args.warmup - 1] if args.warmup else -1  # skip warm-up runs
+            runs = sum(1 for end in model_runs if end > cutoff)
             by_op: collections.Counter[str] = collections.Counter()
-            runs = 0
             for e in events:
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                kernel = e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+                if kernel and e["ts"] > cutoff:
                     by_op[e["args"]["op_name"]] += e["dur"]
-                runs += e.get("name") == "model_run"
             ms = {k: round(v / runs / 1e3, 2) for k, v in by_op.most_common()}
             conv_ms = ms.get("Conv", 0.0)
             row = {
@@ -306,7 +315,7 @@ def run_profile(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
                 "total_kernel_ms": round(sum(ms.values()), 1),
                 "conv_gmacs_per_s": round(macs / 1e6 / conv_ms, 1) if conv_ms else None,
                 "floor_ms_at_peak": round(macs / 1e6 / peak, 1),
-                "other_load": other_load(),
+                "other_load_before_after": [load0, other_load(0.2)],
             }
             out.setdefault("profiles", []).append(row)
             if not args.json:
