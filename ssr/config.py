@@ -251,13 +251,29 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             f"valid keys here: {', '.join(sorted(names))}"
         )
     kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(value, hints[name], key)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            # a partly given block starts from this field's default, not the class defaults
+            # (``arch_optim: {lr: 0.01}`` keeps the architecture optimiser's weight decay)
+            default = _field_default(fields[name])
+            if dataclasses.is_dataclass(default):
+                value = deep_merge(to_dict(default), value)
+        kwargs[name] = _coerce(value, tp, key)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # missing required fields of nested dataclasses
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
