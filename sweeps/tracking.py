@@ -155,6 +155,7 @@ class Tracker:
         self.experiment_id: str = ""
         self.parent_id: str = ""
         self.children: dict[str, str] = {}  # trial_id -> run_id
+        self._params_done: set[str] = set()  # runs whose params are known to be complete
         self.last_step: dict[str, int] = {}  # run_id -> last logged step
         self.final_logged: set[str] = set()  # trial ids whose final record is in MLflow
         self._offline_until = 0.0
@@ -331,10 +332,15 @@ class Tracker:
     # ---- trials (children) -----------------------------------------------------------------
     def child(self, trial_id: str, config: dict[str, Any] | None) -> str | None:
         """The child run of ``trial_id`` (created with its params on first sight)."""
-        from mlflow.entities import Param
 
         if trial_id in self.children:
-            return self.children[trial_id]
+            run_id = self.children[trial_id]
+            if config is not None and run_id not in self._params_done:  # reused on resume
+                self._call(
+                    f"logging the params of trial {trial_id}",
+                    lambda: self._ensure_params(run_id, config),
+                )
+            return run_id
         if not self.attach():
             return None
 
@@ -344,22 +350,23 @@ class Tracker:
                 f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`ssr.trial_id` = '{trial_id}'",
                 max_results=1,
             )
-            if found:
-                return found[0].info.run_id
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=trial_id,
-                tags={
-                    "mlflow.parentRunId": self.parent_id,
-                    "ssr.role": "trial",
-                    "ssr.trial_id": trial_id,
-                    "ssr.sweep": self.sweep,
-                },
-            )
+            if found:  # reused (resume): add the params an outage may have cut off
+                run = found[0]
+                have = set(run.data.params)
+            else:
+                have = set()
+                run = self.client.create_run(
+                    self.experiment_id,
+                    run_name=trial_id,
+                    tags={
+                        "mlflow.parentRunId": self.parent_id,
+                        "ssr.role": "trial",
+                        "ssr.trial_id": trial_id,
+                        "ssr.sweep": self.sweep,
+                    },
+                )
             if config is not None:
-                items = [Param(k, _scalar(v)) for k, v in flat_params(config).items()]
-                for i in range(0, len(items), 100):
-                    self.client.log_batch(run.info.run_id, params=items[i : i + 100])
+                self._ensure_params(run.info.run_id, config, have)
             return run.info.run_id
 
         box: list[str] = []
@@ -369,6 +376,20 @@ class Tracker:
             self.children[trial_id] = run_id
             self.last_step.setdefault(run_id, 0)
         return run_id
+
+    def _ensure_params(
+        self, run_id: str, config: dict[str, Any], have: set[str] | None = None
+    ) -> None:
+        """Log the trial's ``cfg.*`` params that the run lacks (an outage may cut them off)."""
+        from mlflow.entities import Param
+
+        if have is None:
+            have = set(self.client.get_run(run_id).data.params)
+        params = flat_params(config).items()
+        items = [Param(k, _scalar(v)) for k, v in params if k not in have]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+        self._params_done.add(run_id)
 
     def log_epoch(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> bool:
         """Per-epoch metrics at the pipeline's epoch step (the training iteration; a step that a
