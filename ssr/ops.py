@@ -69,6 +69,14 @@ class Downsampler(nn.Module):
         return y
 
 
+def _conv(conv: nn.Conv2d, x: Tensor, c_out: int | None) -> Tensor:
+    """``conv(x)``, or with its first ``c_out`` filters over ``x``'s channels (a width slice)."""
+    if c_out is None:
+        return conv(x)
+    w, b = conv.weight[:c_out, : x.shape[1]], conv.bias[:c_out]
+    return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation)
+
+
 def residual_add(v: Tensor, x: Tensor) -> Tensor:
     """Residual sum across a width change (spec §7): truncate or zero-pad the identity."""
     ci, co = x.shape[1], v.shape[1]
@@ -113,19 +121,9 @@ class FactorizedOp(nn.Module):
         discrete supernet layer computed at its own width: an exact slice). Dropout2d scales
         whole channels, so applying it before the upsampling equals applying it after.
         """
-        if widths is None:
-            z = self.conv1(x)
-            cm = co = None
-        else:
-            (cm, co), ci = widths, x.shape[1]
-            c1 = self.conv1
-            z = F.conv2d(x, c1.weight[:cm, :ci], c1.bias[:cm], 1, c1.padding, c1.dilation)
-        u = F.relu(batch_norm(self.bn1, z, mid_scale, cm), inplace=True)
-        if widths is None:
-            z = self.conv2(u)
-        else:
-            c2 = self.conv2
-            z = F.conv2d(u, c2.weight[:co, :cm], c2.bias[:co], 1, c2.padding, c2.dilation)
+        cm, co = widths if widths is not None else (None, None)
+        u = F.relu(batch_norm(self.bn1, _conv(self.conv1, x, cm), mid_scale, cm), inplace=True)
+        z = _conv(self.conv2, u, co)
         v = batch_norm(self.bn2, z, out_scale, co)
         if self.training and self.p > 0:
             v = F.dropout2d(v, self.p, training=True)

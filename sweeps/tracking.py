@@ -36,19 +36,11 @@ from ssr.config import ConfigError
 from sweeps.dims import flat_params
 from sweeps.results import EXCLUSIVE_FIELDS, NUMERIC_FIELDS, ResultsTable, genotype_json
 from sweeps.spec import FINAL_KEY
+from sweeps.trial import FINAL_ARTIFACTS
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FILES = (
-    "genotype.json",
-    "history.jsonl",
-    "prune_events.jsonl",
-    "summary.json",
-    "record.json",
-    "config.resolved.yaml",
-    "model.onnx",
-    "model.onnx.data",
-)
+ARTIFACT_FILES = FINAL_ARTIFACTS  # what a trial's final checkpoint carries
 #: Tune bookkeeping keys that are not metrics of the trial.
 _SKIP = frozenset(
     {
