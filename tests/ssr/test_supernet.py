@@ -176,12 +176,9 @@ def test_restrict_to_the_paper_genotype() -> None:
     assert key == [(x.stage, x.dilation, x.pool, x.c_mid, x.c_out) for x in paper.layers]
     # exact sub-network: the reduction keeps the supernet's conv width (64 + 48 = 112 inputs)
     assert g.reductions[1].c_conv == 64 and g.layers[4].c_in == 112
+    layers = paper.to_dict()["layers"]
     bad = Genotype.from_dict(
-        {
-            **paper.to_dict(),
-            "layers": [{**paper.to_dict()["layers"][0], "dilation": 3}]
-            + paper.to_dict()["layers"][1:],
-        }  # fmt: skip
+        {**paper.to_dict(), "layers": [{**layers[0], "dilation": 3}, *layers[1:]]}
     )
     with pytest.raises(GenotypeError, match="not in the search space"):
         restrict_to(Supernet(SpaceConfig(), num_classes=19), bad)
