@@ -324,11 +324,11 @@ def _measure_torch(
     dev = torch.device(cfg.device)
     dtype = _DTYPES[cfg.precision]
     fmt = torch.channels_last if optimize else torch.contiguous_format
-    if optimize:
-        model = fold_bn(model)  # a copy
     first = next(model.parameters(), None)
-    if optimize or (first is not None and (first.device != dev or first.dtype != dtype)):
-        model = copy.deepcopy(model).to(device=dev, dtype=dtype, memory_format=fmt)
+    if optimize:  # fold_bn returns a copy: the caller's model is left alone
+        model = fold_bn(model).to(device=dev, dtype=dtype, memory_format=fmt)
+    elif first is not None and (first.device != dev or first.dtype != dtype):
+        model = copy.deepcopy(model).to(device=dev, dtype=dtype)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
     x = x.contiguous(memory_format=fmt)
     cuda = dev.type == "cuda"
