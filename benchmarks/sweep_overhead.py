@@ -46,13 +46,13 @@ t0 = time.perf_counter()
 import torch
 from pathlib import Path
 from ssr.pipeline import run_pipeline
-from sweeps.dims import build_pipeline
+from sweeps.params import build_pipeline
 from sweeps.spec import load_sweep
 sweep = load_sweep(sys.argv[1])
 out = Path(sys.argv[2])
 torch.set_num_threads(max(1, int(sweep.spec.resources.cpus_per_trial)))
 trials = []
-for seed in sweep.dims[0].args:
+for seed in sweep.params[0].args:
     t = time.perf_counter()
     run_pipeline(build_pipeline(sweep.base, {"seed": seed}), out / f"seed{seed}", progress=False)
     trials.append(time.perf_counter() - t)

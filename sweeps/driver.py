@@ -1,7 +1,7 @@
 """The sweep after its checks: Tune fit, missing rows, exclusive re-measurement, sync, report.
 
 Called by ``sweeps/run.py`` once the sweep file, dataset, tracking store and Ray are known to be
-good. Steps (design.md §4-§5, anchors.md §5):
+good. Steps (docs/design.md §4-§5):
 
 1. ``Tuner.fit()`` (or ``Tuner.restore`` on ``--resume``), with the results and MLflow callbacks
    writing from the driver as trials end;
@@ -18,18 +18,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sweeps.results import EXCLUSIVE_FIELDS, ResultsCallback, ResultsTable, row_from_result
-from sweeps.spec import Sweep, trial_dirname
+from ssr.atomic import write_json
+from sweeps import tracking
+from sweeps.definition import Sweep
+from sweeps.protocol import (
+    COMPLETE,
+    EARLY_STOPPED,
+    EXCLUSIVE_FIELDS,
+    FAILED,
+    STATUSES,
+    trial_dirname,
+)
+from sweeps.results import ResultsCallback, ResultsTable, result_trial_id, row_from_result
+from sweeps.rundir import EXCLUSIVE_FILE, REPORT_DIR, RESULTS_FILE
 from sweeps.tracking import MlflowCallback, Tracker
 
 log = logging.getLogger("sweeps")
-EXCLUSIVE_CACHE = "exclusive.json"
 
 
 def make_tuner(
@@ -39,6 +48,7 @@ def make_tuner(
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from sweeps.restore import restore_tuner
     from sweeps.trial import run_trial
 
     r = sweep.spec.resources
@@ -46,15 +56,7 @@ def make_tuner(
     all_callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
     path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(
-            path, trainable=trainable, resume_unfinished=True, resume_errored=False
-        )
-        # NOTE: Tuner.restore takes no RunConfig and would reuse the callbacks pickled with the
-        # experiment; fresh ones carry this invocation's settings (private attribute, guarded).
-        inner = getattr(tuner, "_local_tuner", None)
-        if inner is not None and hasattr(inner, "get_run_config"):
-            inner.get_run_config().callbacks = all_callbacks
-        return tuner
+        return restore_tuner(path, trainable, all_callbacks)
     return tune.Tuner(
         trainable,
         param_space=sweep.param_space(),
@@ -98,8 +100,7 @@ def reconcile(table: ResultsTable, grid: Any, sweep_name: str) -> dict[str, Any]
     results: dict[str, Any] = {}
     added = 0
     for res in grid:
-        metrics = res.metrics or {}
-        trial_id = str(metrics.get("trial_id") or Path(res.path).name.removeprefix("trial_"))
+        trial_id = result_trial_id(res)
         results[trial_id] = res
         if trial_id not in table:
             table.upsert(row_from_result(sweep_name, res))
@@ -120,9 +121,9 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
 
     by_geno: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in table.rows():
-        if row.get("status") == "complete" and row.get("genotype_id") and row.get("genotype"):
+        if row.get("status") == COMPLETE and row.get("genotype_id") and row.get("genotype"):
             by_geno[row["genotype_id"]].append(row)
-    cache_path = run_dir / EXCLUSIVE_CACHE
+    cache_path = run_dir / EXCLUSIVE_FILE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     bench = to_dict(sweep.base_config.bench)
     key = json.dumps(bench, sort_keys=True)
@@ -156,9 +157,7 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
             continue
         node = values.get("exclusive_node_id") or node
         cache[g] = {"bench": key, **values}
-        tmp = cache_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cache, indent=2))
-        os.replace(tmp, cache_path)
+        write_json(cache_path, cache)
     measured = 0
     for g, rows in by_geno.items():
         values = cache.get(g)
@@ -172,7 +171,7 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
             "ssr.exclusive_node": str(values.get("exclusive_node")),
         }
         for t in ids:
-            tracker.log_values(t, {k: values[k] for k in EXCLUSIVE_FIELDS}, tags)
+            tracking.log_values(tracker, t, {k: values[k] for k in EXCLUSIVE_FIELDS}, tags)
     table.write()
     return measured
 
@@ -183,7 +182,7 @@ def report(sweep: Sweep, table: ResultsTable, run_dir: Path) -> tuple[Any, str |
     from analysis.report import format_front_table, write_report
 
     try:
-        result = write_report(table.frame(), sweep.report_objectives(), run_dir / "report")
+        result = write_report(table.frame(), sweep.report_objectives(), run_dir / REPORT_DIR)
     except AnalysisInputError as exc:
         return None, str(exc)
     print()
@@ -211,7 +210,7 @@ def run_sweep(
 ) -> int:
     """Fit, reconcile, re-measure, sync, report; returns the exit status."""
     t0 = time.monotonic()
-    table_path = run_dir / "results.parquet"
+    table_path = run_dir / RESULTS_FILE
     results_cb = ResultsCallback(ResultsTable(table_path), name, verbose=not quiet)
     mlflow_cb = MlflowCallback(tracker, results_cb.table)
     tuner = make_tuner(sweep, storage, name, [results_cb, mlflow_cb], resume, quiet)
@@ -232,8 +231,8 @@ def run_sweep(
     results = reconcile(table, grid, name)
     if sweep.spec.remeasure:
         remeasure(sweep, table, run_dir, tracker)
-    missing = tracker.sync(table, results)
-    orphans = tracker.prune_orphans(set(results) | {r["trial_id"] for r in table.rows()})
+    missing = tracking.sync(tracker, table, results)
+    orphans = tracking.prune_orphans(tracker, set(results) | {r["trial_id"] for r in table.rows()})
     if orphans:
         log.info(
             "removed %d MLflow run(s) of trials the restored experiment never recorded: %s",
@@ -250,24 +249,21 @@ def run_sweep(
 
     result, problem = report(sweep, table, run_dir)
     rows = table.rows()
-    counts = {
-        s: sum(1 for r in rows if r.get("status") == s)
-        for s in ("complete", "early_stopped", "failed")
-    }
+    counts = {s: sum(1 for r in rows if r.get("status") == s) for s in STATUSES}
     summary = {"trials": len(rows), **counts, "wall_s": time.monotonic() - t0}
     if result is not None:
         summary["hypervolume"] = result.hypervolume
-    artifacts = [table_path] + ([run_dir / "report"] if result is not None else [])
-    tracker.finish(summary, artifacts, "FINISHED" if counts["complete"] else "FAILED")
+    artifacts = [table_path] + ([run_dir / REPORT_DIR] if result is not None else [])
+    tracker.finish(summary, artifacts, "FINISHED" if counts[COMPLETE] else "FAILED")
 
     print()
     print(
-        f"results: {table_path}  ({len(rows)} trials: {counts['complete']} complete, "
-        f"{counts['early_stopped']} early-stopped, {counts['failed']} failed)"
+        f"results: {table_path}  ({len(rows)} trials: {counts[COMPLETE]} complete, "
+        f"{counts[EARLY_STOPPED]} early-stopped, {counts[FAILED]} failed)"
     )
     if result is not None:
         print(f"report:  {result.paths['markdown']}  (plot: {result.paths['png']})")
     else:
         print(f"report:  not written ({problem})")
     print(f"view the runs: {_view_line(tracker.uri, tracker)}", flush=True)
-    return 0 if counts["complete"] else 1
+    return 0 if counts[COMPLETE] else 1

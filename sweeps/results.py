@@ -1,18 +1,16 @@
 """``<run folder>/results.parquet``: one row per trial in the :mod:`analysis.schema` record.
 
 Rows are built in the driver from what Tune hands over (the trial config and its last report)
-and written atomically (temp file + ``os.replace``) every time a trial ends, so a killed driver
-loses nothing that finished. Early-stopped (ASHA) and failed trials get a row too, marked by
-``status`` and ``error``, so that analysis can leave them out of the fronts (anchors.md §4: an
-ASHA-stopped trial carries low-fidelity values). A resumed sweep starts from the rows on disk.
+and written atomically (:func:`ssr.atomic.atomic_path`) every time a trial ends, so a killed
+driver loses nothing that finished. Early-stopped (ASHA) and failed trials get a row too, marked
+by ``status`` and ``error``, so that analysis can leave them out of the fronts (an ASHA-stopped
+trial carries low-fidelity values). A resumed sweep starts from the rows on disk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,40 +18,28 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.dims import flat_params
-from sweeps.spec import FINAL_KEY
+from ssr.atomic import atomic_path
+from sweeps.params import flat_params
+from sweeps.protocol import (
+    COMPLETE,
+    EARLY_STOPPED,
+    FAILED,
+    FINAL_KEY,
+    NUMERIC_FIELDS,
+    SAMPLED_KEY,
+    TEXT_FIELDS,
+    TRIAL_DIR_PREFIX,
+    is_finite_number,
+)
 
 log = logging.getLogger(__name__)
-
-#: Record fields reported by the trial's final report (besides the schema's numeric columns).
-TEXT_FIELDS = ("genotype_id", "genotype", "device", "precision", "input_size", "node")
-NUMERIC_FIELDS = (
-    "supernet_miou",
-    "derived_miou",
-    "retrained_miou",
-    "discretization_gap",
-    "discrete_at_epoch",
-    "params_m",
-    "gmacs",
-    "fps_shared",
-    "latency_ms_median",
-    "latency_ms_p90",
-    "threads",
-    "batch",
-    "space_log10_size",
-)
-EXCLUSIVE_FIELDS = ("fps_exclusive", "latency_exclusive_ms_median", "latency_exclusive_ms_p90")
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def trial_status(trial: Any) -> str:
     """``failed`` (errored), ``complete`` (final record reported) or ``early_stopped``."""
     if getattr(trial, "status", None) == "ERROR":
-        return "failed"
-    return "complete" if (trial.last_result or {}).get(FINAL_KEY) == 1.0 else "early_stopped"
+        return FAILED
+    return COMPLETE if (trial.last_result or {}).get(FINAL_KEY) == 1.0 else EARLY_STOPPED
 
 
 def error_text(trial: Any, limit: int = 2000) -> str:
@@ -105,14 +91,14 @@ def build_row(
         if isinstance(last.get(key), str) and last[key]:
             row[key] = last[key]
     for key in NUMERIC_FIELDS:
-        if _finite(last.get(key)):
+        if is_finite_number(last.get(key)):
             row[key] = float(last[key])
-    if status == "complete":
+    if status == COMPLETE:
         row["fps_shared_device"] = True
     it = last.get("step", last.get("training_iteration"))
-    if _finite(it):
+    if is_finite_number(it):
         row["iterations"] = int(it)
-    if _finite(last.get("time_total_s")):
+    if is_finite_number(last.get("time_total_s")):
         row["wall_s"] = float(last["time_total_s"])
     return row
 
@@ -176,10 +162,8 @@ class ResultsTable:
         """Atomically replace ``results.parquet`` with the current rows."""
         with self._lock:
             frame = self.frame()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                frame.to_parquet(tmp, index=False)
         return self.path
 
 
@@ -202,7 +186,7 @@ class ResultsCallback(Callback):
         if self.verbose:
             dims = "  ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in (trial.config.get("dims") or {}).items()
+                for k, v in (trial.config.get(SAMPLED_KEY) or {}).items()
             )
             print(f"    trial {trial.trial_id} started  {dims}", flush=True)
 
@@ -223,7 +207,7 @@ class ResultsCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         status = trial_status(trial)
         error = None
-        if status == "early_stopped":
+        if status == EARLY_STOPPED:
             last = trial.last_result or {}
             error = (
                 f"stopped early by the scheduler after {last.get('training_iteration', '?')} "
@@ -232,7 +216,7 @@ class ResultsCallback(Callback):
         self._record(trial, status, error)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._record(trial, "failed", error_text(trial))
+        self._record(trial, FAILED, error_text(trial))
 
 
 def progress_line(row: dict[str, Any], done: int) -> str:
@@ -242,22 +226,28 @@ def progress_line(row: dict[str, Any], done: int) -> str:
         v = row.get(key)
         if v is not None:
             parts.append(f"{key}={v:.4g}" if isinstance(v, float) else f"{key}={v}")
-    if row.get("error") and row["status"] == "failed":
+    if row.get("error") and row["status"] == FAILED:
         parts.append(f"error: {str(row['error']).splitlines()[0][:200]}")
     return "  ".join(parts)
+
+
+def result_trial_id(result: Any) -> str:
+    """The trial id of a ResultGrid entry (from its last report, else its folder name)."""
+    metrics = result.metrics or {}
+    return str(metrics.get("trial_id") or Path(result.path).name.removeprefix(TRIAL_DIR_PREFIX))
 
 
 def row_from_result(sweep: str, result: Any) -> dict[str, Any]:
     """A row from a ResultGrid entry (used to fill rows a killed driver never wrote)."""
     last = dict(result.metrics or {})
-    trial_id = str(last.get("trial_id") or Path(result.path).name)
+    trial_id = result_trial_id(result)
     if result.error is not None:
         lines = str(result.error).strip().splitlines()
         return build_row(
-            sweep, trial_id, result.config or {}, last, "failed", lines[-1] if lines else "failed"
+            sweep, trial_id, result.config or {}, last, FAILED, lines[-1] if lines else "failed"
         )
-    status = "complete" if last.get(FINAL_KEY) == 1.0 else "early_stopped"
-    err = None if status == "complete" else "stopped early by the scheduler (low-fidelity values)"
+    status = COMPLETE if last.get(FINAL_KEY) == 1.0 else EARLY_STOPPED
+    err = None if status == COMPLETE else "stopped early by the scheduler (low-fidelity values)"
     return build_row(sweep, trial_id, result.config or {}, last, status, err)
 
 

@@ -13,55 +13,39 @@ or start Ray -> Tune (Optuna/ASHA, trials of :mod:`sweeps.trial`, MLflow and res
 Problems found before the first trial end the command within seconds with one line on stderr:
 exit 2 for a bad sweep file, options or dataset, exit 3 for an unreachable tracking store or
 Ray cluster. Exit 130 when interrupted (resume with ``--resume``), 1 when no trial completed.
+
+This module holds the options and that order only: Ray lives in :mod:`sweeps.cluster`, run
+folders in :mod:`sweeps.rundir`, the sweep file in :mod:`sweeps.spec`, the tracking store in
+:mod:`sweeps.tracking` and everything from the Tune fit on in :mod:`sweeps.driver`. Importing it
+changes nothing: :func:`main` sets the process environment Ray, Tune and MLflow need.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import logging
 import os
-import re
-import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-for _k, _v in {
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    # NOTE: Tune's default TensorBoard logger warns on every text field of the record; the JSON
-    # and CSV loggers are added explicitly below.
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    # NOTE: CheckpointConfig(num_to_keep=1) forces an experiment snapshot per checkpoint (what a
-    # resume needs); Tune warns about it every time.
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    # NOTE: MLflow's HTTP defaults retry for ~4 minutes; a sweep driver must not block that long.
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}.items():
-    os.environ.setdefault(_k, _v)
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ssr.config import ConfigError  # noqa: E402
-from sweeps.spec import DEFAULT_CONFIG, Sweep, dump_sweep, load_sweep  # noqa: E402
+from ssr.cliargs import add_config_args
+from ssr.config import ConfigError
+from sweeps import cluster
+from sweeps.cluster import Unreachable
+from sweeps.definition import Sweep
+from sweeps.rundir import (
+    MLFLOW_ARTIFACTS,
+    SWEEP_FILE,
+    read_run_file,
+    resolve_run,
+    write_run_file,
+)
+from sweeps.spec import DEFAULT_CONFIG, dump_sweep, load_sweep
 
 log = logging.getLogger("sweeps")
 EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_NO_RESULTS, EXIT_INTERRUPTED = 2, 3, 1, 130
-LOCAL_NODE_IP = "127.0.0.2"
-RUN_FILE = "run.json"
-NAME_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-)  # tracking URI and storage of the run, for --resume
-
-
-class Unreachable(RuntimeError):
-    """A service the sweep needs (Ray cluster, tracking store) cannot be reached."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,26 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python sweeps/run.py",
         description="Run a sweep of SSR searches (Ray Tune + Optuna + ASHA), track every trial in "
         "MLflow, write results.parquet and a Pareto report. No arguments: the embedded default "
-        "(local Ray, SQLite MLflow store in the run folder, synthetic data, ~10 min on 2 cores).",
+        "(local Ray, SQLite MLflow store in the run folder, synthetic data, ~10 min on 2 cores).\n"
+        "--set overrides a field of the sweep file: num_samples=8, budget.search_epochs=5, "
+        "base.search.data.height=64, 'space.ssr.op={loguniform: [5, 60]}'.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 done, 1 no trial completed, 2 bad sweep file/options/dataset, "
         "3 tracking store or Ray unreachable, 130 interrupted (continue with --resume)",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML sweep definition (default: the "
-        f"embedded {DEFAULT_CONFIG.name}; see sweeps/configs/)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the sweep file, YAML value (repeatable): "
-        "num_samples=8, budget.search_epochs=5, base.search.data.height=64, "
-        "'space.ssr.op={loguniform: [5, 60]}'",
+    add_config_args(
+        p,
+        config_help=f"YAML sweep definition (default: the embedded {DEFAULT_CONFIG.name}; "
+        "see sweeps/configs/)",
     )
     p.add_argument(
         "--name",
@@ -151,50 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
 # Preparation (everything that can fail before a trial starts)
 
 
-def default_storage() -> Path:
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").is_file() and (repo / "sweeps").is_dir():
-        return repo / "runs"
-    return Path.cwd() / "runs"
-
-
-def _is_remote(storage: str) -> bool:
-    return "://" in storage and not storage.startswith("file://")
-
-
-def resolve_run(args: argparse.Namespace, spec_name: str) -> tuple[str, str, Path]:
-    """(storage for Tune, run name, local run folder)."""
-    raw = args.storage or str(default_storage())
-    remote = _is_remote(raw)
-    storage = raw if remote else str(Path(raw.removeprefix("file://")).expanduser().resolve())
-    local_root = default_storage() if remote else Path(storage)
-    name = args.name
-    if name is not None and not NAME_RE.match(name):
-        raise ConfigError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
-    if name is None and args.resume:
-        candidates = sorted(
-            (p for p in local_root.glob(f"{spec_name}-*") if (p / "sweep.yaml").is_file()),
-            key=lambda p: p.stat().st_mtime,
-        )
-        if not candidates:
-            raise ConfigError(
-                f"--resume: no run of sweep {spec_name!r} under {local_root}; pass --name"
-            )
-        name = candidates[-1].name
-    if name is None:
-        name = f"{spec_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = local_root / name
-    exists = (run_dir / "sweep.yaml").is_file()
-    if args.resume and not exists:
-        raise ConfigError(f"--resume: {run_dir} holds no sweep (no sweep.yaml)")
-    if not args.resume and exists:
-        raise ConfigError(
-            f"run folder {run_dir} already holds a sweep: pass --resume to continue it "
-            "or choose another --name"
-        )
-    return storage, name, run_dir
-
-
 def load_definition(args: argparse.Namespace) -> Sweep:
     """The sweep from --config/--set and the resource options (validated)."""
     cli = []
@@ -208,7 +139,7 @@ def load_definition(args: argparse.Namespace) -> Sweep:
         value = getattr(args, flag)
         if value is not None:
             cli.append(f"{key}={json.dumps(value)}")
-    return load_sweep(args.config, [*args.overrides, *cli])
+    return load_sweep(args.config, [*args.set, *cli])
 
 
 def check_dataset(sweep: Sweep) -> None:
@@ -227,100 +158,53 @@ def check_dataset(sweep: Sweep) -> None:
                 build_dataset(d, split)
 
 
-def _tcp_probe(address: str, timeout: float = 3.0) -> None:
-    host, _, port = address.rpartition(":")
-    host = host.removeprefix("ray://")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return
-    except (OSError, ValueError) as exc:
-        raise Unreachable(
-            f"Ray cluster at {address} is unreachable ({exc}); start it with `ray start --head` "
-            "or check --address"
-        ) from None
-
-
-def _loopback_ok(ip: str) -> bool:
-    try:
-        with socket.socket() as s:
-            s.bind((ip, 0))
-        return True
-    except OSError:
-        return False
-
-
-def start_ray(args: argparse.Namespace, sweep: Sweep) -> str:
-    """Join the cluster (``--cluster``/``--address``) or start a local instance."""
-    import ray
-
-    r = sweep.spec.resources
-    address = args.address or (os.environ.get("RAY_ADDRESS") or "auto" if args.cluster else None)
-    try:
-        if address:
-            if address != "auto":
-                _tcp_probe(address)
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-        else:
-            kw: dict[str, Any] = {}
-            if _loopback_ok(LOCAL_NODE_IP):  # NOTE: Ray rewrites 127.0.0.1 to the routable IP
-                kw["_node_ip_address"] = LOCAL_NODE_IP
-            ray.init(
-                address="local",
-                num_cpus=os.cpu_count() or 1,
-                include_dashboard=False,
-                object_store_memory=512 * 1024**2,
-                logging_level=logging.WARNING,
-                **kw,
-            )
-    except Unreachable:
-        raise
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise Unreachable(f"cannot connect to Ray ({address or 'local'}): {exc}") from None
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    max_cpu = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
-    max_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    if r.cpus_per_trial > max_cpu or (r.gpus_per_trial > 0 and r.gpus_per_trial > max_gpu):
-        ray.shutdown()
-        raise ConfigError(
-            f"resources: a trial needs {r.cpus_per_trial} CPU and {r.gpus_per_trial} GPU on one "
-            f"node, but the largest node has {max_cpu} CPU and {max_gpu} GPU"
-        )
-    return address or "local"
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.address:
-        args.cluster = True
+def configure_logging() -> None:
+    """The driver's console: INFO lines of the sweep, warnings of the libraries under it."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "mlflow", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: sweeps.tracking says it once
+
+
+def quiet_mlflow() -> None:
+    """Import mlflow and set its loggers back to WARNING. NOTE: mlflow sets INFO on import."""
+    import mlflow  # noqa: F401
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, check everything a sweep needs, run it; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.address:
+        args.cluster = True
+    configure_logging()
     t0 = time.monotonic()
     from sweeps import tracking
 
+    cluster.set_environment({**cluster.RAY_ENV, **tracking.HTTP_LIMITS})
     try:
         if args.resume and args.name:  # the saved definition is all a resume needs
-            storage, name, run_dir = resolve_run(args, "")
-            given = load_definition(args) if (args.config or args.overrides) else None
+            storage, name, run_dir = resolve_run(args.storage, args.name, args.resume, "")
+            given = load_definition(args) if (args.config or args.set) else None
         else:
             given = load_definition(args)
-            storage, name, run_dir = resolve_run(args, given.spec.name)
+            storage, name, run_dir = resolve_run(
+                args.storage, args.name, args.resume, given.spec.name
+            )
         sweep = given
         if args.resume:
-            sweep = load_sweep(run_dir / "sweep.yaml")
+            sweep = load_sweep(run_dir / SWEEP_FILE)
             if given is not None and given.source != sweep.source:
                 log.warning(
-                    "--resume continues %s with its saved definition (sweep.yaml); the "
+                    "--resume continues %s with its saved definition (%s); the "
                     "differing --config/--set/options are ignored",
                     run_dir,
+                    SWEEP_FILE,
                 )
         check_dataset(sweep)
-        saved = (
-            json.loads((run_dir / RUN_FILE).read_text())
-            if args.resume and (run_dir / RUN_FILE).is_file()
-            else {}
-        )
+        saved = read_run_file(run_dir) if args.resume else {}
         uri = args.tracking_uri or saved.get("tracking_uri") or tracking.default_uri(run_dir)
         if saved and uri != saved.get("tracking_uri"):
             log.warning(
@@ -329,27 +213,32 @@ def main(argv: list[str] | None = None) -> int:
                 uri,
             )
         if args.address:  # a cheap check first: a wrong address fails before anything is created
-            _tcp_probe(args.address)
+            cluster.tcp_probe(args.address)
+        quiet_mlflow()
         tracking.probe(uri)
-        address = start_ray(args, sweep)
+        address = cluster.start_ray(
+            _ray_address(args),
+            sweep.spec.resources.cpus_per_trial,
+            sweep.spec.resources.gpus_per_trial,
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
-        local_artifacts = run_dir / "mlartifacts" if uri.startswith("sqlite:") else None
+        local_artifacts = run_dir / MLFLOW_ARTIFACTS if uri.startswith("sqlite:") else None
         tracker = tracking.Tracker(uri, sweep.spec.experiment, name, local_artifacts)
         if not args.resume:
-            dump_sweep(sweep, run_dir / "sweep.yaml")
-        (run_dir / RUN_FILE).write_text(json.dumps({"tracking_uri": uri, "storage": storage}))
+            dump_sweep(sweep, run_dir / SWEEP_FILE)
+        write_run_file(run_dir, uri, storage)
         tracker.start(
             params={f"sweep.{k}": v for k, v in _flat(sweep.source).items()},
             tags={"ssr.storage": str(run_dir)},
-            artifacts=[run_dir / "sweep.yaml"],
+            artifacts=[run_dir / SWEEP_FILE],
             resume=args.resume,
         )
     except ConfigError as exc:
-        _shutdown_ray()
+        cluster.shutdown_ray()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (Unreachable, tracking.TrackingError) as exc:
-        _shutdown_ray()
+        cluster.shutdown_ray()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     log.info(
@@ -372,19 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERRUPTED
     finally:
-        _shutdown_ray()
+        cluster.shutdown_ray()
 
 
-def _shutdown_ray() -> None:
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+def _ray_address(args: argparse.Namespace) -> str | None:
+    """``--address``, else with ``--cluster`` RAY_ADDRESS or ``auto``; None: a local instance."""
+    if args.address:
+        return args.address
+    return (os.environ.get("RAY_ADDRESS") or "auto") if args.cluster else None
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted view of the sweep file for the parent run's params (dimensions stay whole)."""
+    """Dotted view of the sweep file for the parent run's params (parameters stay whole)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"

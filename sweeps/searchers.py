@@ -1,4 +1,4 @@
-"""Optuna under Ray Tune, told only final records (anchors.md §3.6-§3.7, §4).
+"""Optuna under Ray Tune, told only final records (docs/stack.md §2).
 
 Ray's ``OptunaSearch`` tells Optuna a trial stopped early by a Tune scheduler as COMPLETE with
 its last (low-fidelity) values, so ASHA-stopped trials would enter Optuna's Pareto front and
@@ -7,7 +7,7 @@ record (``final_record == 1``); an early-stopped trial is told as PRUNED, an err
 whose objectives are missing or NaN) as FAIL. Intermediate reports never reach Optuna (its
 pruners do not run under Tune, and multi-objective studies cannot take intermediate values).
 
-Imported lazily by :mod:`sweeps.spec`; this module imports Ray and Optuna at the top.
+Imported lazily by :mod:`sweeps.definition`; this module imports Ray and Optuna at the top.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import optuna  # NOTE: imported first so that a broken optuna shows its own error (ray #65376)
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.spec import FINAL_KEY
+from sweeps.protocol import FINAL_KEY
 
 
 class FinalRecordOptunaSearch(OptunaSearch):

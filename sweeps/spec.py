@@ -1,28 +1,24 @@
-"""Sweep definitions: YAML -> a validated :class:`Sweep` -> Tune param space, searcher, scheduler.
+"""Reading a sweep file: YAML + ``--set`` overrides -> a validated :class:`Sweep`.
 
-A sweep file declares what varies (``space``: the SSR method's knobs, seeds and the baselines of
-spec §10), how it is searched (``searcher``: Optuna multi-objective over ``objectives``, random
-or grid), how trials are cut short (``scheduler``: ASHA on one per-epoch metric, or none), the
-per-trial budget, the dataset and a ``base:`` block of fixed :class:`ssr.config.PipelineConfig`
-overrides. Validation is strict and happens before anything starts: the top level goes through
+Validation is strict and happens before anything starts: the top level goes through
 :func:`ssr.config.from_dict` (unknown key or wrong type -> a message naming the key), and every
-dimension is checked by building the PipelineConfig for its extreme values with ssr's own
-loader and range checks, so a bad value fails here, not in a trial ten minutes later.
-
-The dimensions themselves (keys, distributions, the ``seed`` and ``baseline`` keys, a point of
-the space -> PipelineConfig) live in :mod:`sweeps.dims`.
+parameter of ``space`` is checked by building the PipelineConfig for its extreme values with
+ssr's own loader and range checks, so a bad value fails here, not in a trial ten minutes later.
+What a sweep file holds is described in :mod:`sweeps.definition`; the parameters themselves
+(keys, distributions, the ``seed`` and ``baseline`` keys, a point of the space ->
+PipelineConfig) live in :mod:`sweeps.params`.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from ssr.atomic import atomic_write
+from ssr.cliargs import parse_set
 from ssr.config import (
     ConfigError,
     DataConfig,
@@ -32,184 +28,12 @@ from ssr.config import (
     set_dotted,
     to_dict,
 )
-from sweeps.dims import Dimension, build_pipeline, parse_dimension
+from sweeps.definition import OBJECTIVE_METRICS, Sweep, SweepSpec
+from sweeps.params import SweepParam, build_pipeline, parse_param
+from sweeps.rundir import check_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-#: Record columns a searcher may optimise (all measured once, at the end of a trial).
-OBJECTIVE_METRICS = (
-    "derived_miou",
-    "retrained_miou",
-    "supernet_miou",
-    "discretization_gap",
-    "params_m",
-    "gmacs",
-    "fps_shared",
-    "latency_ms_median",
-    "latency_ms_p90",
-)
-#: Key of the trial's last report that carries the final record (1.0) instead of an epoch (0.0).
-FINAL_KEY = "final_record"
-
-
-# --------------------------------------------------------------------------------------------
-# The sweep file's typed top level (loaded with ssr.config.from_dict)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of the searcher: a record column and its direction."""
-
-    metric: str
-    mode: Literal["max", "min"] = "max"
-
-
-@dataclass(frozen=True)
-class SearcherSpec:
-    """``optuna`` (TPE or NSGA-II, multi-objective when several objectives), ``random``, ``grid``."""
-
-    kind: Literal["optuna", "random", "grid"] = "optuna"
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """ASHA (Li et al. 2020) on one per-epoch metric; time is the pipeline's epoch ``step``."""
-
-    kind: Literal["asha", "none"] = "asha"
-    metric: str = "val_miou"
-    mode: Literal["max", "min"] = "max"
-    grace_period: int = 1
-    reduction_factor: int = 2
-
-
-@dataclass(frozen=True)
-class BudgetSpec:
-    """Per-trial budget: search epochs, retrain epochs (0: no retraining), checkpoint cadence."""
-
-    search_epochs: int = 3
-    retrain_epochs: int = 0
-    checkpoint_every: int = 1
-
-
-@dataclass(frozen=True)
-class ResourcesSpec:
-    """Ray resources of one trial; fractions of a GPU are allowed (scheduling only)."""
-
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """The whole sweep file. ``space``, ``base`` and ``dataset`` are checked separately."""
-
-    name: str = "sweep"
-    experiment: str = "ssr-sweeps"
-    description: str = ""
-    num_samples: int = 4
-    max_concurrent: int = 2
-    max_failures: int = 0
-    objectives: tuple[Objective, ...] = (Objective("derived_miou", "max"), Objective("fps_shared"))
-    searcher: SearcherSpec = field(default_factory=SearcherSpec)
-    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    budget: BudgetSpec = field(default_factory=BudgetSpec)
-    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
-    remeasure: bool = True
-    dataset: Any = None
-    space: Any = None
-    base: Any = None
-
-
-# --------------------------------------------------------------------------------------------
-# The validated sweep
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A validated sweep: the typed spec, the resolved base PipelineConfig dict, the dimensions."""
-
-    spec: SweepSpec
-    base: dict[str, Any]
-    dims: tuple[Dimension, ...]
-    source: dict[str, Any]  # the mapping it was built from (saved as sweep.yaml in the run folder)
-
-    @property
-    def base_config(self) -> PipelineConfig:
-        return build_pipeline(self.base, {})
-
-    @property
-    def max_t(self) -> int:
-        """Reports per complete trial: one per search and retrain epoch, plus the final record."""
-        return self.spec.budget.search_epochs + self.spec.budget.retrain_epochs + 1
-
-    def param_space(self) -> dict[str, Any]:
-        """Tune param space: fixed ``base`` and run settings, sampled ``dims``."""
-        return {
-            "sweep": self.spec.name,
-            "base": self.base,
-            "dims": {d.key: d.domain() for d in self.dims},
-            "run": {
-                "cpus": self.spec.resources.cpus_per_trial,
-                "gpus": self.spec.resources.gpus_per_trial,
-                "objectives": [o.metric for o in self.spec.objectives],
-                "scheduler_metric": self.spec.scheduler.metric,
-                "checkpoint_every": self.spec.budget.checkpoint_every,
-            },
-        }
-
-    def searcher(self) -> Any:
-        """OptunaSearch (final-record objectives only) or Ray's random/grid variant generator."""
-        s = self.spec.searcher
-        if s.kind in ("random", "grid"):
-            from ray.tune.search.basic_variant import BasicVariantGenerator
-
-            # NOTE: Tune ignores max_concurrent_trials for a generator instance: set it here
-            return BasicVariantGenerator(
-                random_state=s.seed, max_concurrent=self.spec.max_concurrent
-            )
-        from sweeps.searchers import final_record_optuna
-
-        return final_record_optuna(
-            [(o.metric, o.mode) for o in self.spec.objectives], s.sampler, s.seed
-        )
-
-    def scheduler(self) -> Any:
-        """ASHA with the pipeline's global epoch step as time (stable across resumes), or FIFO."""
-        s = self.spec.scheduler
-        if s.kind == "none":
-            return None
-        from ray.tune.schedulers import ASHAScheduler
-
-        return ASHAScheduler(
-            time_attr="step",
-            metric=s.metric,
-            mode=s.mode,
-            max_t=self.max_t,
-            grace_period=s.grace_period,
-            reduction_factor=s.reduction_factor,
-        )
-
-    def report_objectives(self) -> list[tuple[str, bool]]:
-        """Objectives for the final report, as :func:`analysis.report.write_report` takes them.
-
-        Timings measured inside trials become analysis' aliases (``fps``, ``latency``), which
-        prefer the exclusive re-measurement and fall back (with a note) to the shared one.
-        """
-        alias = {"fps_shared": "fps", "latency_ms_median": "latency"}
-        out = []
-        for o in self.spec.objectives:
-            name = alias.get(o.metric, o.metric)
-            if o.metric == "latency_ms_p90" and self.spec.remeasure:
-                name = "latency_exclusive_ms_p90"
-            out.append((name, o.mode == "max"))
-        return out
-
-
-def trial_dirname(trial: Any) -> str:
-    """Short trial folder names (Tune's default embeds the whole config)."""
-    return f"trial_{trial.trial_id}"
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -262,10 +86,7 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
     if "objectives" in data:
         data["objectives"] = _normalize_objectives(data["objectives"])
     spec = from_dict(SweepSpec, data)
-    _check(
-        re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", spec.name) is not None,
-        f"name {spec.name!r}: use letters, digits, '.', '_' and '-' only",
-    )
+    check_name(spec.name, "name")
     _check(bool(spec.experiment.strip()), "experiment must not be empty")
     _check(spec.num_samples >= 1, f"num_samples must be >= 1, got {spec.num_samples}")
     _check(spec.max_concurrent >= 1, f"max_concurrent must be >= 1, got {spec.max_concurrent}")
@@ -330,13 +151,13 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
         )
 
     if spec.space is not None and not isinstance(spec.space, dict):
-        raise ConfigError(f"space: expected a mapping of dimensions, got {spec.space!r}")
-    dims = tuple(parse_dimension(k, v) for k, v in (spec.space or {}).items())
-    for d in dims:
-        for value in d.probe_values():
-            build_pipeline(base, {d.key: value}, where=f"space.{d.key} = {value!r}")
-    build_pipeline(base, {d.key: d.probe_values()[0] for d in dims}, where="space (first values)")
-    _check_searcher(spec, dims)
+        raise ConfigError(f"space: expected a mapping of parameters, got {spec.space!r}")
+    params = tuple(parse_param(k, v) for k, v in (spec.space or {}).items())
+    for p in params:
+        for value in p.probe_values():
+            build_pipeline(base, {p.key: value}, where=f"space.{p.key} = {value!r}")
+    build_pipeline(base, {p.key: p.probe_values()[0] for p in params}, where="space (first values)")
+    _check_searcher(spec, params)
     s = spec.scheduler
     if s.kind == "asha":
         max_t = b.search_epochs + b.retrain_epochs + 1
@@ -359,33 +180,33 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
             f"scheduler.metric: {s.metric!r} is only known at the end of a trial (or is an "
             "objective); use a per-epoch metric such as val_miou",
         )
-    return Sweep(spec=spec, base=base, dims=dims, source=copy.deepcopy(raw))
+    return Sweep(spec=spec, base=base, params=params, source=copy.deepcopy(raw))
 
 
-def _check_searcher(spec: SweepSpec, dims: tuple[Dimension, ...]) -> None:
+def _check_searcher(spec: SweepSpec, params: tuple[SweepParam, ...]) -> None:
     kind = spec.searcher.kind
-    for d in dims:
+    for p in params:
         if kind == "optuna":
             _check(
-                d.kind != "grid",
-                f"space.{d.key}: grid dimensions need searcher.kind grid or random; "
+                p.kind != "grid",
+                f"space.{p.key}: grid parameters need searcher.kind grid or random; "
                 "with optuna use choice",
             )
-            if d.kind == "choice":
-                bad = [v for v in d.args if not isinstance(v, (str, int, float, bool, type(None)))]
+            if p.kind == "choice":
+                bad = [v for v in p.args if not isinstance(v, (str, int, float, bool, type(None)))]
                 _check(
                     not bad,
-                    f"space.{d.key}: optuna choices must be scalars, got {bad[0]!r}" if bad else "",
+                    f"space.{p.key}: optuna choices must be scalars, got {bad[0]!r}" if bad else "",
                 )
         if kind == "grid":
             _check(
-                d.kind in ("grid", "const"),
-                f"space.{d.key}: searcher.kind grid needs grid (or constant) dimensions, got {d.kind}",
+                p.kind in ("grid", "const"),
+                f"space.{p.key}: searcher.kind grid needs grid (or constant) parameters, got {p.kind}",
             )
     if kind == "grid":
         _check(
-            any(d.kind == "grid" for d in dims),
-            "searcher.kind grid needs at least one grid dimension",
+            any(p.kind == "grid" for p in params),
+            "searcher.kind grid needs at least one grid parameter",
         )
     _check(
         not (kind == "optuna" and spec.searcher.sampler == "nsga2" and len(spec.objectives) < 2),
@@ -398,18 +219,12 @@ def _check_searcher(spec: SweepSpec, dims: tuple[Dimension, ...]) -> None:
 
 
 def apply_overrides(raw: dict[str, Any], items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` on a sweep mapping; ``space.<dotted key>`` addresses one dimension."""
+    """``--set key=value`` on a sweep mapping; ``space.<dotted key>`` addresses one parameter.
+
+    Items are parsed by :func:`ssr.cliargs.parse_set` (YAML values, the one ``--set`` parser).
+    """
     out = copy.deepcopy(raw)
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, text = (s.strip() for s in item.split("=", 1))
-        if not key:
-            raise ConfigError(f"--set {item!r}: empty key")
-        try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: cannot parse {text!r} ({exc})") from None
+    for key, value in parse_set(items).items():
         for block in ("space", "base", "dataset"):
             if key.startswith(block + ".") and isinstance(out.get(block, {}) or {}, dict):
                 out[block] = dict(out.get(block) or {})
@@ -432,5 +247,5 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] | None = Non
 
 
 def dump_sweep(sweep: Sweep, path: Path) -> None:
-    """Write the sweep's source mapping (what ``--resume`` reloads)."""
-    path.write_text(yaml.safe_dump(sweep.source, sort_keys=False))
+    """Write the sweep's source mapping (what ``--resume`` reloads), atomically."""
+    atomic_write(path, yaml.safe_dump(sweep.source, sort_keys=False))

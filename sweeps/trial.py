@@ -1,6 +1,6 @@
-"""The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (design.md §3).
+"""The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (docs/design.md §3).
 
-``run_trial(config)`` turns the Tune trial config (see :meth:`sweeps.spec.Sweep.param_space`)
+``run_trial(config)`` turns the Tune trial config (see :meth:`sweeps.definition.Sweep.param_space`)
 into a validated :class:`ssr.config.PipelineConfig`, runs search -> derive -> retrain -> measure
 in the trial's own folder and talks to Tune only through ``ray.tune``:
 
@@ -14,6 +14,7 @@ in the trial's own folder and talks to Tune only through ``ray.tune``:
 - the last report carries the final record (``final_record = 1``) and a checkpoint holding the
   artifacts (genotype, history, prune events, summary, resolved config, record, ONNX), which the
   driver logs to MLflow: no side channels, so workers need no route to the tracking server.
+The names both sides use are in :mod:`sweeps.protocol`.
 
 Every record's FPS is marked as measured on a shared device. torch threads = CPUs of the trial.
 :func:`measure_exclusive` is the post-sweep benchmark task (one genotype, alone on a device).
@@ -21,40 +22,22 @@ Every record's FPS is marked as measured on a shared device. torch threads = CPU
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 
-from sweeps.dims import trial_pipeline
-from sweeps.spec import FINAL_KEY
-
-FINAL_ARTIFACTS = (
-    "genotype.json",
-    "history.jsonl",
-    "prune_events.jsonl",
-    "summary.json",
-    "record.json",
-    "config.resolved.yaml",
-    "model.onnx",
-    "model.onnx.data",
-)
-_TEXT = ("genotype_id", "genotype", "device", "precision", "input_size", "dataset", "backend")
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
+from ssr.atomic import write_json
+from sweeps.params import trial_pipeline
+from sweeps.protocol import FINAL_ARTIFACTS, FINAL_KEY, REPORT_TEXT_FIELDS, is_finite_number
 
 
 def epoch_result(
     metrics: dict[str, Any], step: int, objectives: list[str], sched_metric: str, node: str
 ) -> dict[str, Any]:
     """One per-epoch report: numeric metrics, objective placeholders, step and node."""
-    res: dict[str, Any] = {k: float(v) for k, v in metrics.items() if _num(v) is not None}
+    res: dict[str, Any] = {k: float(v) for k, v in metrics.items() if is_finite_number(v)}
     for m in objectives:
         if m in res:
             res[f"{m}_epoch"] = res[m]
@@ -75,15 +58,32 @@ def final_result(
     """The last report: the record's numbers and text, its objectives, ``final_record = 1``."""
     res: dict[str, Any] = {}
     for k, v in record.items():
-        if k in _TEXT and isinstance(v, str):
+        if k in REPORT_TEXT_FIELDS and isinstance(v, str):
             res[k] = v
-        elif (x := _num(v)) is not None:
-            res[k] = x
+        elif is_finite_number(v):
+            res[k] = float(v)
     for m in objectives:
         res.setdefault(m, math.nan)
     res.setdefault(sched_metric, sched_value)
     res.update(step=float(step), node=node, fps_shared_device=1.0, **{FINAL_KEY: 1.0})
     return res
+
+
+def _configure_logging() -> None:
+    """The trial is the entry point of its worker process, so it configures logging there.
+
+    Per-epoch lines go to Tune and MLflow, not to the console: ``ssr``, ``ray.train`` and
+    ``ray.tune`` log warnings only, and ``ssr``'s get one handler of their own (once: a reused
+    actor runs several trials).
+    """
+    for name in ("ssr", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logger = logging.getLogger("ssr")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -94,14 +94,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     from ssr.pipeline import run_pipeline
 
-    for name in ("ssr", "ray.train", "ray.tune"):  # per-epoch lines go to Tune/MLflow instead
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.WARNING)
-        if name == "ssr" and not logger.handlers:  # NOTE: else ssr adds an INFO handler itself
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s %(message)s"))
-            logger.addHandler(handler)
-            logger.propagate = False
+    _configure_logging()
     cfg = trial_pipeline(config)
     run = config["run"]
     torch.set_num_threads(max(1, int(run["cpus"])))
@@ -140,7 +133,7 @@ def run_trial(config: dict[str, Any]) -> None:
             shutil.copy2(out_dir / name, final_dir / name)
     record = {**record, "fps_shared_device": True}
     if not (final_dir / "record.json").is_file():
-        (final_dir / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_json(final_dir / "record.json", record)
     search_epochs = int(record.get("search_epochs") or cfg.search.epochs)
     step = search_epochs + max(0, cfg.retrain.epochs) + 1
     res = final_result(record, step, objectives, sched_metric, state["sched"], node)
@@ -152,7 +145,7 @@ def measure_exclusive(
 ) -> dict[str, Any]:
     """Exclusive FPS of one genotype: DerivedNet at the sweep's bench input, measured alone.
 
-    Runs as a Ray task after the sweep, one at a time, all on one node (design.md §5).
+    Runs as a Ray task after the sweep, one at a time, all on one node (docs/design.md §5).
     ``threads`` applies when the bench config leaves threads at 0 (torch's default).
     """
     import dataclasses
@@ -162,8 +155,8 @@ def measure_exclusive(
     from ssr.bench import measure
     from ssr.config import BenchConfig, from_dict
     from ssr.data import dataset_info
+    from ssr.genotype import Genotype
     from ssr.network import DerivedNet
-    from ssr.space import Genotype
 
     cfg = from_dict(BenchConfig, bench)
     if cfg.threads == 0:

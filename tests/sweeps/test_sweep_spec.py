@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from ssr.config import ConfigError
-from sweeps.dims import flat_params, resolve_path, trial_pipeline
-from sweeps.spec import CONFIG_DIR, FINAL_KEY, apply_overrides, build_sweep, load_sweep
+from sweeps.params import flat_params, resolve_path, trial_pipeline
+from sweeps.protocol import FINAL_KEY
+from sweeps.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
 
 
 def smoke_raw() -> dict:
@@ -23,7 +24,7 @@ def smoke_raw() -> dict:
 def test_shipped_configs_validate(name: str) -> None:
     sweep = load_sweep(CONFIG_DIR / f"{name}.yaml")
     assert sweep.spec.name == name
-    assert sweep.dims
+    assert sweep.params
     space = sweep.param_space()
     assert set(space) == {"sweep", "base", "dims", "run"}
     assert space["base"]["search"]["epochs"] == sweep.spec.budget.search_epochs

@@ -1,14 +1,16 @@
-"""Points of a sweep's space -> validated :class:`ssr.config.PipelineConfig` (one per trial).
+"""The sweep's parameters: points of its space -> validated PipelineConfigs (one per trial).
 
-A dimension is one entry of a sweep file's ``space``: a key, the PipelineConfig field it sets and
-its distribution (``uniform``, ``loguniform``, ``int``, ``logint`` (inclusive bounds),
-``choice``, ``grid``, or a constant). Keys are dotted PipelineConfig paths, taken relative to
-``search.`` unless they start with ``search.``, ``retrain.``, ``bench.`` or ``export_onnx``
-(``ssr.op`` means ``search.ssr.op``, the knobs of spec §10). Two keys are special: ``seed``
-sets ``search.seed`` and ``retrain.seed``; ``baseline`` is ``ssr`` (as sampled),
-``darts_pruning`` (all SSR weights 0, shrinking on) or ``no_shrink`` (shrinking off, argmax at
-the end). The trial (:mod:`sweeps.trial`) and the validator (:mod:`sweeps.spec`) build configs
-with the same :func:`build_pipeline`, so a point that validates is a point that runs.
+A sweep parameter is one entry of a sweep file's ``space``: a key, the
+:class:`ssr.config.PipelineConfig` field it sets and its distribution (``uniform``,
+``loguniform``, ``int``, ``logint`` (inclusive bounds), ``choice``, ``grid``, or a constant).
+("Parameter", not "dimension": a dimension is an architecture dimension of the search space.)
+Keys are dotted PipelineConfig paths, taken relative to ``search.`` unless they start with
+``search.``, ``retrain.``, ``bench.`` or ``export_onnx`` (``ssr.op`` means ``search.ssr.op``,
+the knobs of docs/method.md §10). Two keys are special: ``seed`` sets ``search.seed`` and
+``retrain.seed``; ``baseline`` is ``ssr`` (as sampled), ``darts_pruning`` (all SSR weights 0,
+shrinking on) or ``no_shrink`` (shrinking off, argmax at the end). The trial
+(:mod:`sweeps.trial`) and the validator (:mod:`sweeps.spec`) build configs with the same
+:func:`build_pipeline`, so a point that validates is a point that runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ssr.config import (
     to_dict,
     validate,
 )
+from sweeps.protocol import SAMPLED_KEY, is_finite_number
 
 DIST_KINDS = ("uniform", "loguniform", "int", "logint", "choice", "grid")
 SPECIAL_KEYS = ("baseline", "seed")
@@ -38,7 +41,7 @@ _TOP_FIELDS = tuple(f.name for f in dataclasses.fields(PipelineConfig))
 
 
 @dataclass(frozen=True)
-class Dimension:
+class SweepParam:
     """One entry of ``space``: a key, the PipelineConfig path it sets and its distribution."""
 
     key: str
@@ -50,7 +53,7 @@ class Dimension:
         return resolve_path(self.key)
 
     def domain(self) -> Any:
-        """The Ray Tune domain (``const`` dimensions stay plain values)."""
+        """The Ray Tune domain (``const`` parameters stay plain values)."""
         from ray import tune
 
         lo, hi = (*self.args, None, None)[:2]
@@ -96,11 +99,7 @@ def _leaf_exists(path: str) -> bool:
     return not dataclasses.is_dataclass(cls)
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def parse_dimension(key: Any, value: Any) -> Dimension:
+def parse_param(key: Any, value: Any) -> SweepParam:
     """Parse one ``space`` entry: ``{loguniform: [lo, hi]}``, ``{choice: [...]}``, a constant."""
     where = f"space.{key}"
     if not isinstance(key, str) or not key:
@@ -117,7 +116,7 @@ def parse_dimension(key: Any, value: Any) -> Dimension:
             f"{where}: the per-trial budget is set by budget.search_epochs/retrain_epochs"
         )
     if not isinstance(value, dict):
-        return Dimension(key, "const", (value,))
+        return SweepParam(key, "const", (value,))
     if len(value) != 1 or next(iter(value)) not in DIST_KINDS:
         raise ConfigError(
             f"{where}: expected one of {{{', '.join(k + ': ...' for k in DIST_KINDS)}}} "
@@ -127,9 +126,9 @@ def parse_dimension(key: Any, value: Any) -> Dimension:
     if not isinstance(args, list) or not args:
         raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
     if kind in ("choice", "grid"):
-        return Dimension(key, kind, tuple(args))
-    if len(args) != 2 or not all(_number(a) for a in args):
-        raise ConfigError(f"{where}.{kind}: expected [low, high] numbers, got {args!r}")
+        return SweepParam(key, kind, tuple(args))
+    if len(args) != 2 or not all(is_finite_number(a) for a in args):
+        raise ConfigError(f"{where}.{kind}: expected [low, high] finite numbers, got {args!r}")
     lo, hi = args
     if not lo < hi:
         raise ConfigError(f"{where}.{kind}: low must be < high, got {args!r}")
@@ -137,7 +136,7 @@ def parse_dimension(key: Any, value: Any) -> Dimension:
         raise ConfigError(f"{where}.{kind}: bounds must be integers, got {args!r}")
     if kind in ("loguniform", "logint") and lo <= 0:
         raise ConfigError(f"{where}.{kind}: bounds must be > 0 for a log scale, got {args!r}")
-    return Dimension(key, kind, (lo, hi))
+    return SweepParam(key, kind, (lo, hi))
 
 
 def _plain(v: Any) -> Any:
@@ -147,7 +146,7 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def apply_dims(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+def apply_params(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Nested PipelineConfig dict of ``base`` with the sampled ``values`` (keys as in ``space``)."""
     out = copy.deepcopy(base)
     for key, value in values.items():
@@ -177,7 +176,7 @@ def build_pipeline(base: dict[str, Any], values: dict[str, Any], where: str = ""
         not isinstance(_plain(values["seed"]), int) or isinstance(values["seed"], bool)
     ):
         raise ConfigError(f"{where or 'seed'}: expected an integer, got {values['seed']!r}")
-    data = apply_dims(base, values)
+    data = apply_params(base, values)
     try:
         cfg = from_dict(PipelineConfig, data)
         validate(cfg)
@@ -190,8 +189,8 @@ def build_pipeline(base: dict[str, Any], values: dict[str, Any], where: str = ""
 
 
 def trial_values(config: dict[str, Any]) -> dict[str, Any]:
-    """The sampled dimension values of a Tune trial config."""
-    return {k: _plain(v) for k, v in (config.get("dims") or {}).items()}
+    """The sampled parameter values of a Tune trial config."""
+    return {k: _plain(v) for k, v in (config.get(SAMPLED_KEY) or {}).items()}
 
 
 def trial_pipeline(config: dict[str, Any]) -> PipelineConfig:

@@ -1,0 +1,188 @@
+"""A sweep definition as values: the typed sweep file and the validated :class:`Sweep`.
+
+A sweep file declares what varies (``space``: the SSR method's knobs, seeds and the baselines of
+docs/method.md §10), how it is searched (``searcher``: Optuna multi-objective over
+``objectives``, random or grid), how trials are cut short (``scheduler``: ASHA on one per-epoch
+metric, or none), the per-trial budget, the resources of a trial, the dataset and a ``base:``
+block of fixed :class:`ssr.config.PipelineConfig` overrides. The dataclasses below are its top
+level as :func:`ssr.config.from_dict` loads it; a :class:`Sweep` is what validation
+(:mod:`sweeps.spec`) returns and what builds the Tune param space, searcher and scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ssr.config import PipelineConfig
+from sweeps.params import SweepParam, build_pipeline
+from sweeps.protocol import SAMPLED_KEY
+
+#: Record columns a searcher may optimise (all measured once, at the end of a trial).
+OBJECTIVE_METRICS = (
+    "derived_miou",
+    "retrained_miou",
+    "supernet_miou",
+    "discretization_gap",
+    "params_m",
+    "gmacs",
+    "fps_shared",
+    "latency_ms_median",
+    "latency_ms_p90",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep file's typed top level (loaded with ssr.config.from_dict)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of the searcher: a record column and its direction."""
+
+    metric: str
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass(frozen=True)
+class SearcherSpec:
+    """``optuna`` (TPE or NSGA-II, multi-objective when several objectives), ``random``, ``grid``."""
+
+    kind: Literal["optuna", "random", "grid"] = "optuna"
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """ASHA (Li et al. 2020) on one per-epoch metric; time is the pipeline's epoch ``step``."""
+
+    kind: Literal["asha", "none"] = "asha"
+    metric: str = "val_miou"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """Per-trial budget: search epochs, retrain epochs (0: no retraining), checkpoint cadence."""
+
+    search_epochs: int = 3
+    retrain_epochs: int = 0
+    checkpoint_every: int = 1
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """Ray resources of one trial; fractions of a GPU are allowed (scheduling only)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The whole sweep file. ``space``, ``base`` and ``dataset`` are checked separately."""
+
+    name: str = "sweep"
+    experiment: str = "ssr-sweeps"
+    description: str = ""
+    num_samples: int = 4
+    max_concurrent: int = 2
+    max_failures: int = 0
+    objectives: tuple[Objective, ...] = (Objective("derived_miou", "max"), Objective("fps_shared"))
+    searcher: SearcherSpec = field(default_factory=SearcherSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    remeasure: bool = True
+    dataset: Any = None
+    space: Any = None
+    base: Any = None
+
+
+# --------------------------------------------------------------------------------------------
+# The validated sweep
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep: the typed spec, the resolved base PipelineConfig dict, the parameters."""
+
+    spec: SweepSpec
+    base: dict[str, Any]
+    params: tuple[SweepParam, ...]
+    source: dict[str, Any]  # the mapping it was built from (saved as sweep.yaml in the run folder)
+
+    @property
+    def base_config(self) -> PipelineConfig:
+        """The validated PipelineConfig every trial starts from (no parameter applied)."""
+        return build_pipeline(self.base, {})
+
+    @property
+    def max_t(self) -> int:
+        """Reports per complete trial: one per search and retrain epoch, plus the final record."""
+        return self.spec.budget.search_epochs + self.spec.budget.retrain_epochs + 1
+
+    def param_space(self) -> dict[str, Any]:
+        """Tune param space: fixed ``base`` and run settings, the sampled parameters."""
+        return {
+            "sweep": self.spec.name,
+            "base": self.base,
+            SAMPLED_KEY: {p.key: p.domain() for p in self.params},
+            "run": {
+                "cpus": self.spec.resources.cpus_per_trial,
+                "gpus": self.spec.resources.gpus_per_trial,
+                "objectives": [o.metric for o in self.spec.objectives],
+                "scheduler_metric": self.spec.scheduler.metric,
+                "checkpoint_every": self.spec.budget.checkpoint_every,
+            },
+        }
+
+    def searcher(self) -> Any:
+        """OptunaSearch (final-record objectives only) or Ray's random/grid variant generator."""
+        s = self.spec.searcher
+        if s.kind in ("random", "grid"):
+            from ray.tune.search.basic_variant import BasicVariantGenerator
+
+            # NOTE: Tune ignores max_concurrent_trials for a generator instance: set it here
+            return BasicVariantGenerator(
+                random_state=s.seed, max_concurrent=self.spec.max_concurrent
+            )
+        from sweeps.searchers import final_record_optuna
+
+        return final_record_optuna(
+            [(o.metric, o.mode) for o in self.spec.objectives], s.sampler, s.seed
+        )
+
+    def scheduler(self) -> Any:
+        """ASHA with the pipeline's global epoch step as time (stable across resumes), or FIFO."""
+        s = self.spec.scheduler
+        if s.kind == "none":
+            return None
+        from ray.tune.schedulers import ASHAScheduler
+
+        return ASHAScheduler(
+            time_attr="step",
+            metric=s.metric,
+            mode=s.mode,
+            max_t=self.max_t,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+
+    def report_objectives(self) -> list[tuple[str, bool]]:
+        """Objectives for the final report, as :func:`analysis.report.write_report` takes them.
+
+        Timings measured inside trials become analysis' aliases (``fps``, ``latency``), which
+        prefer the exclusive re-measurement and fall back (with a note) to the shared one.
+        """
+        alias = {"fps_shared": "fps", "latency_ms_median": "latency"}
+        out = []
+        for o in self.spec.objectives:
+            name = alias.get(o.metric, o.metric)
+            if o.metric == "latency_ms_p90" and self.spec.remeasure:
+                name = "latency_exclusive_ms_p90"
+            out.append((name, o.mode == "max"))
+        return out

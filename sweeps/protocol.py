@@ -1,0 +1,85 @@
+"""The names a trial, the results table, the MLflow tracking and the searchers agree on.
+
+A trial (:mod:`sweeps.trial`) talks to the driver only through Tune reports and checkpoints
+(docs/design.md §4); these constants are that protocol: which report carries the final record,
+which record fields a row and a run take, which files the final checkpoint holds, the statuses a
+finished trial can have and the name of a trial's folder. A leaf module: it imports nothing of
+the project, so every other module of :mod:`sweeps` may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: Key of a trial report: 1.0 on the last report (it carries the final record), 0.0 on an epoch.
+FINAL_KEY = "final_record"
+
+#: Key of the Tune trial config holding the sampled values of the sweep's parameters.
+#: NOTE: named before the parameters were (they were "dimensions"); a saved experiment holds
+#: this key, so renaming it would break ``--resume`` of existing runs.
+SAMPLED_KEY = "dims"
+
+#: Text fields of the record that the trial's final report carries.
+REPORT_TEXT_FIELDS = (
+    "genotype_id",
+    "genotype",
+    "device",
+    "precision",
+    "input_size",
+    "dataset",
+    "backend",
+)
+#: Text fields of a final report that a results row keeps (``node``: where the trial ran).
+TEXT_FIELDS = ("genotype_id", "genotype", "device", "precision", "input_size", "node")
+#: Numeric record fields of a final report that a results row keeps.
+NUMERIC_FIELDS = (
+    "supernet_miou",
+    "derived_miou",
+    "retrained_miou",
+    "discretization_gap",
+    "discrete_at_epoch",
+    "params_m",
+    "gmacs",
+    "fps_shared",
+    "latency_ms_median",
+    "latency_ms_p90",
+    "threads",
+    "batch",
+    "space_log10_size",
+)
+#: Fields of the exclusive re-measurement after the sweep (docs/design.md §5).
+EXCLUSIVE_FIELDS = ("fps_exclusive", "latency_exclusive_ms_median", "latency_exclusive_ms_p90")
+
+#: Files of the pipeline's output folder that the trial's final checkpoint carries.
+FINAL_ARTIFACTS = (
+    "genotype.json",
+    "history.jsonl",
+    "prune_events.jsonl",
+    "summary.json",
+    "record.json",
+    "config.resolved.yaml",
+    "model.onnx",
+    "model.onnx.data",
+)
+
+#: Status of a finished trial: its final record was reported.
+COMPLETE = "complete"
+#: Status of a trial the scheduler (ASHA) stopped: its values are low-fidelity.
+EARLY_STOPPED = "early_stopped"
+#: Status of a trial that raised.
+FAILED = "failed"
+STATUSES = (COMPLETE, EARLY_STOPPED, FAILED)
+
+#: A trial's folder is ``<experiment>/trial_<trial id>``.
+TRIAL_DIR_PREFIX = "trial_"
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Tune's default embeds the whole config)."""
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+
+
+def is_finite_number(v: Any) -> bool:
+    """True for an int or float (not a bool) that is finite: what may be reported as a metric."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,33 @@
+"""MLflow tracking of a sweep, written from the driver (docs/design.md §4, docs/stack.md §4).
+
+One parent run per sweep and one nested child run per trial, created by a Tune callback in the
+driver. Resuming reuses runs (found by tag, never created twice); a tracking store that goes
+away mid-sweep costs no data (it is left alone for a while and caught up at the end of the
+sweep, or on ``--resume``, from results.parquet and Tune's checkpoints). One idea per module:
+
+- :mod:`~sweeps.tracking.store`: probing a URI, the client, time limits and back-off;
+- :mod:`~sweeps.tracking.runs`: :class:`Tracker`, the parent and child runs and their ends;
+- :mod:`~sweeps.tracking.records`: epochs, final records, artifacts, re-measurements of a child;
+- :mod:`~sweeps.tracking.sync`: back-fill after an outage, pruning of orphaned runs;
+- :mod:`~sweeps.tracking.callback`: :class:`MlflowCallback`, the Tune callback.
+"""
+
+from sweeps.tracking.callback import MlflowCallback
+from sweeps.tracking.records import log_epoch, log_final, log_values
+from sweeps.tracking.runs import Tracker
+from sweeps.tracking.store import HTTP_LIMITS, TrackingError, default_uri, probe
+from sweeps.tracking.sync import prune_orphans, sync
+
+__all__ = [
+    "HTTP_LIMITS",
+    "MlflowCallback",
+    "Tracker",
+    "TrackingError",
+    "default_uri",
+    "log_epoch",
+    "log_final",
+    "log_values",
+    "probe",
+    "prune_orphans",
+    "sync",
+]

@@ -1,0 +1,168 @@
+"""Access to the MLflow tracking store: URI checks, the client, time limits and back-off.
+
+A sweep must not wait minutes on a tracking store: :func:`probe` answers in seconds whether a
+URI can serve MLflow (docs/stack.md §4: file stores are refused, a SQLite path must be absolute,
+a server must answer ``/health``), every setup call runs under a time limit, and the driver's
+logging goes through :class:`Store`, which after a failure leaves MLflow alone for
+``OFFLINE_S`` seconds instead of failing again on every report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ssr.config import ConfigError
+from sweeps.rundir import MLFLOW_DB
+
+log = logging.getLogger(__name__)
+
+#: Seconds MLflow is left alone after a failed operation.
+OFFLINE_S = 60.0
+#: Process environment for MLflow's HTTP client, set by the entry point (unless already set).
+#: NOTE: MLflow's defaults retry for about 4 minutes; a sweep driver must not block that long.
+HTTP_LIMITS: Mapping[str, str] = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+#: MLflow cuts a param value at 6000 characters.
+PARAM_LIMIT = 6000
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used; the message says what to do."""
+
+
+def default_uri(run_dir: Path) -> str:
+    """The embedded default: a SQLite store in the run folder."""
+    return f"sqlite:///{Path(run_dir).resolve() / MLFLOW_DB}"
+
+
+def probe(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds) when ``uri`` cannot serve MLflow; raises :class:`TrackingError`."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                ok = resp.status == 200
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}); "
+                "start it (e.g. mlflow server --host 127.0.0.1 --port 5000 --workers 1) or leave "
+                "out --tracking-uri to use the SQLite store in the run folder"
+            ) from None
+        if not ok:
+            raise TrackingError(f"MLflow tracking server {uri}: {url} did not answer 200 OK")
+    elif scheme in ("", "file"):
+        raise TrackingError(
+            f"tracking URI {uri!r}: MLflow 3.17 refuses file stores; use sqlite:////abs/path/mlflow.db "
+            "or an http(s):// server"
+        )
+    elif scheme == "sqlite":
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_absolute():
+            raise TrackingError(
+                f"tracking URI {uri!r}: give an absolute path (sqlite:////abs/mlflow.db)"
+            )
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"tracking URI {uri!r}: cannot create {db.parent}: {exc}") from None
+    with_timeout(lambda: client(uri).search_experiments(max_results=1), 30.0, uri)
+
+
+def client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri`` (mlflow is imported here, on first use)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def with_timeout(fn: Callable[[], Any], seconds: float, uri: str) -> Any:
+    """``fn()`` in a daemon thread, given ``seconds``; its failure becomes a TrackingError.
+
+    A :class:`ConfigError` raised by ``fn`` passes through unchanged (a user mistake, not an
+    unreachable store).
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except Exception as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        raise TrackingError(f"MLflow at {uri} did not answer within {seconds:.0f} s")
+    if isinstance(box.get("error"), ConfigError):
+        raise box["error"]
+    if "error" in box:
+        raise TrackingError(f"MLflow at {uri} cannot be used: {box['error']}")
+    return box.get("value")
+
+
+def param_text(v: Any, limit: int = PARAM_LIMIT) -> str:
+    """A param value as MLflow stores it: text (lists and dicts as JSON), cut at ``limit``."""
+    text = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return text[:limit]
+
+
+class Store:
+    """One MLflow client and its back-off: a failed operation takes MLflow offline a while.
+
+    While offline, operations are skipped (they return False); what they would have logged is in
+    results.parquet and Tune's storage, and is synced later (:mod:`sweeps.tracking.sync`).
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.client = client(uri)
+        self._offline_until = 0.0
+
+    @property
+    def online(self) -> bool:
+        """False while MLflow is left alone after a failure."""
+        return time.monotonic() >= self._offline_until
+
+    def reconnect(self) -> None:
+        """Try MLflow again at the next operation (end of sweep, resume)."""
+        self._offline_until = 0.0
+
+    def call(self, what: str, fn: Callable[[], Any]) -> bool:
+        """Run one MLflow operation; on failure warn, go offline for a while, return False."""
+        if not self.online:
+            return False
+        try:
+            fn()
+            return True
+        except Exception as exc:
+            self._offline_until = time.monotonic() + OFFLINE_S
+            log.warning(
+                "MLflow (%s) failed while %s: %s; results stay in results.parquet and Tune "
+                "storage and are synced at the end of the sweep (or on --resume)",
+                self.uri,
+                what,
+                exc,
+            )
+            return False
+
+    def log_params(self, run_id: str, params: Mapping[str, Any], have: set[str]) -> None:
+        """Log the params of ``params`` that the run does not ``have``, 100 per request."""
+        from mlflow.entities import Param
+
+        items = [Param(k, param_text(v)) for k, v in params.items() if k not in have]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
