@@ -11,7 +11,7 @@ Variants (each measured in its own loop, one after the other, through ``ssr.benc
 
 - ``torch``: eager PyTorch, the network as defined (the official protocol, spec §8.3);
 - ``torch-opt``: eager PyTorch, BN folded, channels-last memory (``measure(optimize=True)``);
-- ``onnxruntime``: the network exported as is (``ssr.bench.export_onnx``), ORT CPU provider;
+- ``onnxruntime``: the network exported as is (``ssr.onnx_export.export_onnx``), ORT CPU provider;
 - ``onnxruntime-opt``: the exact inference form ``ssr.deploy.deploy`` exported, ORT.
 
 Every figure carries ``other_load``: the share of the machine's CPU that other processes used
@@ -49,7 +49,7 @@ def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from ssr.bench import cpu_name
+    from ssr.host import cpu_name
 
     return {
         "cpu": cpu_name(),
@@ -64,9 +64,9 @@ def machine(threads: int) -> dict[str, Any]:
 
 def other_load(seconds: float = 1.0) -> float | None:
     """Share of the machine's CPU other processes use right now (sampled over ``seconds``)."""
-    from ssr.bench import _OtherLoad
+    from ssr.host import OtherLoad
 
-    with _OtherLoad() as load:
+    with OtherLoad() as load:
         time.sleep(seconds)
     return load.value
 
@@ -87,8 +87,8 @@ class Runner:
         import torch
 
         from ssr.config import BenchConfig
+        from ssr.genotype import Genotype
         from ssr.network import DerivedNet
-        from ssr.space import Genotype
 
         torch.manual_seed(0)
         self.net = DerivedNet(Genotype.load(args.genotype), 19).eval()
@@ -105,8 +105,8 @@ class Runner:
         self.exports: dict[str, dict[str, Any]] = {}
 
     def session(self, variant: str, size: tuple[int, int]) -> Any:
-        from ssr.bench import export_onnx, ort_session
         from ssr.deploy import deploy
+        from ssr.onnx_export import export_onnx, ort_session
 
         key = (variant, size)
         if key not in self.sessions:
@@ -176,8 +176,8 @@ def run_cpu_time(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from ssr.bench import ort_session
     from ssr.deploy import fold_bn
+    from ssr.onnx_export import ort_session
 
     rows = []
     with _threads(1), torch.inference_mode():
@@ -266,8 +266,9 @@ def run_profile(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
 
     import torch
 
-    from ssr.bench import count_macs, ort_session
+    from ssr.complexity import count_macs
     from ssr.deploy import deploy
+    from ssr.onnx_export import ort_session
 
     if args.wait_idle:
         wait_idle(args.wait_idle, args.max_other_load)

@@ -39,10 +39,10 @@ def run_scenario(
 
     from ssr.config import SpaceConfig
     from ssr.derive import restrict_to
+    from ssr.genotype import Genotype
+    from ssr.loss import weighted_ce
     from ssr.network import DerivedNet
-    from ssr.space import Genotype
     from ssr.supernet import Supernet
-    from ssr.train import weighted_ce
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -151,7 +151,7 @@ def main() -> None:
                "--batch", str(args.batch), "--input", args.input]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    from ssr.bench import cpu_name
+    from ssr.host import cpu_name
 
     report = {"machine": cpu_name(), "threads": args.threads, "results": results}
     if args.json:

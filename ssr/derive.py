@@ -15,9 +15,9 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ssr.genotype import Genotype, LayerGene, ReductionGene
 from ssr.network import DerivedNet
 from ssr.ops import Downsampler, FactorizedOp
-from ssr.space import Genotype, LayerGene, ReductionGene
 from ssr.supernet import Supernet
 
 
@@ -141,9 +141,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Tensor], device: torch.de
 def restrict_to(net: Supernet, genotype: Genotype) -> None:
     """Switch off every candidate that ``genotype`` does not use (a discrete supernet).
 
-    Raises :class:`~ssr.space.GenotypeError` if the genotype is not in the supernet's space.
+    Raises :class:`~ssr.genotype.GenotypeError` if the genotype is not in the supernet's space.
     """
-    from ssr.space import GenotypeError
+    from ssr.genotype import GenotypeError
 
     space = net.space
     if genotype.num_stages != len(space.stages):

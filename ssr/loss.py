@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssr.config import FlopsConfig, SSRConfig
+from ssr.data.labels import IGNORE
 
 
 def ssr_group_terms(logits: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,3 +81,27 @@ def ssr_weight(cfg: SSRConfig, dim: str, epoch: int) -> float:
     if epoch < cfg.warmup_epochs:
         return 0.0
     return float(getattr(cfg, dim))
+
+
+def weighted_ce(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = IGNORE
+) -> Tensor:
+    """Class-weighted cross-entropy with an ignore label (docs/method.md §4.1, §8.2).
+
+    The segmentation loss of the weight step, the architecture objective's CE term, retraining
+    and evaluation. Logits ``[N, K, h, w]`` are upsampled bilinearly (align_corners=False) to
+    the label size ``[N, H, W]`` when they differ. The mean is weighted by class, as
+    ``NLLLoss2d(weight)``: ``sum_i w[y_i] * nll_i / sum_i w[y_i]`` over non-ignored pixels; a
+    batch with no labelled pixel gives 0 (not NaN).
+    """
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    target = target.long()
+    losses = F.cross_entropy(
+        logits, target, weight=weight, ignore_index=ignore_index, reduction="none"
+    )
+    valid = target != ignore_index
+    # NOTE: the denominator is the summed weight of labelled pixels, as in the weighted mean.
+    w = weight[torch.where(valid, target, 0)] * valid if weight is not None else valid
+    denom = w.sum()
+    return losses.sum() / denom.clamp_min(1e-12)

@@ -1,4 +1,4 @@
-"""Derived networks: a :class:`~ssr.space.Genotype` turned into an ``nn.Module`` (spec §7, §8.1).
+"""Derived networks: a :class:`~ssr.genotype.Genotype` turned into an ``nn.Module`` (spec §7, §8.1).
 
 The encoder is ERFNet-style: a stem downsampler (1/2), then per stage a reduction (1/4, 1/8,
 ...) followed by the searched layers. Two heads:
@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssr.genotype import Genotype
 from ssr.ops import BN_EPS, Downsampler, FactorizedOp, adaptive_avg_pool
-from ssr.space import Genotype
 
 PSP_BINS = (1, 2, 3, 6, 9)
 PSP_WIDTH = 40

@@ -100,7 +100,7 @@ class FactorizedOp(nn.Module):
     ) -> None:
         super().__init__()
         d = dilation
-        self.dilation, self.pool, self.p = dilation, pool, dropout
+        self.dilation, self.pool, self.dropout = dilation, pool, dropout
         self.c_in, self.c_mid, self.c_out = c_in, c_mid, c_out
         self.conv1 = nn.Conv2d(c_in, c_mid, (3, 1), padding=(d, 0), dilation=(d, 1), bias=True)
         self.bn1 = nn.BatchNorm2d(c_mid, eps=BN_EPS)
@@ -125,8 +125,8 @@ class FactorizedOp(nn.Module):
         u = F.relu(batch_norm(self.bn1, _conv(self.conv1, x, cm), mid_scale, cm), inplace=True)
         z = _conv(self.conv2, u, co)
         v = batch_norm(self.bn2, z, out_scale, co)
-        if self.training and self.p > 0:
-            v = F.dropout2d(v, self.p, training=True)
+        if self.training and self.dropout > 0:
+            v = F.dropout2d(v, self.dropout, training=True)
         return v
 
     def branch(

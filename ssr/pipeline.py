@@ -3,7 +3,7 @@
 :func:`run_pipeline` is what a sweep's trial runs (``sweeps/trial.py``) and what
 ``python -m ssr pipeline`` runs by hand. It reports every search and retraining epoch through
 one reporter with a global step, writes everything it computes into ``out_dir`` (so a crashed
-or resumed trial loses nothing), and returns the trial's record (design §3).
+or resumed trial loses nothing), and returns the trial's record (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ssr.atomic import write_json
 from ssr.config import DataConfig, PipelineConfig, RetrainConfig, dump_yaml, validate
+from ssr.genotype import Genotype
 from ssr.search import Reporter, run_search
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ def run_pipeline(
 
     rcfg = retrain_config(cfg)
     if rcfg.epochs > 0:
-        from ssr.train import run_retrain
+        from ssr.retrain import run_retrain
 
         offset = len(search.history)
 
@@ -93,16 +95,17 @@ def run_pipeline(
         record["retrained_best_miou"] = result.best_miou
 
     record.update(measure_record(genotype, cfg, out, search.supernet.num_classes))
-    tmp = out / (RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(out / RECORD)
+    write_json(out / RECORD, record)
     return record
 
 
-def measure_record(genotype, cfg: PipelineConfig, out: Path, num_classes: int) -> dict[str, Any]:
+def measure_record(
+    genotype: Genotype, cfg: PipelineConfig, out: Path, num_classes: int
+) -> dict[str, Any]:
     """FPS of the derived network on this (possibly shared) device, and its ONNX export."""
-    from ssr.bench import export_onnx, measure
+    from ssr.bench import measure
     from ssr.network import DerivedNet
+    from ssr.onnx_export import export_onnx
 
     b = cfg.bench
     model = DerivedNet(genotype, num_classes).eval()

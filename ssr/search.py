@@ -15,7 +15,6 @@ the prune events and the RNG state, so an interrupted search resumes to the same
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -27,26 +26,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssr.atomic import write_json, write_jsonl
+from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ssr.config import SearchConfig, dump_yaml, validate
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.derive import derive_network, genotype_from_supernet, recalibrate_bn
-from ssr.loss import flops_loss, ssr_regularizer, ssr_weight
+from ssr.device import resolve_device
+from ssr.genotype import Genotype, space_log10_size
+from ssr.loop import evaluate, run_epoch
+from ssr.loss import flops_loss, ssr_regularizer, ssr_weight, weighted_ce
 from ssr.network import DerivedNet
+from ssr.optim import make_adam, poly_lr
 from ssr.shrink import Decision, apply, argmax_fallback, decide
-from ssr.space import Genotype, space_log10_size
 from ssr.supernet import DIMENSIONS, Supernet
-from ssr.train import (
-    evaluate,
-    load_checkpoint,
-    make_adam,
-    poly_lr,
-    resolve_device,
-    rng_state,
-    run_epoch,
-    save_checkpoint,
-    set_rng_state,
-    weighted_ce,
-)
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, float], int], None]
@@ -302,7 +294,7 @@ def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader
     batches = (x for i, (x, _) in enumerate(loader) if i < cfg.bn_recalibration_batches)
     recalibrate_bn(derived, batches, device)
     derived_miou = evaluate(derived, val_loader, info.num_classes, device)["miou"]
-    from ssr.bench import count_macs, count_params
+    from ssr.complexity import count_macs, count_params
 
     full = DerivedNet(genotype, info.num_classes)
     summary: dict[str, Any] = {
@@ -321,15 +313,10 @@ def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader
     }
     if out is not None:
         genotype.save(out / "genotype.json")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _write_jsonl(out / "history.jsonl", history)
-        _write_jsonl(out / "prune_events.jsonl", events)
+        write_json(out / "summary.json", summary)
+        write_jsonl(out / "history.jsonl", history)
+        write_jsonl(out / "prune_events.jsonl", events)
     if not math.isfinite(supernet_miou):
         log.warning("supernet mIoU is not finite")
     return SearchResult(genotype, summary, history, events, net, derived)
 
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)

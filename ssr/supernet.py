@@ -274,7 +274,7 @@ class Supernet(nn.Module):
         the previous layer's output over its ops, ``E[c_out] = sum_o p_o E_o[c_out]`` (the
         official code took the last op's width); a layer at depth ``i`` counts with
         probability ``P(depth >= i)``. Conv MACs only, the same count as
-        :func:`ssr.bench.count_macs` (BN, pooling and interpolation excluded).
+        :func:`ssr.complexity.count_macs` (BN, pooling and interpolation excluded).
         """
         if probs is None:
             probs = {d: self.probs(d) for d in DIMENSIONS}

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ssr.config import ConfigError, DataConfig
 from ssr.data.camvid import CAMVID_CLASSES
 from ssr.data.cityscapes import CITYSCAPES_CLASSES, ERFNET_WEIGHTS, DatasetError, evenly_spaced
+from ssr.data.labels import IGNORE
 from ssr.data.transforms import Transform, train_transform
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Split = Literal["train", "val"]
-IGNORE = 255
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from ssr.config import ConfigError, DataConfig
+from ssr.data.labels import IGNORE
 
 Transform = Callable[
     [torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
 ]
-IGNORE = 255
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ssr.bench: params/MACs anchors (spec §8.1), the measurement record, ONNX export, BN folding."""
+"""Measurement: params/MACs anchors (docs/method.md §8.1), the record, ONNX export, BN folding."""
 
 import json
 import sys
@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from ssr import bench
+from ssr.complexity import count_macs, count_params
 from ssr.config import BenchConfig, ConfigError
-from ssr.deploy import deploy
+from ssr.deploy import deploy, fold_bn
+from ssr.genotype import Genotype
 from ssr.network import DerivedNet
-from ssr.space import Genotype
+from ssr.onnx_export import export_onnx, ort_session
 
 SMALL = (3, 64, 128)
 TINY = (3, 32, 64)  # timing tests: torch eager is slow on a busy 2-core machine
@@ -45,8 +47,8 @@ def _randomise_bn(model: nn.Module) -> None:
 
 
 def test_paper_network_params_and_macs(paper_net: nn.Module) -> None:
-    assert bench.count_params(paper_net) / 1e6 == pytest.approx(1.02, abs=0.02)
-    assert bench.count_macs(paper_net, (3, 512, 1024)) / 1e9 == pytest.approx(10.9, abs=0.3)
+    assert count_params(paper_net) / 1e6 == pytest.approx(1.02, abs=0.02)
+    assert count_macs(paper_net, (3, 512, 1024)) / 1e9 == pytest.approx(10.9, abs=0.3)
 
 
 @pytest.mark.slow
@@ -54,15 +56,15 @@ def test_paper_network_params_and_macs(paper_net: nn.Module) -> None:
 def test_paper_network_macs_large_inputs(
     paper_net: nn.Module, h: int, w: int, gmacs: float
 ) -> None:
-    assert bench.count_macs(paper_net, (1, 3, h, w)) / 1e9 == pytest.approx(gmacs, abs=0.3)
+    assert count_macs(paper_net, (1, 3, h, w)) / 1e9 == pytest.approx(gmacs, abs=0.3)
 
 
 def test_count_macs_by_hand() -> None:
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=4))
     net.append(nn.Flatten()).append(nn.Linear(8 * 4 * 4, 10))
     expected = 16 * 8 * 3 * 9 + 16 * 8 * 2 * 9 + 10 * 128
-    assert bench.count_macs(net, (3, 4, 4)) == expected
-    assert bench.count_macs(net, (2, 3, 4, 4)) == 2 * expected
+    assert count_macs(net, (3, 4, 4)) == expected
+    assert count_macs(net, (2, 3, 4, 4)) == 2 * expected
     assert net.training  # mode restored
 
 
@@ -105,7 +107,7 @@ def test_measure_auto_picks_the_fastest(paper_net: nn.Module) -> None:
 @pytest.mark.slow
 def test_export_matches_torch(paper_net: nn.Module, tmp_path) -> None:
     path = tmp_path / "net.onnx"
-    res = bench.export_onnx(paper_net, SMALL, path)
+    res = export_onnx(paper_net, SMALL, path)
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-4
     assert res.opset >= 18 and res.input_shape == [1, 3, 64, 128]
     assert 0 < res.nodes <= 400  # issue 6; the official export has 2,906
@@ -119,21 +121,21 @@ def test_fold_bn_is_exact() -> None:
     net = DerivedNet(Genotype.load("ssr_cityscapes"), 19)
     _randomise_bn(net)
     net.eval()
-    folded = bench.fold_bn(net)
+    folded = fold_bn(net)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert n_bn == 3  # only the downsamplers' BN (conv ++ max-pool) is kept
     x = torch.randn(2, *SMALL)
     with torch.inference_mode():
         assert torch.allclose(folded(x), net(x), atol=1e-4)
-    assert bench.count_params(folded) < bench.count_params(net)
-    assert bench.count_macs(folded, SMALL) == bench.count_macs(net, SMALL)
+    assert count_params(folded) < count_params(net)
+    assert count_macs(folded, SMALL) == count_macs(net, SMALL)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > n_bn  # original kept
 
 
 def test_missing_optional_package_is_named(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(ImportError, match="'onnxruntime' package"):
-        bench.ort_session("x.onnx")
+        ort_session("x.onnx")
 
 
 def _odd_genotype(head: str = "aggregation") -> Genotype:
@@ -178,8 +180,8 @@ def test_deploy_needs_a_derived_net() -> None:
 
 @pytest.mark.slow
 def test_optimized_onnx_matches_the_original(paper_net: nn.Module, tmp_path) -> None:
-    res = bench.export_onnx(deploy(paper_net), SMALL, tmp_path / "d.onnx", verify=False)
-    sess = bench.ort_session(res.path)
+    res = export_onnx(deploy(paper_net), SMALL, tmp_path / "d.onnx", verify=False)
+    sess = ort_session(res.path)
     x = torch.randn(1, *SMALL)
     out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     with torch.inference_mode():

@@ -1,5 +1,6 @@
-"""python -m ssr: bench / export / retrain, one-line errors with exit status 2, command plug-ins."""
+"""python -m ssr: the command table, bench / export / retrain, one-line errors with exit status 2."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import ssr.__main__ as cli
+import ssr.cli as cli
+from ssr.commands import Command
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--genotype", "ssr_cityscapes", "--input", "64x128"]
@@ -89,7 +91,7 @@ def test_broken_genotype_exits_2_without_traceback(tmp_path) -> None:
 
 
 def test_genotype_that_does_not_chain(capsys, tmp_path) -> None:
-    from ssr.space import Genotype
+    from ssr.genotype import Genotype
 
     d = Genotype.load("ssr_cityscapes").to_dict()
     d["layers"][1]["c_in"] = 63
@@ -146,27 +148,62 @@ def test_retrain_bad_override(capsys, tmp_path) -> None:
     assert code == 2 and "epochs" in err
 
 
-def test_commands_can_be_registered_from_another_module(capsys, tmp_path, monkeypatch) -> None:
-    (tmp_path / "ssr_test_plugin.py").write_text(
-        "def add_parser(sub):\n"
-        "    p = sub.add_parser('hello')\n"
-        "    p.add_argument('--name', default='world')\n"
-        "    return p\n\n"
-        "def run(args):\n"
-        "    print('hello', args.name)\n"
-        "    return 3\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("ssr_test_plugin", "ssr_not_installed_plugin"))
-    code, out, _ = run_cli(capsys, "hello", "--name", "ssr")
+def test_the_command_table_is_the_parser() -> None:
+    assert list(cli.COMMANDS) == ["search", "retrain", "bench", "export", "pipeline"]
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(cli.COMMANDS)
+    for name, cmd in cli.COMMANDS.items():
+        assert cmd.name == name and cmd.help and cmd.description
+
+
+@pytest.mark.parametrize("name", ["search", "retrain", "bench", "pipeline"])
+def test_config_and_set_are_declared_the_same_way(name: str, tmp_path) -> None:
+    required = {
+        "search": ["--out", "o"],
+        "pipeline": ["--out", "o"],
+        "retrain": ["--genotype", "g", "--out", "o"],
+        "bench": ["--genotype", "g"],
+    }[name]
+    argv = [name, *required, "--config", "c.yaml", "--set", "a=1", "--set", "b.c=2"]
+    args = cli.build_parser().parse_args(argv)
+    assert args.set == ["a=1", "b.c=2"] and args.config == Path("c.yaml")
+    assert not hasattr(args, "overrides")
+
+
+def test_main_dispatches_through_the_table(capsys) -> None:
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", default="world")
+
+    def run(args: argparse.Namespace) -> int:
+        print("hello", args.name)
+        return 3
+
+    hello = Command("hello", "say hello", "Say hello.", add_arguments, run)
+    code = cli.main(["hello", "--name", "ssr"], commands={"hello": hello})
+    out, _ = capsys.readouterr()
     assert code == 3 and out.strip() == "hello ssr"
+
+
+def test_no_command_prints_help_and_exits_2(capsys) -> None:
+    code, out, _ = run_cli(capsys)
+    assert code == 2 and "search" in out and "pipeline" in out
+
+
+def test_help_runs_without_ray_mlflow_or_optuna() -> None:
+    code = (
+        "import sys, ssr.cli; ssr.cli.build_parser().format_help();"
+        "print(sorted(n for n in ('ray', 'mlflow', 'optuna', 'torch') if n in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_bench_loads_weights(capsys, tmp_path) -> None:
     import torch
 
+    from ssr.genotype import Genotype
     from ssr.network import DerivedNet
-    from ssr.space import Genotype
 
     path = tmp_path / "best.pt"
     torch.save({"model": DerivedNet(Genotype.load("ssr_cityscapes"), 19).state_dict()}, path)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ssr.config import SpaceConfig
-from ssr.space import Genotype, GenotypeError, space_log10_size
+from ssr.genotype import Genotype, GenotypeError, space_log10_size
 
 
 def paper() -> Genotype:

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from ssr.genotype import Genotype, LayerGene, ReductionGene
 from ssr.network import DerivedNet
 from ssr.ops import adaptive_avg_pool, residual_add
-from ssr.space import Genotype, LayerGene, ReductionGene
 
 
 def small(head: str = "aggregation") -> Genotype:

@@ -60,7 +60,7 @@ def test_genotype_widths_follow_the_alive_masks(tiny_space: SpaceConfig) -> None
 
 
 def test_expected_macs_of_largest_config_equal_counted_macs(tiny_space: SpaceConfig) -> None:
-    from ssr.bench import count_macs
+    from ssr.complexity import count_macs
 
     net = Supernet(tiny_space, num_classes=5)
     probs = net.max_probs()
@@ -165,7 +165,7 @@ def test_decided_layers_run_narrow_with_the_same_result(tiny_space: SpaceConfig)
 
 def test_restrict_to_the_paper_genotype() -> None:
     from ssr.derive import restrict_to
-    from ssr.space import Genotype, GenotypeError
+    from ssr.genotype import Genotype, GenotypeError
 
     paper = Genotype.load("ssr_cityscapes")
     net = Supernet(SpaceConfig(), num_classes=19)

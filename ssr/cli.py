@@ -1,0 +1,76 @@
+"""The command line of the library: ``python -m ssr <command>`` (docs/design.md §2).
+
+Thin entry points over library calls. :data:`COMMANDS` is the table of commands (one module
+each under :mod:`ssr.commands`); :func:`build_parser` is the one place the parser is built and
+:func:`main` the one entry point. ``main`` is also the only place in ``ssr`` that configures
+logging: the library's modules only log through ``logging.getLogger(__name__)``.
+
+User errors (a bad config or genotype, a missing file or dataset, a missing optional package)
+print one ``error: ...`` line on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+from ssr.commands import Command, bench, export, pipeline, retrain, search
+
+__all__ = ["COMMANDS", "EXIT_USAGE", "build_parser", "configure_logging", "main"]
+
+EXIT_USAGE = 2
+
+# name -> command, in the order ``--help`` lists them.
+COMMANDS: Mapping[str, Command] = MappingProxyType(
+    {
+        c.name: c
+        for c in (
+            search.COMMAND,
+            retrain.COMMAND,
+            bench.COMMAND,
+            export.COMMAND,
+            pipeline.COMMAND,
+        )
+    }
+)
+
+
+def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m ssr``: one sub-parser per row of ``commands`` (default table)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ssr", description="SSR: search, derived networks, retraining, measurement."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, cmd in (COMMANDS if commands is None else commands).items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.description)
+        cmd.add_arguments(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def configure_logging() -> None:
+    """INFO lines of ``ssr`` (one per epoch) and warnings of everything else, on stderr."""
+    logging.basicConfig(
+        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.WARNING
+    )
+    logging.getLogger("ssr").setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    from ssr.config import ConfigError  # GenotypeError and DatasetError derive from it
+
+    parser = build_parser(commands)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    configure_logging()
+    try:
+        return int(args._command.run(args) or 0)
+    except (ConfigError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

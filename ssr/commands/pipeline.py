@@ -1,0 +1,37 @@
+"""``python -m ssr pipeline``: one whole sweep trial without Ray (:func:`ssr.pipeline.run_pipeline`).
+
+Search, derive, retrain, evaluate and measure, as a :class:`ssr.config.PipelineConfig`; prints
+the trial's record (without the genotype) as JSON. ``--device`` sets both the search's and the
+retraining's device.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ssr.atomic import to_json
+from ssr.commands import Command
+from ssr.commands.search import add_run_args
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the trial; print its record."""
+    from ssr.config import PipelineConfig, load_config
+    from ssr.pipeline import run_pipeline
+
+    items = list(args.set)
+    if args.device:
+        items += [f"search.device={args.device}", f"retrain.device={args.device}"]
+    cfg = load_config(PipelineConfig, args.config, items)
+    record = run_pipeline(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    print(to_json({k: v for k, v in record.items() if k != "genotype"}, indent=2))
+    return 0
+
+
+COMMAND = Command(
+    name="pipeline",
+    help="one sweep trial without Ray: search, retrain, evaluate, measure, export",
+    description="Search, derive, retrain, evaluate and measure (a PipelineConfig).",
+    add_arguments=add_run_args,
+    run=run,
+)
