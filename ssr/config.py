@@ -12,6 +12,7 @@ The loader is deliberately small: dataclass fields typed with ``int``, ``float``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -154,7 +155,23 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """One SSR search (spec §6): space, data, losses, shrinking and the bi-level optimizers."""
+    """One SSR search (docs/method.md §6): space, data, losses, shrinking, bi-level optimizers.
+
+    ``label_stride``: labels are sampled at the centres of the supernet's output cells (row
+    ``8i + 4`` at stride 8, as the official nearest resize).
+
+    ``gap_epochs``: at the end of each listed epoch (1-based), the supernet and its argmax
+    sub-network (inherited weights, BN recalibrated) are both evaluated and ``gap_at_<epoch>`` is
+    recorded (docs/method.md §7); the gap at the epoch the net becomes discrete is always
+    recorded. Each entry costs one BN recalibration and one validation pass.
+
+    ``reduction_width`` decodes the reduction after a narrowed stage (docs/method.md §12.8):
+    ``"exact"`` (default) keeps the supernet's conv width, so the genotype is the exact
+    sub-network whose inherited weights the discretization gap measures; ``"official"`` widens
+    the conv so the block outputs the full stage width, as the official ``decode.py`` and the
+    released Cityscapes genotype. The gap is always measured on the exact sub-network; this
+    choice changes the genotype that is written, retrained and measured for cost.
+    """
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -177,6 +194,8 @@ class SearchConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 1
+    gap_epochs: tuple[int, ...] = ()
+    reduction_width: Literal["exact", "official"] = "exact"
 
 
 @dataclass(frozen=True)
@@ -449,6 +468,19 @@ def validate(cfg: Any) -> None:
         _check(cfg.epochs >= 1, "epochs must be >= 1")
         _check(cfg.label_stride in (1, 2, 4, 8), "label_stride must be 1, 2, 4 or 8")
         _check(cfg.weight_optim.lr > 0 and cfg.arch_optim.lr > 0, "learning rates must be > 0")
+        bad_gap = [e for e in cfg.gap_epochs if not 1 <= e <= cfg.epochs]
+        _check(not bad_gap, f"gap_epochs: {bad_gap[:1]} not in 1..epochs ({cfg.epochs})")
+        numbers = {
+            **{f"ssr.{k}": getattr(cfg.ssr, k) for k in ("op", "out", "mid", "depth")},
+            "flops.weight": cfg.flops.weight,
+            "ce_scale": cfg.ce_scale,
+            "weight_optim.lr": cfg.weight_optim.lr,
+            "arch_optim.lr": cfg.arch_optim.lr,
+            "weight_optim.weight_decay": cfg.weight_optim.weight_decay,
+            "arch_optim.weight_decay": cfg.arch_optim.weight_decay,
+        }
+        for key, value in numbers.items():
+            _check(math.isfinite(value), f"{key} must be a finite number, got {value}")
     elif isinstance(cfg, RetrainConfig):
         validate_data(cfg.data)
         _check(cfg.epochs >= 1, "epochs must be >= 1")

@@ -2,10 +2,27 @@
 
 - :func:`genotype_from_supernet` reads the alive masks (after shrinking, one candidate per
   active group; otherwise the argmax with the lowest index among ties) and chains widths.
+  Probabilities that are not finite are refused (:class:`~ssr.errors.DivergenceError`): a
+  diverged search has no genotype.
 - :func:`derive_network` builds the :class:`~ssr.network.DerivedNet` with the search head and
   copies the supernet's weights into it: an exact sub-network, so with one-hot architecture
   weights both give the same output (spec §13).
 - :func:`recalibrate_bn` re-estimates BatchNorm statistics on training batches.
+
+**The reduction after a narrowed stage** (docs/method.md §12.8). When stage ``s`` ends narrower
+than its maximum width (say 48 of 64 channels), the next DownsamplerBlock can be decoded two
+ways (``reduction``):
+
+- ``"exact"`` (the exact sub-network): the conv keeps the supernet's width (``128 - 64 = 64``)
+  and the max-pool passes the 48 real channels, so the block outputs ``64 + 48 = 112`` channels;
+  with one-hot architecture weights the supernet computes exactly this (it masks the pooled
+  channels of the narrowed stage), so the derived network can inherit its weights.
+- ``"official"`` (the official ``decode.py``): the conv widens to ``128 - 48 = 80`` so that the
+  block always outputs the stage width (128); the released Cityscapes genotype is decoded this
+  way. It is not a sub-network of the supernet (the conv has more filters than the supernet's),
+  which is harmless for retraining from scratch but means weights cannot be inherited.
+
+:func:`derive_network` always builds the exact sub-network.
 """
 
 from __future__ import annotations
@@ -15,10 +32,13 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ssr.errors import DivergenceError
 from ssr.genotype import Genotype, LayerGene, ReductionGene
 from ssr.network import DerivedNet
 from ssr.ops import Downsampler, FactorizedOp
 from ssr.supernet import Supernet
+
+REDUCTION_RULES = ("exact", "official")
 
 
 def _choice(probs: Tensor, alive: Tensor) -> int:
@@ -32,6 +52,13 @@ def selected(net: Supernet) -> tuple[list[int], list[tuple[int, int, int]]]:
     with torch.no_grad():
         probs = {d: net.probs(d).cpu() for d in ("depth", "op", "out", "mid")}
     alive = {d: net.alive(d).cpu() for d in ("depth", "op", "out", "mid")}
+    for d, p in probs.items():
+        bad = ~torch.isfinite(p) & alive[d]
+        if bool(bad.any()):
+            raise DivergenceError(
+                f"cannot derive a genotype: architecture probabilities of {d!r} are "
+                f"{float(p[bad][0])} (the search diverged); lower arch_optim.lr or the SSR weights"
+            )
     depths = [_choice(probs["depth"][s], alive["depth"][s]) + 1 for s in range(len(net.widths))]
     choices = []
     for s in range(len(net.widths)):
@@ -47,15 +74,24 @@ def selected(net: Supernet) -> tuple[list[int], list[tuple[int, int, int]]]:
     return depths, choices
 
 
-def genotype_from_supernet(net: Supernet, head: str = "aggregation") -> Genotype:
-    """The genotype the supernet's alive masks (or argmax) describe, widths chained."""
+def genotype_from_supernet(
+    net: Supernet, head: str = "aggregation", reduction: str = "exact"
+) -> Genotype:
+    """The genotype the supernet's alive masks (or argmax) describe, widths chained.
+
+    ``reduction`` decodes the reduction after a narrowed stage: ``"exact"`` (the supernet's
+    sub-network) or ``"official"`` (output = stage width); see the module docstring.
+    """
+    if reduction not in REDUCTION_RULES:
+        raise ValueError(f"reduction must be one of {REDUCTION_RULES}, got {reduction!r}")
     depths, choices = selected(net)
     space = net.space
     reductions, layers = [], []
     prev, prev_max = space.stem_width, space.stem_width
     it = iter(choices)
     for s, st in enumerate(space.stages):
-        red = ReductionGene(c_in=prev, c_conv=st.width - prev_max)
+        c_conv = st.width - (prev_max if reduction == "exact" else prev)
+        red = ReductionGene(c_in=prev, c_conv=c_conv)
         reductions.append(red)
         c_in = red.c_out
         for _ in range(depths[s]):
@@ -94,8 +130,18 @@ def _copy_reduction(dst: Downsampler, src: Downsampler) -> None:
 
 
 def derive_network(net: Supernet, genotype: Genotype | None = None) -> DerivedNet:
-    """The derived network (search head) with weights inherited from the supernet."""
-    geno = (genotype or genotype_from_supernet(net)).with_head("search")
+    """The derived network (search head) with weights inherited from the supernet.
+
+    Always the exact sub-network; a ``genotype`` given to save recomputing it must be the
+    supernet's exact one (ValueError otherwise, e.g. for an ``"official"`` reduction decode).
+    """
+    exact = genotype_from_supernet(net, head="search")
+    if genotype is not None and genotype.with_head("search") != exact:
+        raise ValueError(
+            "derive_network needs the supernet's exact sub-network genotype "
+            "(reduction='exact'); weights cannot be inherited into another one"
+        )
+    geno = exact
     dropout = [st.dropout for st in net.space.stages]
     model = DerivedNet(geno, net.num_classes, dropout).to(net.head.weight.device)
     depths, choices = selected(net)

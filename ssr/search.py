@@ -7,7 +7,14 @@ gradients for architecture parameters only, clipped). After each epoch the shrin
 Once discrete, the architecture step is skipped (``skip_arch_when_discrete``). At the end the
 genotype is read off the alive masks (argmax fallback if the budget ran out), the derived
 network inherits the supernet's weights, its BN statistics are recalibrated, and both are
-evaluated: their mIoU difference is the discretization gap.
+evaluated: their mIoU difference is the discretization gap. The gap is also measured at the
+epoch the net becomes discrete and at ``gap_epochs`` (definitions: :mod:`ssr.gap`), and the
+derived mIoU comes with a bootstrap interval over validation images
+(:func:`ssr.metrics.bootstrap_miou_interval`).
+
+A non-finite loss, gradient norm, architecture parameter or weight stops the search with
+:class:`DivergenceError` (one line: epoch, quantity, what to change) before anything is
+derived or written.
 
 Checkpoints hold weights, architecture parameters, alive masks, both optimizers, the history,
 the prune events and the RNG state, so an interrupted search resumes to the same result.
@@ -15,10 +22,11 @@ the prune events and the RNG state, so an interrupted search resumes to the same
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +38,20 @@ from ssr.atomic import write_json, write_jsonl
 from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ssr.config import SearchConfig, dump_yaml, validate
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
-from ssr.derive import derive_network, genotype_from_supernet, recalibrate_bn
+from ssr.derive import genotype_from_supernet
 from ssr.device import resolve_device
+from ssr.errors import DivergenceError, check_finite, check_finite_tensor
+from ssr.gap import discretize_by_argmax, gap_summary, measure_derived
 from ssr.genotype import Genotype, space_log10_size
 from ssr.loop import evaluate, run_epoch
 from ssr.loss import flops_loss, ssr_regularizer, ssr_weight, weighted_ce
+from ssr.metrics import bootstrap_miou_interval
 from ssr.network import DerivedNet
 from ssr.optim import make_adam, poly_lr
-from ssr.shrink import Decision, apply, argmax_fallback, decide
+from ssr.shrink import Decision, apply, decide
 from ssr.supernet import DIMENSIONS, Supernet
+
+__all__ = ["DivergenceError", "SearchResult", "run_search"]
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, float], int], None]
@@ -47,12 +60,17 @@ CHECKPOINT = "checkpoints/search_last.pt"
 
 @dataclass
 class SearchResult:
-    """What a search returns: the genotype, its summary, history and prune events."""
+    """What a search returns: the genotype, its summary, history and prune events.
+
+    ``fallback_prunes`` counts the candidates the end-of-budget argmax had to drop (0 when
+    shrinking reached a discrete net by itself).
+    """
 
     genotype: Genotype
     summary: dict[str, Any]
     history: list[dict[str, float]]
     events: list[dict[str, Any]]
+    fallback_prunes: int
     supernet: Supernet = field(repr=False)
     derived: DerivedNet = field(repr=False)
 
@@ -103,8 +121,17 @@ def ssr_terms(net: Supernet, cfg: SearchConfig) -> dict[str, Tensor]:
 
 
 def _labels(y: Tensor, stride: int) -> Tensor:
-    """Labels at the supernet's output stride (nearest, spec §6)."""
-    return y[:, ::stride, ::stride] if stride > 1 else y
+    """Labels at the supernet's output stride, sampled at the cell centres (docs/method.md §6).
+
+    Output cell ``i`` of a stride-``s`` prediction covers input rows ``s*i .. s*i + s - 1``,
+    centred at ``s*i + (s - 1)/2``; the label nearest to that centre is row ``s*i + s//2`` (the
+    official code's nearest resize samples ``8i + 4``). ``y[:, ::s, ::s]`` would take the cell's
+    corner instead.
+    """
+    if stride == 1:
+        return y
+    off = stride // 2
+    return y[:, off::stride, off::stride]
 
 
 def run_search(
@@ -129,6 +156,13 @@ def run_search(
         w_idx = a_idx = list(range(n))
     val_loader = build_loader(cfg.data, "val", shuffle=False)
     weights = class_weights(cfg.data, train_set).to(device)
+
+    def recal_batches() -> Iterator[Tensor]:
+        """The same training batches for every BN recalibration of a derived network."""
+        loader = build_loader(
+            cfg.data, "train", shuffle=True, seed=cfg.seed, subset=w_idx, dataset=train_set
+        )
+        return (x for x, _ in itertools.islice(loader, cfg.bn_recalibration_batches))
 
     net = Supernet(cfg.space, info.num_classes).to(device)
     w_params, a_params = net.weight_parameters(), net.arch_parameters()
@@ -163,12 +197,13 @@ def run_search(
         loss = cfg.ce_scale * ce + cfg.flops.weight * fl
         for dim, t in terms.items():
             loss = loss + ssr_weight(cfg.ssr, dim, epoch) * t
-        a_opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=a_params)
-        if cfg.arch_optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(a_params, cfg.arch_optim.grad_clip)
-        a_opt.step()
-        return {"arch_loss": loss.item(), "arch_ce": ce.item(), "flops_loss": fl.item()}
+        ce_value = ce.item()  # a non-finite CE here comes from the weights, not from alpha
+        check_finite(ce_value, "cross-entropy of the architecture batch", phase="search",
+                     epoch=epoch + 1, advice=_weight_advice(cfg))  # fmt: skip
+        value = _checked_step(loss, a_params, a_opt, cfg.arch_optim.grad_clip,
+                              "architecture", epoch + 1, _arch_advice(cfg))  # fmt: skip
+        _check_parameters(net, epoch + 1, cfg, weights=False)
+        return {"arch_loss": value, "arch_ce": ce_value, "flops_loss": fl.item()}
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -188,12 +223,9 @@ def run_search(
             loss = weighted_ce(
                 net(xw.to(device)), _labels(yw.to(device), cfg.label_stride), weights
             )
-            w_opt.zero_grad(set_to_none=True)
-            loss.backward(inputs=w_params)
-            if cfg.weight_optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(w_params, cfg.weight_optim.grad_clip)
-            w_opt.step()
-            stats = {"train_loss": loss.item()}
+            value = _checked_step(loss, w_params, w_opt, cfg.weight_optim.grad_clip,
+                                  "weight", epoch + 1, _weight_advice(cfg))  # fmt: skip
+            stats = {"train_loss": value}
             if search_arch:
                 stats.update(arch_step(xa.to(device), ya.to(device), epoch))
             return stats
@@ -204,6 +236,7 @@ def run_search(
             desc=f"search {epoch + 1}/{cfg.epochs}",
             progress=progress,
         )
+        _check_parameters(net, epoch + 1, cfg)
         supernet_miou = evaluate(net, val_loader, info.num_classes, device)["miou"]
         with torch.no_grad():
             terms = {f"ssr_{k}": float(v) for k, v in ssr_terms(net, cfg).items()}
@@ -240,6 +273,11 @@ def run_search(
                 pruned += len(decisions)
         if discrete_at is None and net.is_discrete():
             discrete_at = epoch + 1
+        if discrete_at == epoch + 1 or epoch + 1 in cfg.gap_epochs:
+            # the gap at discretization / at a common epoch (ssr.gap): supernet evaluated just
+            # before this epoch's prunes vs the argmax network right after them
+            m = measure_derived(net, recal_batches, val_loader, device)
+            row.update(argmax_derived_miou=m.miou, argmax_gap=supernet_miou - m.miou)
         row.update(pruned=float(pruned), discrete=float(discrete_at is not None))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
@@ -262,13 +300,65 @@ def run_search(
         if discrete_at is not None and cfg.stop_when_discrete:
             break
 
-    return _finish(
-        cfg, net, history, events, discrete_at, train_set, w_idx, val_loader, device, out
+    return _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, device, out)
+
+
+def _weight_advice(cfg: SearchConfig) -> str:
+    clip = "" if cfg.weight_optim.grad_clip else " or set weight_optim.grad_clip"
+    return f"lower weight_optim.lr ({cfg.weight_optim.lr:g}){clip}"
+
+
+def _arch_advice(cfg: SearchConfig) -> str:
+    return (
+        f"lower arch_optim.lr ({cfg.arch_optim.lr:g}), the SSR weights (ssr.op/out/mid/depth) "
+        f"or weight_optim.lr ({cfg.weight_optim.lr:g})"
     )
 
 
-def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader, device, out):
-    """Derive the genotype and network, recalibrate BN, measure the discretization gap."""
+def _checked_step(
+    loss: Tensor,
+    params: list[torch.nn.Parameter],
+    opt: torch.optim.Optimizer,
+    clip: float | None,
+    what: str,
+    epoch: int,
+    advice: str,
+) -> float:
+    """Backward into ``params``, refuse a non-finite loss or gradient norm, clip, step.
+
+    Returns the loss value. One host sync for both checks; the norm computed for the check is
+    the one clipping uses, so clipping costs nothing extra (docs/method.md §6).
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+    value, gnorm = torch.stack([loss.detach().float(), norm.float()]).tolist()
+    check_finite(value, f"{what} loss", phase="search", epoch=epoch, advice=advice)
+    check_finite(gnorm, f"{what} gradient norm", phase="search", epoch=epoch, advice=advice)
+    if clip:
+        torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
+    opt.step()
+    return value
+
+
+@torch.no_grad()
+def _check_parameters(net: Supernet, epoch: int, cfg: SearchConfig, weights: bool = True) -> None:
+    """Refuse non-finite architecture parameters (after every architecture step: one sync)
+    or weights (at the end of an epoch)."""
+    if not math.isfinite(float(torch.nn.utils.get_total_norm(net.arch_parameters()))):
+        for dim in DIMENSIONS:
+            check_finite_tensor(net.arch[dim], f"architecture parameter alpha.{dim}",
+                                phase="search", epoch=epoch, advice=_arch_advice(cfg))  # fmt: skip
+    if not weights:
+        return
+    norm = torch.nn.utils.get_total_norm(net.weight_parameters())
+    check_finite(float(norm), "the supernet's weight norm", phase="search", epoch=epoch,
+                 advice=_weight_advice(cfg))  # fmt: skip
+
+
+def _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, device, out):
+    """Derive the genotype and network, recalibrate BN, measure the gaps and the interval."""
     info = dataset_info(cfg.data.name)
     supernet_miou = (
         history[-1]["supernet_miou"]
@@ -276,24 +366,13 @@ def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader
         else evaluate(net, val_loader, info.num_classes, device)["miou"]
     )
     epochs_run = int(history[-1]["epoch"]) if history else 0
-    fallback = 0
-    if not net.is_discrete():  # budget over before shrinking finished (spec §12.12)
-        for dim in DIMENSIONS:
-            decisions = argmax_fallback(
-                dim, net.probs(dim), net.alive(dim), net.active_groups(dim).cpu()
-            )
-            events.extend({"epoch": epochs_run, **describe(net, d)} for d in decisions)
-            apply(net.alive(dim), decisions)
-            net.refresh_alive()
-            fallback += len(decisions)
-    genotype = genotype_from_supernet(net)
-    derived = derive_network(net, genotype)
-    loader = build_loader(
-        cfg.data, "train", shuffle=True, seed=cfg.seed, subset=w_idx, dataset=train_set
-    )
-    batches = (x for i, (x, _) in enumerate(loader) if i < cfg.bn_recalibration_batches)
-    recalibrate_bn(derived, batches, device)
-    derived_miou = evaluate(derived, val_loader, info.num_classes, device)["miou"]
+    # budget over before shrinking finished: argmax fallback (spec §12.12)
+    fallback = discretize_by_argmax(net) if not net.is_discrete() else []
+    events.extend({"epoch": epochs_run, **describe(net, d)} for _, d in fallback)
+    genotype = genotype_from_supernet(net, reduction=cfg.reduction_width)
+    final = measure_derived(net, recal_batches, val_loader, device)
+    derived, derived_miou = final.model, final.miou
+    lo, hi = bootstrap_miou_interval(final.per_image)
     from ssr.complexity import count_macs, count_params
 
     full = DerivedNet(genotype, info.num_classes)
@@ -301,9 +380,14 @@ def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader
         "genotype_id": genotype.id,
         "supernet_miou": supernet_miou,
         "derived_miou": derived_miou,
+        "derived_miou_lo": lo,
+        "derived_miou_hi": hi,
+        "val_images": int(final.per_image.shape[0]),
         "discretization_gap": supernet_miou - derived_miou,
         "discrete_at_epoch": discrete_at,
-        "argmax_fallback_prunes": fallback,
+        **gap_summary(history, discrete_at, cfg.gap_epochs),
+        "fallback_prunes": len(fallback),
+        "reduction_width": cfg.reduction_width,
         "epochs": epochs_run,
         "params_m": count_params(full) / 1e6,
         "gmacs": count_macs(full, (1, 3, cfg.flops.height, cfg.flops.width)) / 1e9,
@@ -318,5 +402,4 @@ def _finish(cfg, net, history, events, discrete_at, train_set, w_idx, val_loader
         write_jsonl(out / "prune_events.jsonl", events)
     if not math.isfinite(supernet_miou):
         log.warning("supernet mIoU is not finite")
-    return SearchResult(genotype, summary, history, events, net, derived)
-
+    return SearchResult(genotype, summary, history, events, len(fallback), net, derived)

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from ssr.metrics import ConfusionMatrix, confusion_matrix, iou_from_confusion
+from ssr.metrics import (
+    ConfusionMatrix,
+    bootstrap_miou_interval,
+    confusion_matrix,
+    confusion_per_image,
+    iou_from_confusion,
+    miou_from_confusion,
+)
 
 # 3 classes (0, 1, 2) and a 4th class id 3 that never occurs; 255 = ignore.
 TARGET = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
@@ -66,3 +73,47 @@ def test_out_of_range_ids_are_errors() -> None:
         confusion_matrix(torch.zeros(2, 3), torch.zeros(3, 2), 4)
     with pytest.raises(ValueError, match="absent"):
         iou_from_confusion(HAND, absent="skip")  # type: ignore[arg-type]
+
+
+def test_per_image_matrices_sum_to_the_batch_matrix() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (3, 5, 6), generator=g)
+    target[0, 0] = 255
+    logits = torch.randn(3, 4, 5, 6, generator=g)
+    per = confusion_per_image(logits, target, 4)
+    assert per.shape == (3, 4, 4)
+    for i in range(3):
+        assert torch.equal(per[i], confusion_matrix(logits[i : i + 1], target[i : i + 1], 4))
+    assert torch.equal(per.sum(0), confusion_matrix(logits, target, 4))
+    with pytest.raises(ValueError, match="target"):
+        confusion_per_image(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 9), 4)
+
+
+def _reference_interval(per: torch.Tensor, level: float, resamples: int, seed: int):
+    """The bootstrap by hand: a loop over resamples, the same draws."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(per.shape[0], (resamples, per.shape[0]), generator=g)
+    values = torch.tensor([miou_from_confusion(per[row].sum(0)) for row in idx])
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    return torch.quantile(values.double(), q).tolist()
+
+
+def test_bootstrap_interval_matches_a_loop_and_brackets_the_miou() -> None:
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 5, (12, 8, 8), generator=g)
+    noise = torch.rand(12, 8, 8, generator=g) < torch.linspace(0.05, 0.8, 12)[:, None, None]
+    pred = torch.where(noise, torch.randint(0, 5, (12, 8, 8), generator=g), target)
+    per = confusion_per_image(pred, target, 5)
+    lo, hi = bootstrap_miou_interval(per, level=0.9, resamples=200, seed=3)
+    assert [lo, hi] == pytest.approx(_reference_interval(per, 0.9, 200, 3))
+    miou = miou_from_confusion(per.sum(0))
+    assert lo < miou < hi
+    assert bootstrap_miou_interval(per, resamples=200, seed=3) == (lo, hi)  # fixed seed
+    lo50, hi50 = bootstrap_miou_interval(per, level=0.5, resamples=200, seed=3)
+    assert lo <= lo50 < hi50 <= hi
+    # identical images: no spread; no images: no interval
+    same = per[:1].expand(6, 5, 5)
+    assert bootstrap_miou_interval(same) == pytest.approx((miou_from_confusion(per[0]),) * 2)
+    assert all(math.isnan(v) for v in bootstrap_miou_interval(per[:0]))
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_miou_interval(per, level=1.0)
