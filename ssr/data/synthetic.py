@@ -49,6 +49,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssr.data.cityscapes import CITYSCAPES_CLASSES
+from ssr.data.labels import IGNORE
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
@@ -335,7 +336,7 @@ class _Scene:
             rise = self.h * rng.uniform(0.05, 0.12)
             curve = ((self.xx[0] - self.w / 2) / (self.w / 2)) ** 2 * rise * 0.6
             on = self.yy >= self.h - rise + curve
-            self.label[on] = 255
+            self.label[on] = IGNORE
             self.cidx[on] = 20
 
     def pole(self, z, x, sign, light) -> None:
