@@ -9,7 +9,7 @@
 
 Variants (each measured in its own loop, one after the other, through ``ssr.bench.measure``):
 
-- ``torch``: eager PyTorch, the network as defined (the official protocol, spec §8.3);
+- ``torch``: eager PyTorch, the network as defined (the official protocol, docs/method.md §8.3);
 - ``torch-opt``: eager PyTorch, BN folded, channels-last memory (``measure(optimize=True)``);
 - ``onnxruntime``: the network exported as is (``ssr.onnx_export.export_onnx``), ORT CPU provider;
 - ``onnxruntime-opt``: the exact inference form ``ssr.deploy.deploy`` exported, ORT.

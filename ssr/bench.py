@@ -281,7 +281,7 @@ def measure(
     *,
     optimize: bool = False,
 ) -> BenchResult:
-    """Latency and FPS of a model under the one procedure (docs/design.md §5, method §8.3).
+    """Latency and FPS of a model by the one procedure (docs/design.md §5, docs/method.md §8.3).
 
     ``model_or_session``: an ``nn.Module``, an onnxruntime ``InferenceSession`` or the path of
     an ``.onnx`` file. ``input_shape``: ``(C, H, W)`` (batch from ``cfg.batch``) or

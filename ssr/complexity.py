@@ -47,7 +47,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Multiply-accumulates of one forward pass, counted by forward hooks (method §8.1 [M]).
+    """Multiply-accumulates of one forward pass, by forward hooks (docs/method.md §8.1 [M]).
 
     Convolutions count ``output elements x (c_in / groups) x kernel area`` and linear layers
     ``output elements x in_features``. BatchNorm, activations, pooling, the PSP matmuls and

@@ -1,4 +1,4 @@
-"""Inference forms of a derived network: same outputs, cheaper graphs (issue 6, design §5).
+"""Inference forms of a derived network: same outputs, cheaper graphs (issue 6, docs/design.md §5).
 
 - :func:`fold_bn` folds every Conv -> BatchNorm pair into the conv (a copy, eval mode).
 - :func:`deploy` builds :class:`DeployNet`, the form the ONNX Runtime numbers are measured on.
@@ -6,13 +6,14 @@
 
   1. **Padded residual streams.** A searched stage narrows and widens its residual stream
      (e.g. 64 -> 52 -> 44 -> 48 channels), so every residual sum needs a channel slice or a
-     pad (spec §7, :func:`ssr.ops.residual_add`). In ONNX Runtime's blocked (NCHWc) layout a
-     slice forces two layout reorders and stops the ``Conv + Add + ReLU`` fusion, which cost
-     ~20 % of the paper network's CPU time. Here each stage's stream keeps the stage's widest
-     width ``P``; unused channels hold exact zeros. Convs read zero weights for them; the
-     second conv of a narrowing op gives its dropped channels a bias of ``MASK = -1e30``, so
-     ``ReLU(v + x)`` clears the channels the original truncates (``x`` is a finite post-ReLU
-     activation, far below 1e30). One slice per stage is left, where the stream leaves it.
+     pad (docs/method.md §7, :func:`ssr.ops.residual_add`). In ONNX Runtime's blocked (NCHWc)
+     layout a slice forces two layout reorders and stops the ``Conv + Add + ReLU`` fusion,
+     which cost ~20 % of the paper network's CPU time. Here each stage's stream keeps the
+     stage's widest width ``P``; unused channels hold exact zeros. Convs read zero weights for
+     them; the second conv of a narrowing op gives its dropped channels a bias of
+     ``MASK = -1e30``, so ``ReLU(v + x)`` clears the channels the original truncates (``x`` is a
+     finite post-ReLU activation, far below 1e30). One slice per stage is left, where the stream
+     leaves it.
   2. **Concat-free head.** A conv over a concatenation is a sum of convs over the parts, which
      the runtime fuses (``Conv`` with a summand input); and the 1x1 fuse conv on the upsampled
      PSP path commutes with the bilinear upsampling, so it runs at 1/8 instead of 1/4

@@ -1,16 +1,16 @@
 """Genotypes (one concrete architecture) and the size of a search space.
 
-A :class:`Genotype` is the discrete result of a search (spec §7): per searchable layer its
-stage, dilation, pooling factor and the three widths ``c_in -> c_mid -> c_out``, plus the
+A :class:`Genotype` is the discrete result of a search (docs/method.md §7): per searchable layer
+its stage, dilation, pooling factor and the three widths ``c_in -> c_mid -> c_out``, plus the
 reduction blocks in front of each stage and the head. It is a frozen value: hashable, exact
 JSON round-trip, and a short stable id (:attr:`Genotype.id`) that joins search, retraining,
 benchmarks, MLflow runs and analysis rows.
 
-Reductions are ERFNet downsampler blocks (spec §2.1): a 3x3 stride-2 conv with ``c_conv``
-outputs concatenated with a 2x2 max-pool of the ``c_in`` inputs, so ``c_out = c_conv + c_in``.
-The released paper network fills stage 2 to 128 channels (``c_conv = 128 - c_in``, spec §7);
-networks derived from our supernet keep the supernet's conv width (an exact sub-network,
-spec §12.8).
+Reductions are ERFNet downsampler blocks (docs/method.md §2.1): a 3x3 stride-2 conv with
+``c_conv`` outputs concatenated with a 2x2 max-pool of the ``c_in`` inputs, so
+``c_out = c_conv + c_in``. The released paper network fills stage 2 to 128 channels
+(``c_conv = 128 - c_in``, docs/method.md §7); networks derived from our supernet keep the
+supernet's conv width (an exact sub-network, docs/method.md §12.8).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class GenotypeError(ConfigError):
 
 @dataclass(frozen=True)
 class LayerGene:
-    """One searched layer: a factorized dilated 3x1/1x3 residual op (spec §2.2, §7)."""
+    """One searched layer: a factorized dilated 3x1/1x3 residual op (docs/method.md §2.2, §7)."""
 
     stage: int
     dilation: int
@@ -266,9 +266,10 @@ def space_log10_size(space: SpaceConfig) -> float:
     """log10 of the number of distinct architectures in ``space``.
 
     Per layer there are ``|dilations| * |pools|`` ops and, per op, independent mid and output
-    widths (spec §2.3): ``n_op * n_ch^2`` choices. With depth search a stage of depth ``d``
-    contributes ``(n_op * n_ch^2)^d`` and the stage total is the sum over allowed depths
-    (spec §2.6 explains why the paper's 2.78e324 could not be reproduced; we count our own).
+    widths (docs/method.md §2.3): ``n_op * n_ch^2`` choices. With depth search a stage of depth
+    ``d`` contributes ``(n_op * n_ch^2)^d`` and the stage total is the sum over allowed depths
+    (docs/method.md §2.6 explains why the paper's 2.78e324 could not be reproduced; we count
+    our own).
     """
     per_layer = math.log10(len(space.dilations) * len(space.pools) * len(space.channel_remove) ** 2)
     total = 0.0

@@ -89,7 +89,9 @@ def evaluate(
     ignore_index: int = IGNORE,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """mIoU, per-class IoU, pixel accuracy and loss of ``model`` on ``loader`` (method §8.3).
+    """mIoU, per-class IoU, pixel accuracy and loss of ``model`` on ``loader``.
+
+    Definitions: docs/method.md §8.3.
 
     Runs in eval and inference mode (the previous mode is restored); logits are upsampled to
     the label size. ``miou`` leaves classes absent from both prediction and label out of the

@@ -1,9 +1,9 @@
-"""Building blocks shared by the supernet and derived networks (spec §2.1, §2.2, §7).
+"""Building blocks shared by the supernet and derived networks (docs/method.md §2.1, §2.2, §7).
 
 One implementation of each block serves both: the supernet runs :class:`FactorizedOp` at the
 stage's maximum width and passes per-channel scales (the FBNetV2 prefix masks times the op
-weight, spec §2.3) which are folded into the BatchNorm affine parameters, so masking costs no
-extra tensor; a derived network runs the same op at its own widths with no scales.
+weight, docs/method.md §2.3) which are folded into the BatchNorm affine parameters, so masking
+costs no extra tensor; a derived network runs the same op at its own widths with no scales.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BN_EPS = 1e-3  # ERFNet's BatchNorm epsilon (spec §2.1)
+BN_EPS = 1e-3  # ERFNet's BatchNorm epsilon (docs/method.md §2.1)
 
 
 def batch_norm(
@@ -47,7 +47,7 @@ def batch_norm(
 
 
 class Downsampler(nn.Module):
-    """ERFNet DownsamplerBlock: ``ReLU(BN([conv3x3/2(x), maxpool2(x)]))`` (spec §2.1)."""
+    """ERFNet DownsamplerBlock: ``ReLU(BN([conv3x3/2(x), maxpool2(x)]))`` (docs/method.md §2.1)."""
 
     def __init__(self, c_in: int, c_conv: int) -> None:
         super().__init__()
@@ -59,7 +59,8 @@ class Downsampler(nn.Module):
         """``pool_scale`` (c_in,) scales the pooled half after the ReLU (supernet only).
 
         NOTE: the supernet masks the pooled channels of a narrowed stage so that, with one-hot
-        architecture weights, this block equals the derived reduction exactly (spec §12.8).
+        architecture weights, this block equals the derived reduction exactly
+        (docs/method.md §12.8).
         """
         y = torch.cat([self.conv(x), F.max_pool2d(x, 2, 2)], 1)
         y = F.relu(self.bn(y))
@@ -78,7 +79,10 @@ def _conv(conv: nn.Conv2d, x: Tensor, c_out: int | None) -> Tensor:
 
 
 def residual_add(v: Tensor, x: Tensor) -> Tensor:
-    """Residual sum across a width change (spec §7): truncate or zero-pad the identity."""
+    """Residual sum across a width change (docs/method.md §7).
+
+    The identity is truncated or zero-padded to the width of ``v``.
+    """
     ci, co = x.shape[1], v.shape[1]
     if ci == co:
         return v + x
@@ -90,9 +94,10 @@ def residual_add(v: Tensor, x: Tensor) -> Tensor:
 class FactorizedOp(nn.Module):
     """Half of an ERFNet non-bottleneck-1D block, dilated, at full or pooled resolution.
 
-    ``conv3x1_d -> BN -> ReLU -> conv1x3_d -> BN [-> upsample] -> Dropout2d`` (spec §2.2). With
-    ``pool > 1`` the convs run on ``maxpool_pool(x)`` and the result is upsampled bilinearly
-    (align_corners=True) to the input size; the residual always stays at full resolution.
+    ``conv3x1_d -> BN -> ReLU -> conv1x3_d -> BN [-> upsample] -> Dropout2d``
+    (docs/method.md §2.2). With ``pool > 1`` the convs run on ``maxpool_pool(x)`` and the result
+    is upsampled bilinearly (align_corners=True) to the input size; the residual always stays at
+    full resolution. ``dropout`` is the Dropout2d rate.
     """
 
     def __init__(
@@ -147,12 +152,12 @@ class FactorizedOp(nn.Module):
 
 
 def pool_input(x: Tensor, pool: int) -> Tensor:
-    """The reduced-resolution input of a pooled op (max-pool, spec §2.2)."""
+    """The reduced-resolution input of a pooled op (max-pool, docs/method.md §2.2)."""
     return F.max_pool2d(x, pool, pool, ceil_mode=True)
 
 
 def upsample_to(v: Tensor, size: Sequence[int]) -> Tensor:
-    """Back to full resolution: bilinear, align_corners=True (spec §2.2)."""
+    """Back to full resolution: bilinear, align_corners=True (docs/method.md §2.2)."""
     return F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=True)
 
 

@@ -20,7 +20,9 @@ __all__ = ["make_adam", "poly_lr"]
 def poly_lr(
     optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, total: int, power: float
 ) -> float:
-    """Set and return ``base_lr * (1 - epoch / total) ** power`` (0-based epoch; method §6, §8.2).
+    """Set and return ``base_lr * (1 - epoch / total) ** power`` (0-based ``epoch``).
+
+    docs/method.md §6, §8.2.
 
     The official code steps per epoch with ``(1 - (e - 1) / E) ** 0.9`` for 1-based ``e``, the
     same values. ``power = 0`` keeps the learning rate constant.

@@ -1,4 +1,4 @@
-"""Hierarchical and progressive solution-space shrinking (HPSS, spec §5).
+"""Hierarchical and progressive solution-space shrinking (HPSS, docs/method.md §5).
 
 One policy serves every dimension: in each active group, a candidate whose probability is at
 most ``threshold`` times the group's maximum is dropped. The group's first maximum (lowest
@@ -7,7 +7,7 @@ returns the decisions; the search loop records them (epoch, dimension, group, ca
 probability) and only then applies them with :func:`apply`.
 
 When the epoch budget ends before every group is down to one candidate, :func:`argmax_fallback`
-keeps each group's maximum (deterministic ties: lowest index; spec §12.12).
+keeps each group's maximum (deterministic ties: lowest index; docs/method.md §12.12).
 """
 
 from __future__ import annotations

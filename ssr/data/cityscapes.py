@@ -1,4 +1,4 @@
-"""Cityscapes fine annotations in the official folder layout (spec §6, §8.2, §12.14).
+"""Cityscapes fine annotations in the official folder layout (docs/method.md §6, §8.2, §12.14).
 
 Expected layout (as downloaded from cityscapes-dataset.com, ``leftImg8bit_trainvaltest.zip`` and
 ``gtFine_trainvaltest.zip`` unpacked into one folder)::
@@ -10,10 +10,10 @@ Labels are read from ``*_gtFine_labelIds.png`` and mapped to the 19 train ids wi
 table of cityscapesScripts (``cityscapesscripts/helpers/labels.py``); every other id (void,
 parking, rail track, guard rail, bridge, tunnel, polegroup, caravan, trailer, license plate and
 the newer lane-line ids 34-45) becomes 255 = ignore. The official SSR code instead remaps 255 to a
-20th class with weight 0 (spec §4.1); ignoring it is equivalent and keeps 19 outputs.
+20th class with weight 0 (docs/method.md §4.1); ignoring it is equivalent and keeps 19 outputs.
 
 Images are resized with Pillow to the configured size, bilinear for images and nearest for labels,
-as the official code does (spec §6: whole image resized to 512x1024, no crop).
+as the official code does (docs/method.md §6: whole image resized to 512x1024, no crop).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ ID_TO_TRAINID: dict[int, int] = {
     24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }  # fmt: skip
 
-# ERFNet's encoder class weights for train ids 0-18 (spec §4.1; class 19 = ignore has weight 0).
+# ERFNet's encoder class weights for train ids 0-18 (docs/method.md §4.1; class 19 = ignore:
+# weight 0).
 ERFNET_WEIGHTS: tuple[float, ...] = (
     2.3654, 4.4238, 2.9691, 5.3442, 5.2984, 5.2275, 5.4394, 5.3660, 3.4170, 5.2415,
     4.7376, 5.2286, 5.4551, 4.3019, 5.4264, 5.4332, 5.4338, 5.4631, 5.3947,

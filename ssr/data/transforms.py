@@ -1,4 +1,4 @@
-"""Joint image/label transforms on tensors (spec §6, §8.2, §12.13).
+"""Joint image/label transforms on tensors (docs/method.md §6, §8.2, §12.13).
 
 Images are float ``[3, H, W]``, labels int64 ``[H, W]`` with 255 = ignore. The pure functions
 (:func:`resize`, :func:`hflip`, :func:`shift`, :func:`scale`, :func:`crop`) apply one decided
@@ -11,7 +11,8 @@ loader hands each sample its own seed (see ``ssr.data.KeyedSampler``), which mak
 independent of worker count and exactly reproducible on resume.
 
 The official SSR augmentation (ERFNet's ``MyCoTransform``) is a horizontal flip with p = 0.5 and
-a translation of -2..+2 px in x and y, image padded with 0 and label with ignore (spec §6).
+a translation of -2..+2 px in x and y, image padded with 0 and label with ignore
+(docs/method.md §6).
 Random scale + crop is an optional extra (``DataConfig.scale_range`` / ``crop``).
 """
 
@@ -69,7 +70,10 @@ def _shift2d(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
 def shift(
     image: torch.Tensor, label: torch.Tensor, dy: int, dx: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Translate by ``(dy, dx)`` px, same size: image padded with 0, label with 255 (spec §6)."""
+    """Shift by ``(dy, dx)`` px, same size: image padded with 0, label with 255.
+
+    The official augmentation's translation (docs/method.md §6).
+    """
     return _shift2d(image, dy, dx, 0.0), _shift2d(label, dy, dx, IGNORE)
 
 

@@ -1,4 +1,4 @@
-"""python -m ssr: the command table, bench / export / retrain, one-line errors with exit status 2."""
+"""python -m ssr: the command table, bench / export / retrain, one-line errors (exit status 2)."""
 
 import argparse
 import json

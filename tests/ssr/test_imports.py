@@ -1,4 +1,4 @@
-"""ssr is the algorithm library: importing it (and running its CLI parser) loads no orchestration."""
+"""ssr is the algorithm library: importing it (or building its CLI) loads no orchestration."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""SSR regularizer (spec §4.2) and the FLOPs penalty (spec §4.3)."""
+"""SSR regularizer (docs/method.md §4.2) and the FLOPs penalty (docs/method.md §4.3)."""
 
 import math
 
@@ -29,7 +29,8 @@ def test_ssr_is_negative_away_from_uniform_and_matches_minus_kl() -> None:
 
 
 def test_ssr_gradient_matches_closed_form() -> None:
-    # d/d alpha_k [(1/K) sum log p + log K] = (1 - sigmoid(alpha_k)) (1/K - p_k)  (spec §4.2)
+    # docs/method.md §4.2:
+    # d/d alpha_k [(1/K) sum log p + log K] = (1 - sigmoid(alpha_k)) (1/K - p_k)
     alpha = torch.tensor([[0.3, -1.2, 2.0, 0.0, -0.4]], requires_grad=True)
     alive = torch.tensor([[True, True, True, False, True]])
     weight = 30.0

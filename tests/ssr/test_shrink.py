@@ -1,4 +1,4 @@
-"""Hierarchical progressive shrinking: the spec §13 example, caps, ties and the fallback."""
+"""Hierarchical progressive shrinking: the example of docs/method.md §13, caps, ties, fallback."""
 
 import torch
 
@@ -7,7 +7,7 @@ from ssr.supernet import normalized_probs
 
 
 def test_spec_example_prunes_the_third_candidate() -> None:
-    # tau = 0.1: alpha = (0, 0, -3) -> sigmoid(-3)/sigmoid(0) = 0.095 <= 0.1 (spec §13)
+    # tau = 0.1: alpha = (0, 0, -3) -> sigmoid(-3)/sigmoid(0) = 0.095 <= 0.1 (docs/method.md §13)
     alpha = torch.tensor([[0.0, 0.0, -3.0]])
     alive = torch.ones(1, 3, dtype=torch.bool)
     decisions = decide("op", normalized_probs(alpha, alive), alive, 0.1)

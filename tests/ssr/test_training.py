@@ -1,4 +1,4 @@
-"""Training pieces: epoch loop, weighted CE, evaluation, LR schedule, checkpoints, resumable retraining."""
+"""Epoch loop, weighted CE, evaluation, LR schedule, checkpoints and resumable retraining."""
 
 from __future__ import annotations
 
