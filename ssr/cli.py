@@ -6,7 +6,8 @@ each under :mod:`ssr.commands`); :func:`build_parser` is the one place the parse
 logging: the library's modules only log through ``logging.getLogger(__name__)``.
 
 User errors (a bad config or genotype, a missing file or dataset, a missing optional package)
-print one ``error: ...`` line on stderr and exit with status 2, without a traceback.
+print one ``error: ...`` line on stderr and exit with status 2, without a traceback; a run that
+diverged (:class:`ssr.errors.DivergenceError`) prints its one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from types import MappingProxyType
 
 from ssr.commands import Command, bench, export, pipeline, retrain, search
 
-__all__ = ["COMMANDS", "EXIT_USAGE", "build_parser", "configure_logging", "main"]
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_USAGE", "build_parser", "configure_logging", "main"]
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 # name -> command, in the order ``--help`` lists them.
@@ -60,8 +62,9 @@ def configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    """Entry point; returns the exit status (0 ok, 1 the run diverged, 2 user error)."""
     from ssr.config import ConfigError  # GenotypeError and DatasetError derive from it
+    from ssr.errors import DivergenceError
 
     parser = build_parser(commands)
     args = parser.parse_args(argv)
@@ -74,3 +77,6 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
     except (ConfigError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DivergenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -26,9 +26,12 @@ from ssr.data.labels import IGNORE
 from ssr.loss import weighted_ce
 from ssr.metrics import ConfusionMatrix
 
-__all__ = ["evaluate", "run_epoch"]
+__all__ = ["Reporter", "evaluate", "run_epoch"]
 
 log = logging.getLogger(__name__)
+
+Reporter = Callable[[dict[str, float], int], None]
+"""``reporter(metrics, epoch)``: what search and retraining call after every epoch."""
 
 
 def _batch_size(batch: Any) -> int:

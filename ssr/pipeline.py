@@ -17,7 +17,8 @@ from typing import Any
 from ssr.atomic import write_json
 from ssr.config import DataConfig, PipelineConfig, RetrainConfig, dump_yaml, validate
 from ssr.genotype import Genotype
-from ssr.search import Reporter, run_search
+from ssr.loop import Reporter
+from ssr.search import run_search
 
 log = logging.getLogger(__name__)
 RECORD = "record.json"

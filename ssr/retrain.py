@@ -4,7 +4,8 @@
 decay 1e-4, poly 0.9 per epoch, class-weighted CE, flip + ±2 px shift, model selection by the
 best validation mIoU. A run interrupted after any checkpoint and resumed ends with the same
 weights as an uninterrupted one: batches are keyed by ``(seed, epoch)`` (:mod:`ssr.data`) and
-the RNG states are checkpointed (:mod:`ssr.checkpoint`).
+the RNG states are checkpointed (:mod:`ssr.checkpoint`). A loss that stops being finite ends
+the run with :class:`ssr.errors.DivergenceError` (one line: epoch, quantity, what to change).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,15 @@ from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_
 from ssr.config import ConfigError, RetrainConfig, dump_yaml, to_dict, validate
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.device import resolve_device
+from ssr.errors import check_finite
 from ssr.genotype import Genotype
-from ssr.loop import evaluate, run_epoch
+from ssr.loop import Reporter, evaluate, run_epoch
 from ssr.loss import weighted_ce
 from ssr.optim import make_adam, poly_lr
 
 __all__ = ["Reporter", "RetrainResult", "run_retrain"]
 
 log = logging.getLogger(__name__)
-Reporter = Callable[[dict[str, float], int], None]
 
 
 @dataclass
@@ -132,11 +132,13 @@ def run_retrain(
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"training loss became {value} at epoch {epoch + 1}; lower optim.lr or set "
-                "optim.grad_clip"
-            )
+        check_finite(
+            value,
+            "training loss",
+            phase="retraining",
+            epoch=epoch + 1,
+            advice=f"lower optim.lr ({cfg.optim.lr}) or set optim.grad_clip",
+        )
         return {"loss": value}
 
     last_eval: dict[str, Any] = history[-1] if history else {}

@@ -185,6 +185,22 @@ def test_main_dispatches_through_the_table(capsys) -> None:
     assert code == 3 and out.strip() == "hello ssr"
 
 
+def test_a_diverged_run_is_one_line_and_exit_1(capsys) -> None:
+    from ssr.errors import DivergenceError
+
+    def run(args: argparse.Namespace) -> int:
+        raise DivergenceError("retraining diverged at epoch 2: training loss is nan; lower x")
+
+    boom = Command("boom", "diverge", "Diverge.", lambda p: None, run)
+    code = cli.main(["boom"], commands={"boom": boom})
+    out, err = capsys.readouterr()
+    assert (
+        code == 1
+        and out == ""
+        and err == ("error: retraining diverged at epoch 2: training loss is nan; lower x\n")
+    )
+
+
 def test_no_command_prints_help_and_exits_2(capsys) -> None:
     code, out, _ = run_cli(capsys)
     assert code == 2 and "search" in out and "pipeline" in out

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ssr.checkpoint import load_checkpoint, save_checkpoint
 from ssr.config import ConfigError, DataConfig, OptimConfig, RetrainConfig
 from ssr.device import resolve_device
+from ssr.errors import DivergenceError
 from ssr.genotype import Genotype, LayerGene, ReductionGene
 from ssr.loop import evaluate, run_epoch
 from ssr.loss import weighted_ce
@@ -199,6 +200,14 @@ def test_retrain_lowers_the_loss_and_writes_outputs(tmp_path: Path) -> None:
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     for name in ("last.pt", "best.pt", "genotype.json", "config.resolved.yaml"):
         assert (tmp_path / name).is_file()
+    assert rows[0]["val_miou"] is None  # not evaluated at epoch 1: NaN is written as null
+    assert "NaN" not in (tmp_path / "history.jsonl").read_text()
+
+
+def test_a_diverging_retrain_stops_with_one_line() -> None:
+    cfg = tiny_cfg(optim=OptimConfig(lr=1e30, poly_power=0.0), epochs=2)
+    with pytest.raises(DivergenceError, match=r"^retraining diverged at epoch 1: training loss"):
+        run_retrain(cfg, tiny_genotype(), progress=False)
 
 
 def test_retrain_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
