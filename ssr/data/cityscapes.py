@@ -78,7 +78,9 @@ def _require_pillow():
     return Image
 
 
-def load_pair(image_path: Path, label_path: Path, size: tuple[int, int]):
+def load_pair(
+    image_path: Path, label_path: Path, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one image/label pair resized to ``size=(H, W)`` as uint8 numpy arrays."""
     image_mod = _require_pillow()
     h, w = size
