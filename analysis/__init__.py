@@ -6,21 +6,23 @@ Reads records, never objects: imports neither torch nor ray; mlflow is imported 
 Typical use::
 
     from analysis import from_parquet, write_report, format_front_table
-    result = write_report(from_parquet("runs/x/results.parquet"), "miou:max,fps:max", "report")
+    # objectives None: the ones the sweep recorded in results.parquet (analysis.objectives)
+    result = write_report(from_parquet("runs/x/results.parquet"), None, "runs/x/report")
     print(format_front_table(result))
 """
 
 from analysis.errors import AnalysisInputError
 from analysis.front import FrontAnalysis, analyze_front
-from analysis.load import (
+from analysis.load import canonical_records, find_results, from_mlflow, from_parquet
+from analysis.objectives import (
     OBJECTIVE_ALIASES,
-    canonical_records,
-    from_mlflow,
-    from_parquet,
+    OBJECTIVES_KEY,
+    objectives_json,
+    recorded_objectives,
     resolve_objectives,
     resolve_objectives_with_notes,
 )
-from analysis.page import front_html, write_front_html
+from analysis.page import front_figure, front_html, write_front_html
 from analysis.pareto import (
     default_reference,
     hypervolume,
@@ -31,6 +33,7 @@ from analysis.pareto import (
 )
 from analysis.plots import CITYSCAPES_PUBLISHED, plot_front, plot_gap, plot_history
 from analysis.schema import (
+    BASELINES,
     COLUMNS,
     coerce_records,
     records_frame,
@@ -52,8 +55,10 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "BASELINES",
     "CITYSCAPES_PUBLISHED",
     "COLUMNS",
+    "OBJECTIVES_KEY",
     "OBJECTIVE_ALIASES",
     "AnalysisInputError",
     "FrontAnalysis",
@@ -62,17 +67,21 @@ __all__ = [
     "canonical_records",
     "coerce_records",
     "default_reference",
+    "find_results",
     "format_front_table",
     "from_mlflow",
     "from_parquet",
+    "front_figure",
     "front_html",
     "hypervolume",
     "hypervolume_history",
     "knee_index",
+    "objectives_json",
     "pareto_mask",
     "plot_front",
     "plot_gap",
     "plot_history",
+    "recorded_objectives",
     "records_frame",
     "resolve_objectives",
     "resolve_objectives_with_notes",

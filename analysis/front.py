@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
+from analysis.noise import tie_groups
 from analysis.pareto import (
     default_reference,
     hypervolume,
@@ -33,7 +34,7 @@ class FrontAnalysis:
     """The computed content of a report (plots and tables only render it)."""
 
     objectives: list[tuple[str, bool]]  # (column, maximize), in the order given
-    trials: pd.DataFrame  # every record + usable, excluded_reason, on_front, is_knee
+    trials: pd.DataFrame  # every record + usable, excluded_reason, on_front, is_knee, tie_group
     front: pd.DataFrame  # the non-dominated usable trials, best first by the first objective
     reference: tuple[float, ...]  # hypervolume reference point, one value per objective
     reference_rule: str  # how the reference point was chosen
@@ -49,11 +50,21 @@ class FrontAnalysis:
 
 def excluded_reasons(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """Why each trial stays off the front (NA when it competes): early-stopped (low-fidelity
-    values, anchors.md §4), failed (first line of its error), or a missing objective value."""
+    values, docs/design.md §3), failed (first line of its error), or a missing or non-finite
+    objective value (never drawn, never ranked)."""
     status = trials["status"]
     missing = trials[list(columns)].isna().to_numpy()
+    values = trials[list(columns)].to_numpy(dtype=float, na_value=np.nan)
+    infinite = ~missing & ~np.isfinite(values)  # inf, or a NaN that is not NA
     names = np.asarray(columns, dtype=object)
-    reason = [f"missing {', '.join(names[row])}" if row.any() else None for row in missing]
+    reason = [
+        "; ".join(
+            [f"missing {', '.join(names[m])}"] * bool(m.any())
+            + [f"non-finite {', '.join(names[f])}"] * bool(f.any())
+        )
+        or None
+        for m, f in zip(missing, infinite)
+    ]
     out = pd.Series(reason, index=trials.index, dtype="string")
     error = trials["error"].str.strip().str.split("\n").str[0].str.slice(0, 200)
     error = error.mask(error == "")
@@ -182,11 +193,19 @@ def analyze_front(
         notes.append("no knee: the max-distance knee is defined for two objectives")
     if knee is not None:
         trials.loc[trials.index[knee], "is_knee"] = True
+    front = trials[on_front].sort_values(columns[0], ascending=not maximize[0], kind="stable")
+    front = front.assign(tie_group=tie_groups(front, columns))
+    trials["tie_group"] = front["tie_group"].reindex(trials.index).astype("Int64")
+    if knee is not None and pd.notna(trials["tie_group"].iloc[knee]):
+        notes.append(
+            f"the knee ({trials['trial_id'].iloc[knee]}) is statistically tied with other front "
+            f"points (tie group {trials['tie_group'].iloc[knee]}): any of them is as good a knee"
+        )
     datasets = trials["dataset"].dropna().unique()
     return FrontAnalysis(
         objectives=list(objectives),
         trials=trials,
-        front=trials[on_front].sort_values(columns[0], ascending=not maximize[0], kind="stable"),
+        front=front,
         reference=tuple(float(r) for r in ref),
         reference_rule=rule,
         hypervolume=hypervolume(values, maximize, ref),

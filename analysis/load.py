@@ -3,12 +3,12 @@
 Both loaders return the schema's columns and dtypes plus ``usable`` (boolean, ``status ==
 "complete"``). Failed and early-stopped trials are kept, flagged ``usable = False``: the report
 lists them with their reason, and the front only uses usable rows (an ASHA-stopped trial carries
-low-fidelity values that must not enter the front; anchors.md §4).
+low-fidelity values that must not enter the front; docs/design.md §3). The objectives the sweep
+ranked come along in ``df.attrs["objectives"]`` (:mod:`analysis.objectives`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -17,21 +17,26 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
+from analysis.objectives import (
+    OBJECTIVE_ALIASES,
+    OBJECTIVES_KEY,
+    parse_objectives_json,
+    resolve_objectives,
+    resolve_objectives_with_notes,
+    set_recorded_objectives,
+)
 from analysis.schema import COLUMNS, coerce_records, is_cfg_column, validate_records
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "OBJECTIVE_ALIASES",
+    "canonical_records",
+    "find_results",
+    "from_mlflow",
+    "from_parquet",
+    "resolve_objectives",
+    "resolve_objectives_with_notes",
+]
 
-#: Objective aliases: name -> (candidate columns in order of preference, default maximize).
-OBJECTIVE_ALIASES: Mapping[str, tuple[tuple[str, ...], bool]] = MappingProxyType(
-    {
-        "miou": (("retrained_miou", "derived_miou"), True),
-        "fps": (("fps_exclusive", "fps_shared"), True),
-        "latency": (("latency_exclusive_ms_median", "latency_ms_median"), False),
-        "gmacs": (("gmacs",), False),
-        "params": (("params_m",), False),
-    }
-)
-_SHARED = ("fps_shared", "latency_ms_median", "latency_ms_p90")
 _MLFLOW_STATUS = MappingProxyType({"FINISHED": "complete", "FAILED": "failed", "KILLED": "failed"})
 
 
@@ -42,7 +47,27 @@ def canonical_records(df: pd.DataFrame) -> pd.DataFrame:
     frame = coerce_records(df)
     validate_records(frame)
     frame["usable"] = (frame["status"] == "complete").fillna(False).astype("boolean")
+    frame.attrs = dict(df.attrs)  # the recorded objectives
     return frame
+
+
+def find_results(root: str | Path = ".") -> Path:
+    """The newest ``runs/**/results.parquet`` under ``root`` (what a notebook opens by default)."""
+    found = sorted(Path(root).glob("runs/**/results.parquet"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise AnalysisInputError(
+            f"no runs/**/results.parquet under {str(root)!r}: run a sweep first, or pass the "
+            "results file (SSR_RESULTS=path for the notebook)"
+        )
+    return found[-1]
+
+
+def _parquet_objectives(path: Path) -> list[tuple[str, bool]] | None:
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    text = metadata.get(OBJECTIVES_KEY.encode())
+    return None if text is None else parse_objectives_json(text, f"{path} {OBJECTIVES_KEY}")
 
 
 def from_parquet(path: str | Path) -> pd.DataFrame:
@@ -61,6 +86,10 @@ def from_parquet(path: str | Path) -> pd.DataFrame:
         raise AnalysisInputError(f"cannot read {str(path)!r} as Parquet: {exc}") from None
     if len(frame) == 0:
         raise AnalysisInputError(f"{str(path)!r} holds no trials (0 rows)")
+    frame.attrs = {}
+    objectives = _parquet_objectives(path)
+    if objectives is not None:
+        set_recorded_objectives(frame, objectives)
     return canonical_records(frame)
 
 
@@ -90,7 +119,8 @@ def from_mlflow(tracking_uri: str, experiment: str, sweep: str | None = None) ->
     The sweep logs one parent run per sweep (tag ``ssr.role=sweep``) and one nested child run per
     trial (tag ``ssr.role=trial``): the final record as metrics named like the record's numeric
     columns, config as params ``cfg.<dotted key>``, text fields as tags ``ssr.<column>``. Adds
-    ``mlflow_run_id``; a trial logged twice (a resumed sweep) keeps its latest run.
+    ``mlflow_run_id``; a trial logged twice (a resumed sweep) keeps its latest run. The parent's
+    tag ``ssr.objectives`` becomes ``attrs["objectives"]`` (when the sweeps read agree on it).
 
     NOTE: runs are listed with ``MlflowClient(tracking_uri).search_runs`` (same filter syntax as
     ``mlflow.search_runs``), which leaves the process-wide tracking URI untouched.
@@ -134,7 +164,16 @@ def from_mlflow(tracking_uri: str, experiment: str, sweep: str | None = None) ->
         )
     frame = frame.sort_values("_end_time", kind="stable")
     frame = frame.drop_duplicates(subset=["sweep", "trial_id"], keep="last")
-    return canonical_records(frame.drop(columns="_end_time"))
+    frame = frame.drop(columns="_end_time")
+    frame.attrs = {}
+    recorded = {
+        r.data.tags[OBJECTIVES_KEY]
+        for r in parents
+        if OBJECTIVES_KEY in r.data.tags and (sweep is None or sweeps[r.info.run_id] == sweep)
+    }
+    if len(recorded) == 1:  # sweeps that ranked different objectives have no common default
+        set_recorded_objectives(frame, parse_objectives_json(recorded.pop(), OBJECTIVES_KEY))
+    return canonical_records(frame)
 
 
 def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
@@ -148,95 +187,3 @@ def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
         token = page.token
         if not token:
             return runs
-
-
-def _parse_spec(spec: str | list[tuple[str, bool]]) -> list[tuple[str, bool | None]]:
-    if not isinstance(spec, str):
-        return [(str(name), bool(mx)) for name, mx in spec]
-    parsed: list[tuple[str, bool | None]] = []
-    for item in (s.strip() for s in spec.split(",") if s.strip()):
-        name, _, direction = item.partition(":")
-        direction = direction.strip().lower()
-        if direction not in ("", "max", "min"):
-            raise AnalysisInputError(
-                f"objective {item!r}: direction must be 'max' or 'min' (e.g. miou:max,fps:max)"
-            )
-        parsed.append((name.strip(), None if not direction else direction == "max"))
-    return parsed
-
-
-def resolve_objectives_with_notes(
-    spec: str | list[tuple[str, bool]], df: pd.DataFrame
-) -> tuple[list[tuple[str, bool]], list[str]]:
-    """Objective spec -> ``[(column, maximize), ...]`` plus notes saying how aliases resolved.
-
-    ``spec`` is ``"name[:max|min],..."`` (or already a list of pairs). Aliases pick the first
-    candidate column that is non-null for every usable row: ``miou`` = ``retrained_miou`` else
-    ``derived_miou``; ``fps`` = ``fps_exclusive`` else ``fps_shared``; ``latency`` =
-    ``latency_exclusive_ms_median`` else ``latency_ms_median``; ``gmacs``; ``params`` =
-    ``params_m``. Any other name must be a numeric column, with an explicit direction.
-    """
-    rows = df[df["usable"].fillna(False).to_numpy(dtype=bool)] if "usable" in df.columns else df
-    if len(rows) == 0:
-        counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
-        raise AnalysisInputError(
-            f"no usable trial among {len(df)} ({counts}): only complete trials enter the front; "
-            "see the error column of the records"
-        )
-    resolved: list[tuple[str, bool]] = []
-    notes: list[str] = []
-    for name, direction in _parse_spec(spec):
-        if name in OBJECTIVE_ALIASES:
-            candidates, default = OBJECTIVE_ALIASES[name]
-            column, note = _pick(name, candidates, rows)
-            if note:
-                notes.append(note)
-            maximize = default if direction is None else direction
-        elif name in df.columns:
-            if not pd.api.types.is_numeric_dtype(df[name].dtype) or df[name].dtype == "boolean":
-                raise AnalysisInputError(f"objective column {name!r} is not numeric")
-            if direction is None:
-                raise AnalysisInputError(f"objective {name!r} needs a direction: {name}:max/min")
-            column, maximize = name, direction
-        else:
-            raise AnalysisInputError(
-                f"unknown objective {name!r}: use one of {sorted(OBJECTIVE_ALIASES)} or an "
-                "existing numeric column with a direction (e.g. latency_ms_p90:min)"
-            )
-        if column in (c for c, _ in resolved):
-            raise AnalysisInputError(f"objective column {column!r} is given twice")
-        resolved.append((column, maximize))
-    if len(resolved) < 2:
-        raise AnalysisInputError("give at least two objectives, e.g. --objectives miou:max,fps:max")
-    return resolved, notes
-
-
-def _pick(name: str, candidates: tuple[str, ...], rows: pd.DataFrame) -> tuple[str, str]:
-    counts = {c: int(rows[c].notna().sum()) if c in rows.columns else 0 for c in candidates}
-    complete = [c for c in candidates if counts[c] == len(rows) and len(rows) > 0]
-    column = complete[0] if complete else max(candidates, key=lambda c: counts[c])
-    if counts[column] == 0:
-        raise AnalysisInputError(
-            f"objective {name!r}: none of {list(candidates)} has a value in any usable trial"
-        )
-    parts = [f"{name} -> {column}"]
-    for c in candidates[: candidates.index(column)]:
-        have = f"only {counts[c]} of {len(rows)}" if counts[c] else "none of the"
-        parts.append(f"{c} is set for {have} usable trials")
-    if counts[column] < len(rows):
-        parts.append(f"{len(rows) - counts[column]} usable trials lack {column} and are left out")
-    if column in _SHARED:
-        parts.append("measured inside trials that may have shared the device, not exclusively")
-    return column, "; ".join(parts)
-
-
-def resolve_objectives(
-    spec: str | list[tuple[str, bool]], df: pd.DataFrame
-) -> list[tuple[str, bool]]:
-    """``resolve_objectives("miou:max,fps:max", df)`` -> ``[(column, maximize), ...]``; logs how
-    the aliases resolved (see :func:`resolve_objectives_with_notes`)."""
-    resolved, notes = resolve_objectives_with_notes(spec, df)
-    for note in notes:
-        # NOTE: a plain "miou -> retrained_miou" is information; a fallback or a gap is a warning.
-        logger.log(logging.WARNING if ";" in note else logging.INFO, "objective %s", note)
-    return resolved

@@ -1,237 +1,206 @@
-"""A self-contained interactive HTML page of the front: inline SVG plus a few lines of JS.
+"""``pareto.html``: the front as an interactive plotly page that opens offline.
 
-No CDN and no plotting library: the page must open offline. Hovering (or focusing) a point shows
-its trial, objectives, config and genotype. The data is embedded as JSON.
+Drawn with plotly (``plotly.graph_objects``); the plotly.js bundle is embedded in the page
+(``include_plotlyjs=True``), so it needs no network. The figure mirrors
+:func:`analysis.plots.plot_front`: first objective up, second across, one marker symbol per
+baseline, front points blue and dominated ones grey, error bars from the records' intervals, the
+front's step line, the knee ringed, the hypervolume reference marked, axis titles with units.
+Hovering a point shows its trial, baseline, genotype id, objectives (with intervals), tie group
+and the config values that vary across the sweep. Ranges follow :mod:`analysis.layout`.
 """
 
 from __future__ import annotations
 
 import html
-import json
-import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.front import FrontAnalysis
+from analysis.labels import axis_title, baseline_style, baseline_text, display_scale
+from analysis.layout import label_sides, padded_range
+from analysis.noise import bounds, error_bars
 from analysis.pareto import staircase
-from analysis.plots import axis_label, display_scale, published_points
+from analysis.plots import FADED, FRONT, KNEE, PUBLISHED, drawn_points, published_points
+from analysis.tables import front_columns, front_rows, header
 
-W, H, LEFT, RIGHT, TOP, BOTTOM = 1000, 520, 70, 250, 20, 50
-_DETAILS = ("discretization_gap", "params_m", "gmacs", "device", "completion_order", "status")
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-svg{background:#fff;border:1px solid #ddd} .dom{fill:#9aa5b1;opacity:.5} .front{fill:#1f5fbf}
-circle:hover,circle:focus{stroke:#000;stroke-width:2;outline:none} .knee{fill:none;stroke:#d1495b;
-stroke-width:2.5;pointer-events:none} .step{fill:none;stroke:#1f5fbf;stroke-width:1.2} .axis{stroke:#444}
-.grid{stroke:#eee} text{font-size:11px} #tip{position:fixed;display:none;background:#fffff4;
-border:1px solid #888;padding:.5em;max-width:34em;max-height:70vh;overflow:auto;font-size:11px;
-white-space:pre-wrap;pointer-events:none;box-shadow:2px 2px 6px #0003}
-table{border-collapse:collapse;font-size:12px} td,th{border:1px solid #ccc;padding:2px 6px}
-"""
-
-_SCRIPT = """
-const data = JSON.parse(document.getElementById('points').textContent);
-const tip = document.getElementById('tip');
-function show(ev){const d=data[+ev.target.dataset.i]; tip.textContent=JSON.stringify(d,null,1);
- tip.style.display='block'; const r=ev.target.getBoundingClientRect();
- tip.style.left=Math.min(r.right+12, innerWidth-420)+'px'; tip.style.top=Math.max(8,r.top-20)+'px';}
-function hide(){tip.style.display='none';}
-for (const c of document.querySelectorAll('circle[data-i]')){
- c.addEventListener('mouseenter',show); c.addEventListener('focus',show);
- c.addEventListener('mouseleave',hide); c.addEventListener('blur',hide);}
-"""
+WIDTH, HEIGHT = 1100, 600
+MARGIN = {"l": 80, "r": 290, "t": 50, "b": 70}  # px; the legend sits in the right margin
+FONT_PX = 10  # label font size; a character is about 0.62 of it wide
+_DETAILS = ("params_m", "gmacs", "discretization_gap", "gap_at_discrete", "retrain_epochs")
 
 
-def _ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
-    """Round tick values covering [lo, hi] (the 1-2-5 rule)."""
-    span = hi - lo if hi > lo else max(abs(hi), 1.0)
-    raw = span / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    return np.arange(math.floor(lo / step) * step, hi + step * 0.5, step)
+def varied_config(trials: pd.DataFrame) -> list[str]:
+    """The ``cfg.*`` columns whose value differs between trials (what the sweep varied)."""
+    cfg = [c for c in trials.columns if c.startswith("cfg.")]
+    return [c for c in cfg if trials[c].astype("string").fillna("<NA>").nunique() > 1]
 
 
-def _plain(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts of plain Python values, NA as None (vectorised, no iterrows)."""
-    objects = frame.astype(object)
-    return objects.where(frame.notna(), None).to_dict("records")
+def _cell(value: Any, column: str) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    if isinstance(value, float | np.floating):
+        scale = display_scale(column)
+        return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.4g}"
+    return html.escape(str(value))
 
 
-def _genotype(text: Any) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
-
-
-def _points(pool: pd.DataFrame, analysis: FrontAnalysis) -> list[dict[str, Any]]:
-    """What hovering a point shows: identity, objectives, a few results, config, genotype."""
-    columns = ["trial_id", "genotype_id", *(c for c, _ in analysis.objectives)]
-    columns += [c for c in _DETAILS if c in pool.columns and c not in columns]
-    cfg_columns = [c for c in pool.columns if c.startswith("cfg.")]
-    base = _plain(pool[columns])
-    config = _plain(pool[cfg_columns].rename(columns=lambda c: c.removeprefix("cfg.")))
-    genotypes = _plain(pool[["genotype"]])
-    flags = zip(pool["on_front"].to_numpy(dtype=bool), pool["is_knee"].to_numpy(dtype=bool))
+def hover_texts(analysis: FrontAnalysis, pool: pd.DataFrame) -> list[str]:
+    """One hover text per drawn point (plotly's ``<br>`` line breaks)."""
+    objectives = [c for c, _ in analysis.objectives]
+    varied = varied_config(analysis.trials)
     out = []
-    for row, cfg, geno, (front, knee) in zip(base, config, genotypes, flags):
-        info = {k: v for k, v in row.items() if v is not None or k == "genotype_id"}
-        info.update(on_front=bool(front), knee=bool(knee))
-        info["config"] = {k: v for k, v in cfg.items() if v is not None}
-        info["genotype"] = _genotype(geno["genotype"])
-        out.append(info)
+    for _, row in pool.iterrows():
+        lines = [
+            f"<b>trial {_cell(row['trial_id'], '')}</b> ({baseline_text(row['baseline'])})",
+            f"genotype {_cell(row['genotype_id'], '')}",
+        ]
+        for c in objectives:
+            lo, hi = (f"{c}_lo", f"{c}_hi")
+            span = ""
+            if lo in row.index and hi in row.index and pd.notna(row[lo]) and pd.notna(row[hi]):
+                span = f" [{_cell(row[lo], c)}, {_cell(row[hi], c)}]"
+            lines.append(f"{c}: {_cell(row[c], c)}{span}")
+        if pd.notna(row.get("tie_group", pd.NA)):
+            lines.append(f"statistically tied: group {row['tie_group']}")
+        lines += [f"{c}: {_cell(row[c], c)}" for c in _DETAILS if pd.notna(row.get(c, pd.NA))]
+        lines += ["<i>config (varied)</i>"] * bool(varied)
+        lines += [f"  {c.removeprefix('cfg.')} = {_cell(row[c], '')}" for c in varied]
+        out.append("<br>".join(lines))
     return out
 
 
-class _Scale:
-    """Data -> pixel coordinates with round ticks and a little padding around the data."""
-
-    def __init__(self, xs: np.ndarray, ys: np.ndarray) -> None:
-        def padded(v: np.ndarray) -> np.ndarray:
-            span = float(v.max() - v.min()) or max(abs(float(v.max())), 1.0)
-            return _ticks(float(v.min()) - 0.04 * span, float(v.max()) + 0.04 * span)
-
-        self.xt, self.yt = padded(xs), padded(ys)
-
-    def x(self, v: float) -> float:
-        return LEFT + (v - self.xt[0]) / (self.xt[-1] - self.xt[0]) * (W - LEFT - RIGHT)
-
-    def y(self, v: float) -> float:
-        return H - BOTTOM - (v - self.yt[0]) / (self.yt[-1] - self.yt[0]) * (H - TOP - BOTTOM)
+def _error(bars: np.ndarray | None, pick: np.ndarray, scale: float) -> dict[str, Any] | None:
+    if bars is None:
+        return None
+    return {"type": "data", "symmetric": False, "array": list(bars[1][pick] * scale),
+            "arrayminus": list(bars[0][pick] * scale), "color": FADED, "thickness": 1}  # fmt: skip
 
 
-def _axes(sc: _Scale, x_label: str, y_label: str) -> list[str]:
-    parts = []
-    for t in sc.xt:
-        parts.append(
-            f'<line class="grid" x1="{sc.x(t):.1f}" x2="{sc.x(t):.1f}" y1="{TOP}" '
-            f'y2="{H - BOTTOM}"/><text x="{sc.x(t):.1f}" y="{H - BOTTOM + 15}" '
-            f'text-anchor="middle">{t:g}</text>'
-        )
-    for t in sc.yt:
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{sc.y(t):.1f}" '
-            f'y2="{sc.y(t):.1f}"/><text x="{LEFT - 6}" y="{sc.y(t) + 4:.1f}" '
-            f'text-anchor="end">{t:g}</text>'
-        )
-    parts.append(
-        f'<line class="axis" x1="{LEFT}" x2="{W - RIGHT}" y1="{H - BOTTOM}" y2="{H - BOTTOM}"/>'
-        f'<line class="axis" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{H - BOTTOM}"/>'
-        f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 12}" text-anchor="middle">'
-        f"{html.escape(x_label)}</text>"
-        f'<text transform="translate(16 {(TOP + H - BOTTOM) / 2}) rotate(-90)" '
-        f'text-anchor="middle">{html.escape(y_label)}</text>'
-    )
-    return parts
+def _labels(pool: pd.DataFrame, front: np.ndarray) -> np.ndarray:
+    """Label text per point (empty when unlabelled): front points of a front of at most 40."""
+    out = np.full(len(pool), "", dtype=object)
+    if front.sum() > 40:
+        return out
+    for i in np.flatnonzero(front):
+        gid, tie = pool["genotype_id"].iloc[i], pool["tie_group"].iloc[i]
+        text = f"{gid if isinstance(gid, str) else '?'} [{baseline_style(pool['baseline'].iloc[i]).tag}]"
+        out[i] = text + (f", tie {tie}" if pd.notna(tie) else "")
+    return out
 
 
-def _label(sc: _Scale, x: float, y: float, text: str, color: str) -> str:
-    """A point label, to the left of points near the right edge so it stays inside."""
-    right = sc.x(x) > W - RIGHT - 110
-    anchor, dx = ("end", -7) if right else ("start", 7)
-    return (
-        f'<text x="{sc.x(x) + dx:.1f}" y="{sc.y(y) - 6:.1f}" text-anchor="{anchor}" '
-        f'fill="{color}">{html.escape(text)}</text>'
-    )
+def front_figure(analysis: FrontAnalysis) -> Figure:
+    """The plotly figure of the page (ranges set explicitly, labels turned inwards)."""
+    import plotly.graph_objects as go
 
-
-def _legend(published: bool) -> str:
-    items = [
-        ('<circle cx="6" cy="-4" r="4" class="dom"/>', "dominated"),
-        ('<circle cx="6" cy="-4" r="5" class="front"/>', "Pareto front"),
-        ('<circle cx="6" cy="-4" r="7" class="knee"/>', "knee"),
-        ('<path d="M1,-9l10,10m0,-10l-10,10" stroke="#000"/>', "hypervolume reference"),
-    ]
-    if published:
-        items.append(
-            (
-                '<path d="M6,-10l6,6l-6,6l-6,-6z" fill="#2a9d5c"/>',
-                "published (Cityscapes test, 2080Ti)",
-            )
-        )
-    rows = [
-        f'<g transform="translate({W - RIGHT + 20} {TOP + 16 + 18 * i})">{mark}'
-        f'<text x="18" y="0">{html.escape(text)}</text></g>'
-        for i, (mark, text) in enumerate(items)
-    ]
-    return "".join(rows)
-
-
-def _svg(analysis: FrontAnalysis, pool: pd.DataFrame) -> str:
-    """The scatter: first objective up, second across, like :func:`analysis.plots.plot_front`."""
     (y_col, y_max), (x_col, x_max) = analysis.objectives[:2]
-    x = pool[x_col].to_numpy(dtype=float) * display_scale(x_col)
-    y = pool[y_col].to_numpy(dtype=float) * display_scale(y_col)
-    ref_x = analysis.reference[1] * display_scale(x_col)
-    ref_y = analysis.reference[0] * display_scale(y_col)
-    published = published_points(analysis)
-    pub_x = np.array([q.fps for q in published])
-    pub_y = np.array([q.miou * 100 for q in published])
-    sc = _Scale(np.r_[x, ref_x, pub_x], np.r_[y, ref_y, pub_y])
-    parts = [f'<svg width="{W}" height="{H}" role="img" aria-label="Pareto front">']
-    parts += _axes(sc, axis_label(x_col, x_max), axis_label(y_col, y_max))
+    sy, sx = display_scale(y_col), display_scale(x_col)
+    pool = drawn_points(analysis)
+    x = pool[x_col].to_numpy(dtype=float) * sx
+    y = pool[y_col].to_numpy(dtype=float) * sy
     front = pool["on_front"].to_numpy(dtype=bool)
+    xerr, yerr = error_bars(pool, x_col), error_bars(pool, y_col)
+    hover = np.asarray(hover_texts(analysis, pool), dtype=object)
+    texts = _labels(pool, front)
+    published = published_points(analysis)
+    pub_x, pub_y = [p.fps for p in published], [p.miou * 100 for p in published]
+    ref_y, ref_x = analysis.reference[0] * sy, analysis.reference[1] * sx
+    x_lo, x_hi = (b * sx for b in bounds(pool, x_col))
+    y_lo, y_hi = (b * sy for b in bounds(pool, y_col))
+    x_range = padded_range(x_lo, x_hi, [ref_x], pub_x)
+    y_range = padded_range(y_lo, y_hi, [ref_y], pub_y)
+    # label sizes in data units (estimated from the font; 15 % spare)
+    plot_w, plot_h = WIDTH - MARGIN["l"] - MARGIN["r"], HEIGHT - MARGIN["t"] - MARGIN["b"]
+    all_text = np.r_[texts, [p.name for p in published]].astype(str)
+    px_w = np.array([len(t) * 0.62 * FONT_PX * 1.15 + 6 for t in all_text])
+    all_x, all_y = np.r_[x, pub_x], np.r_[y, pub_y]
+    widths = px_w * (x_range[1] - x_range[0]) / plot_w * (all_text != "")
+    height = 1.6 * FONT_PX * (y_range[1] - y_range[0]) / plot_h
+    right, up, x_range, y_range = label_sides(all_x, all_y, x_range, y_range, widths, height)
+    where = np.array([f"{'top' if u else 'bottom'} {'right' if r else 'left'}"
+                      for r, u in zip(right, up)], dtype=object)  # fmt: skip
+    fig = go.Figure()
+    for base in dict.fromkeys(pool["baseline"].astype(object).fillna("?")):
+        style = baseline_style(None if base == "?" else base)
+        rows = (pool["baseline"].astype(object).fillna("?") == base).to_numpy()
+        for on in (False, True):
+            pick = rows & (front == on)
+            if not pick.any():
+                continue
+            fig.add_trace(go.Scatter(
+                x=x[pick], y=y[pick], mode="markers+text", text=list(texts[pick]),
+                textposition=list(where[: len(x)][pick]), hovertext=list(hover[pick]),
+                hoverinfo="text", cliponaxis=False, name=f"{'front' if on else 'dominated'}: "
+                f"{style.legend}", textfont={"size": FONT_PX, "color": FRONT if on else FADED},
+                marker={"symbol": style.symbol, "size": 10 if on else 7,
+                        "color": FRONT if on else FADED, "opacity": 1.0 if on else 0.55},
+                error_x=_error(xerr, pick, sx), error_y=_error(yerr, pick, sy),
+            ))  # fmt: skip
     if len(analysis.objectives) == 2 and front.any():
-        sx, sy = staircase(np.c_[x[front], y[front]], [x_max, y_max])
-        path = " ".join(f"{sc.x(a):.1f},{sc.y(b):.1f}" for a, b in zip(sx, sy))
-        parts.append(f'<polyline class="step" points="{path}"/>')
-    parts.append(
-        f'<path d="M{sc.x(ref_x) - 5:.1f},{sc.y(ref_y) - 5:.1f}l10,10m0,-10l-10,10" '
-        f'stroke="#000" stroke-width="1.5"><title>hypervolume reference</title></path>'
-    )
-    for q, qx, qy in zip(published, pub_x, pub_y):
-        parts.append(
-            f'<path d="M{sc.x(qx):.1f},{sc.y(qy) - 6:.1f}l6,6l-6,6l-6,-6z" fill="#2a9d5c">'
-            f"<title>{html.escape(q.name)}: published, Cityscapes test mIoU, {q.note} "
-            "(other hardware, not comparable)</title></path>"
-        )
-        parts.append(_label(sc, qx, qy, q.name, "#2a9d5c"))
-    genotypes = pool["genotype_id"].astype("string").fillna("?").to_numpy()
-    for i in np.r_[np.flatnonzero(~front), np.flatnonzero(front)]:  # front drawn on top
-        parts.append(
-            f'<circle class="{"front" if front[i] else "dom"}" data-i="{i}" tabindex="0" '
-            f'cx="{sc.x(x[i]):.1f}" cy="{sc.y(y[i]):.1f}" r="{5 if front[i] else 4}"/>'
-        )
-        if front[i] and front.sum() <= 40:
-            parts.append(_label(sc, x[i], y[i], str(genotypes[i]), "#1f5fbf"))
-    for i in np.flatnonzero(pool["is_knee"].to_numpy(dtype=bool)):
-        parts.append(f'<circle class="knee" cx="{sc.x(x[i]):.1f}" cy="{sc.y(y[i]):.1f}" r="10"/>')
-    parts.append(_legend(bool(published)))
-    parts.append("</svg>")
-    return "\n".join(parts)
+        line_x, line_y = staircase(np.c_[x[front], y[front]], [x_max, y_max])
+        fig.add_trace(go.Scatter(x=line_x, y=line_y, mode="lines", hoverinfo="skip",
+                                 line={"color": FRONT, "width": 1.2}, name="front boundary"))  # fmt: skip
+    knee = pool["is_knee"].to_numpy(dtype=bool)
+    if knee.any():
+        fig.add_trace(go.Scatter(x=x[knee], y=y[knee], mode="markers", hoverinfo="skip",
+                                 marker={"symbol": "circle-open", "size": 20, "color": KNEE,
+                                         "line": {"width": 2.5}}, name="knee"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=[ref_x], y=[ref_y], mode="markers", name="hypervolume reference",
+                             marker={"symbol": "x", "size": 9, "color": "black"},
+                             hovertext=["hypervolume reference"], hoverinfo="text"))  # fmt: skip
+    if published:
+        fig.add_trace(go.Scatter(
+            x=pub_x, y=pub_y, mode="markers+text", text=[p.name for p in published],
+            textposition=list(where[len(x):]), cliponaxis=False, hoverinfo="text",
+            hovertext=[f"{p.name}: published Cityscapes test mIoU, {p.note} (other hardware, "
+                       "not comparable)" for p in published],
+            marker={"symbol": "diamond", "size": 9, "color": PUBLISHED},
+            textfont={"size": FONT_PX, "color": PUBLISHED}, name="published (Cityscapes test)",
+        ))  # fmt: skip
+    fig.update_layout(
+        width=WIDTH, height=HEIGHT, margin=MARGIN, template="plotly_white",
+        title={"text": f"{int(front.sum())} of {len(pool)} trials on the front, hypervolume "
+                       f"{analysis.hypervolume:.4g}", "font": {"size": 14}},
+        xaxis={"title": {"text": axis_title(pool, x_col, x_max)}, "range": list(x_range)},
+        yaxis={"title": {"text": axis_title(pool, y_col, y_max)}, "range": list(y_range)},
+        legend={"x": 1.02, "y": 1.0, "xanchor": "left"}, hoverlabel={"align": "left"},
+    )  # fmt: skip
+    return fig
 
 
 def front_html(analysis: FrontAnalysis, title: str = "SSR sweep: Pareto front") -> str:
     """The page as a string (see :func:`write_front_html`)."""
-    pool = analysis.trials[analysis.trials["excluded_reason"].isna()].reset_index(drop=True)
-    points = _points(pool, analysis)
-    payload = json.dumps(points, default=str).replace("</", "<\\/")
+    pool = drawn_points(analysis)
+    plot = front_figure(analysis).to_html(
+        include_plotlyjs=True, full_html=False, div_id="front", config={"responsive": False}
+    )
     ref = ", ".join(f"{c} = {v:.4g}" for (c, _), v in zip(analysis.objectives, analysis.reference))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes)
-    shown = [c for c in ("trial_id", "genotype_id") if c in analysis.front.columns]
-    shown += [c for c, _ in analysis.objectives]
-    table = analysis.front[shown].to_html(index=False, na_rep="", float_format="{:.4g}".format)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in (*map(header, front_columns(analysis)),
+                                                           "knee"))  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for row in front_rows(analysis)
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_STYLE}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
+table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ccc;padding:2px 6px}}
+</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(analysis.front)} non-dominated of {len(pool)} usable trials
 ({len(analysis.excluded)} excluded). Hypervolume <b>{analysis.hypervolume:.6g}</b> with reference
-point {html.escape(ref)} ({html.escape(analysis.reference_rule)}). Hover a point for its config and
-genotype; dominated points are grey, the knee is ringed in red.</p>
-{_svg(analysis, pool)}
+point {html.escape(ref)} ({html.escape(analysis.reference_rule)}). Hover a point for its baseline,
+config and genotype; marker shape = baseline, grey = dominated, red ring = knee.</p>
+{plot}
 <ul>{notes}</ul>
 <h2>Front</h2>
-{table}
-<div id="tip"></div>
-<script type="application/json" id="points">{payload}</script>
-<script>{_SCRIPT}</script>
+<table><tr>{head}</tr>{body}</table>
 </body></html>
 """
 

@@ -9,16 +9,41 @@ saves it when given a path. mIoU columns are shown in percent.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from analysis.front import SSR_WEIGHT_COLUMNS, FrontAnalysis
+from analysis.labels import (
+    BASELINE_STYLES,
+    BaselineStyle,
+    axis_label,
+    axis_title,
+    baseline_style,
+    display_scale,
+    is_miou,
+)
+from analysis.layout import padded_range
+from analysis.noise import bounds, error_bars
 from analysis.pareto import staircase
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+__all__ = [
+    "CITYSCAPES_PUBLISHED",
+    "axis_label",
+    "display_scale",
+    "drawn_points",
+    "figure_png",
+    "is_miou",
+    "plot_front",
+    "plot_gap",
+    "plot_history",
+    "published_points",
+]
 
 MAX_LABELS = 40
 FADED, FRONT, KNEE, PUBLISHED = "#9aa5b1", "#1f5fbf", "#d1495b", "#2a9d5c"
@@ -44,23 +69,6 @@ CITYSCAPES_PUBLISHED = (
 )
 
 
-def is_miou(column: str) -> bool:
-    """mIoU columns hold fractions; they are displayed in percent."""
-    return column.endswith("miou") or column == "discretization_gap"
-
-
-def display_scale(column: str) -> float:
-    """Factor from stored units to displayed units (100 for mIoU fractions)."""
-    return 100.0 if is_miou(column) else 1.0
-
-
-def axis_label(column: str, maximize: bool | None = None) -> str:
-    """Axis label with units and direction, e.g. ``"retrained_miou (%) ↑"``."""
-    unit = " (pts)" if column == "discretization_gap" else " (%)" if is_miou(column) else ""
-    arrow = "" if maximize is None else (" ↑" if maximize else " ↓")
-    return f"{column}{unit}{arrow}"
-
-
 def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -83,84 +91,132 @@ def published_points(analysis: FrontAnalysis) -> tuple[PublishedPoint, ...]:
     return CITYSCAPES_PUBLISHED if fits and dataset.startswith("cityscapes") else ()
 
 
+def _front_labels(pool: pd.DataFrame, front: np.ndarray, x: np.ndarray) -> list[str | None]:
+    """Label of each drawn point: ``genotype_id [baseline tag]`` (``, tie N`` when tied); every
+    point of a small sweep, the front of a larger one, the front's extremes when it is crowded."""
+    n = len(pool)
+    show = front.copy() if front.sum() <= MAX_LABELS else np.zeros(n, dtype=bool)
+    if n <= 25:
+        show[:] = True
+    elif not show.any() and front.any():
+        idx = np.flatnonzero(front)
+        show[idx[[np.argmin(x[idx]), np.argmax(x[idx])]]] = True
+    ties = pool["tie_group"] if "tie_group" in pool.columns else pd.Series(pd.NA, index=pool.index)
+    out: list[str | None] = []
+    for on, gid, base, tie in zip(show, pool["genotype_id"], pool["baseline"], ties):
+        if not on:
+            out.append(None)
+            continue
+        text = f"{gid if isinstance(gid, str) else '?'} [{baseline_style(base).tag}]"
+        out.append(text + (f", tie {tie}" if pd.notna(tie) else ""))
+    return out
+
+
+def _keep_inside(fig: Figure, ax: Axes, labels: list[Any], rounds: int = 6) -> None:
+    """Flip labels that run past the axes to the other side of their point; grow the limits
+    when a flip is not enough. Ends after a draw in which every label is inside."""
+    for _ in range(rounds):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = ax.get_window_extent(renderer)
+        grow = [0.0, 0.0, 0.0, 0.0]  # px beyond left, right, bottom, top
+        flipped = False
+        for text in labels:
+            ext = text.get_window_extent(renderer)
+            dx, dy = text.get_position()
+            if ext.x1 > box.x1 and text.get_ha() == "left":
+                text.set_ha("right")
+                text.set_position((-abs(dx), dy))
+                flipped = True
+            elif ext.y1 > box.y1 and text.get_va() == "bottom":
+                text.set_va("top")
+                text.set_position((dx, -abs(dy)))
+                flipped = True
+            else:
+                over = (box.x0 - ext.x0, ext.x1 - box.x1, box.y0 - ext.y0, ext.y1 - box.y1)
+                grow = [max(g, o) for g, o in zip(grow, over)]
+        if flipped:
+            continue
+        if max(grow) <= 0:
+            return
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        px, py = (x1 - x0) / box.width, (y1 - y0) / box.height
+        ax.set_xlim(x0 - 1.2 * max(grow[0], 0) * px, x1 + 1.2 * max(grow[1], 0) * px)
+        ax.set_ylim(y0 - 1.2 * max(grow[2], 0) * py, y1 + 1.2 * max(grow[3], 0) * py)
+
+
 def plot_front(
     analysis: FrontAnalysis, path: str | Path | None = None, published: bool | None = None
 ) -> Figure:
-    """Pareto front: first objective up, second across; dominated points faded, the front as a
-    step line (its attainment boundary), the knee ringed, front points labelled by genotype id,
-    the hypervolume reference point marked. ``published=None`` adds the paper's figures when the
-    dataset is Cityscapes and the objectives are mIoU and FPS."""
+    """Pareto front: first objective up, second across. One marker per baseline (legend), front
+    points blue and dominated ones grey, error bars from the records' intervals, the front as a
+    step line (its attainment boundary), the knee ringed, points labelled ``genotype [baseline]``
+    (tied ones with their tie group), the hypervolume reference marked. Axis titles carry units
+    and measurement conditions (:func:`analysis.labels.axis_title`). ``published=None`` adds the
+    paper's figures when the dataset is Cityscapes and the objectives are mIoU and FPS. Every
+    point, error bar and label stays inside the axes (:mod:`analysis.layout`)."""
+    from matplotlib.lines import Line2D
+
     (y_col, y_max), (x_col, x_max) = analysis.objectives[:2]
     sy, sx = display_scale(y_col), display_scale(x_col)
-    pool = analysis.trials[analysis.trials["excluded_reason"].isna()]
+    pool = drawn_points(analysis)
     x = pool[x_col].to_numpy(dtype=float) * sx
     y = pool[y_col].to_numpy(dtype=float) * sy
+    x_lo, x_hi = (b * sx for b in bounds(pool, x_col))
+    y_lo, y_hi = (b * sy for b in bounds(pool, y_col))
     front = pool["on_front"].to_numpy(dtype=bool)
     fig = _figure(10.0, 5.5)
     ax = fig.add_subplot()
-    ax.scatter(x[~front], y[~front], s=22, color=FADED, alpha=0.45, label="dominated")
-    ax.scatter(x[front], y[front], s=40, color=FRONT, zorder=3, label="Pareto front")
-    if len(analysis.objectives) == 2:
+    xerr, yerr = error_bars(pool, x_col), error_bars(pool, y_col)
+    if xerr is not None or yerr is not None:
+        ax.errorbar(
+            x, y, yerr=None if yerr is None else yerr * sy, xerr=None if xerr is None else xerr * sx,
+            fmt="none", ecolor=FADED, elinewidth=0.9, alpha=0.8, zorder=1,
+        )  # fmt: skip
+    handles = []
+    for base, style in _baselines(pool):
+        rows = (pool["baseline"].astype(object).fillna("?") == base).to_numpy()
+        for on, color, size in ((False, FADED, 24), (True, FRONT, 42)):
+            pick = rows & (front == on)
+            ax.scatter(x[pick], y[pick], s=size, marker=style.marker, color=color,
+                       alpha=1.0 if on else 0.5, zorder=3 if on else 2)  # fmt: skip
+        handles.append(Line2D([], [], ls="", marker=style.marker, color="#555", label=style.legend))
+    handles += [
+        Line2D([], [], ls="", marker="o", color=FRONT, label="Pareto front"),
+        Line2D([], [], ls="", marker="o", color=FADED, alpha=0.5, label="dominated"),
+    ]
+    if len(analysis.objectives) == 2 and front.any():
         sx_line, sy_line = staircase(np.c_[x[front], y[front]], [x_max, y_max])
         ax.plot(sx_line, sy_line, color=FRONT, lw=1.2, zorder=2)
-    labels = pool["genotype_id"].astype("string").fillna("?").to_numpy()
-    # NOTE: label every point of a small sweep, the front of a larger one, and only the knee
-    # and the extremes when the front itself is too crowded to read.
-    label = front if front.sum() <= MAX_LABELS else np.zeros_like(front)
-    if len(pool) <= 25:
-        label = np.ones_like(front)
-    elif not label.any() and front.any():
-        fx = np.flatnonzero(front)
-        label[fx[[np.argmin(x[fx]), np.argmax(x[fx])]]] = True
-    for xi, yi, text, on, show_label in zip(x, y, labels, front, label):
-        if show_label:
-            ax.annotate(
-                text,
-                (xi, yi),
-                xytext=(4, 4),
-                textcoords="offset points",
-                fontsize=7,
-                color=FRONT if on else FADED,
-            )
+    labels = []
+    for xi, yi, text, on in zip(x, y, _front_labels(pool, front, x), front):
+        if text is not None:
+            labels.append(ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points",
+                                      fontsize=7, color=FRONT if on else FADED, va="bottom"))  # fmt: skip
     if analysis.knee is not None:
         kx, ky = float(analysis.knee[x_col]) * sx, float(analysis.knee[y_col]) * sy
-        ax.scatter(
-            [kx],
-            [ky],
-            s=190,
-            facecolors="none",
-            edgecolors=KNEE,
-            lw=2,
-            zorder=4,
-            label=f"knee ({analysis.knee['genotype_id']})",
-        )
+        ax.scatter([kx], [ky], s=190, facecolors="none", edgecolors=KNEE, lw=2, zorder=4)
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=KNEE, mew=2, ms=11,
+                              label=f"knee ({analysis.knee['genotype_id']})"))  # fmt: skip
     ref_y, ref_x = analysis.reference[0] * sy, analysis.reference[1] * sx
-    ax.scatter([ref_x], [ref_y], marker="x", s=50, color="black", label="hypervolume reference")
+    ax.scatter([ref_x], [ref_y], marker="x", s=50, color="black")
+    handles.append(Line2D([], [], ls="", marker="x", color="black", label="hypervolume reference"))
     show = bool(published_points(analysis)) if published is None else published
-    if show:
-        for p in CITYSCAPES_PUBLISHED:
-            ax.scatter([p.fps], [p.miou * 100], marker="D", s=36, color=PUBLISHED, zorder=3)
-            ax.annotate(
-                p.name,
-                (p.fps, p.miou * 100),
-                xytext=(4, -9),
-                textcoords="offset points",
-                fontsize=7,
-                color=PUBLISHED,
-            )
-        ax.scatter(
-            [],
-            [],
-            marker="D",
-            color=PUBLISHED,
-            label="published: Cityscapes test,\nRTX 2080Ti (other hardware)",
-        )
-    ax.set_xlabel(axis_label(x_col, x_max))
-    ax.set_ylabel(axis_label(y_col, y_max))
-    extra = (
-        f" over {len(analysis.objectives)} objectives (projected)"
-        if len(analysis.objectives) > 2
-        else ""
+    pub = CITYSCAPES_PUBLISHED if show else ()
+    for p in pub:
+        ax.scatter([p.fps], [p.miou * 100], marker="D", s=36, color=PUBLISHED, zorder=3)
+        labels.append(ax.annotate(p.name, (p.fps, p.miou * 100), xytext=(4, 4), fontsize=7,
+                                  textcoords="offset points", color=PUBLISHED, va="bottom"))  # fmt: skip
+    if pub:
+        handles.append(Line2D([], [], ls="", marker="D", color=PUBLISHED,
+                              label="published: Cityscapes test,\nRTX 2080Ti (other hardware)"))  # fmt: skip
+    pub_x, pub_y = [p.fps for p in pub], [p.miou * 100 for p in pub]
+    ax.set_xlim(*padded_range(x_lo, x_hi, [ref_x], pub_x))
+    ax.set_ylim(*padded_range(y_lo, y_hi, [ref_y], pub_y))
+    ax.set_xlabel(axis_title(pool, x_col, x_max))
+    ax.set_ylabel(axis_title(pool, y_col, y_max))
+    extra = f" over {len(analysis.objectives)} objectives (projected)" * (
+        len(analysis.objectives) > 2
     )
     ax.set_title(
         f"Pareto front{extra}: {int(front.sum())} of {len(pool)} trials, "
@@ -168,9 +224,23 @@ def plot_front(
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _keep_inside(fig, ax, labels)
     _save(fig, path)
     return fig
+
+
+def drawn_points(analysis: FrontAnalysis) -> pd.DataFrame:
+    """The trials a front plot draws: those that compete (finite objectives, complete)."""
+    return analysis.trials[analysis.trials["excluded_reason"].isna()].reset_index(drop=True)
+
+
+def _baselines(pool: pd.DataFrame) -> list[tuple[str, BaselineStyle]]:
+    """The baselines present among ``pool`` in a fixed order (unknown last, as ``"?"``)."""
+    present = set(pool["baseline"].astype(object).fillna("?"))
+    known = [(b, baseline_style(b)) for b in BASELINE_STYLES if b in present]
+    others = sorted(present - set(BASELINE_STYLES))
+    return known + [(b, baseline_style(None if b == "?" else b)) for b in others]
 
 
 def plot_gap(analysis: FrontAnalysis, path: str | Path | None = None) -> Figure | None:

@@ -28,8 +28,6 @@ from analysis.page import write_front_html
 from analysis.plots import plot_front, plot_gap, plot_history
 from analysis.tables import report_markdown, text_table
 
-DEFAULT_OBJECTIVES = "miou:max,fps:max"
-
 
 @dataclass(frozen=True)
 class ReportResult:
@@ -56,13 +54,15 @@ def format_front_table(result: ReportResult | FrontAnalysis, max_rows: int = 30)
 
 def write_report(
     df: pd.DataFrame,
-    objectives: str | list[tuple[str, bool]] = DEFAULT_OBJECTIVES,
+    objectives: str | list[tuple[str, bool]] | None = None,
     out_dir: str | Path = "report",
     reference: Sequence[float] | None = None,
 ) -> ReportResult:
     """Analyse records and write ``pareto.csv``, ``trials.parquet``, ``pareto.png``,
     ``hypervolume.png``, ``gap.png`` (when SSR weights vary), ``pareto.html`` and ``report.md``
     into ``out_dir``. ``objectives`` is a spec like ``"miou:max,fps:max"`` or resolved pairs;
+    None ranks the objectives recorded with the records (``df.attrs["objectives"]``, see
+    :mod:`analysis.objectives`), so that a report of a sweep's results draws the sweep's front;
     ``reference`` is the hypervolume reference point (default rule: see
     :func:`analysis.pareto.default_reference`). Raises :class:`AnalysisInputError` on bad input.
     """
@@ -136,8 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", help="only this sweep of the MLflow experiment")
     parser.add_argument(
         "--objectives",
-        default=DEFAULT_OBJECTIVES,
-        help="comma list name[:max|min] (default %(default)s)",
+        default=None,
+        help="comma list name[:max|min], aliases miou, fps, latency, gmacs, params (default: "
+        "the objectives the sweep recorded and ranked; miou:max,fps:max for older results)",
     )
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder")
     parser.add_argument(
@@ -158,8 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_front_table(result))
-    for note in result.notes:
-        print(f"note: {note}")
     print(f"report written to {result.paths['markdown'].parent}")
     return 0
 

@@ -10,13 +10,38 @@ Dtypes are pandas' nullable extension dtypes throughout, so that a missing value
 NaN-valued default ``str``), flags ``"boolean"``, counts ``"Int64"``, measurements ``"Float64"``.
 Config columns (``cfg.<dotted.key>``) may hold numbers, text or flags; they are coerced to the
 same four dtypes. mIoU values are fractions in [0, 1] (plots may show percent).
+
+Fields that say what a number means (docs/method.md, docs/design.md §3):
+
+- ``baseline``: which arm of the sweep produced the point: ``ssr`` (SSR weights and shrinking as
+  sampled), ``darts_pruning`` (SSR weights 0, shrinking on) or ``no_shrink`` (shrinking off,
+  argmax at the end). Older files have only ``cfg.baseline``; it is copied from there.
+- ``derived_miou_lo`` / ``derived_miou_hi``: a 90 % interval of ``derived_mIoU`` (bootstrap over
+  the validation images).
+- ``fps_exclusive_lo`` / ``fps_exclusive_hi``: the spread of the exclusive FPS over several
+  measurement passes (median of the slowest and of the fastest pass); ``exclusive_device`` and
+  ``exclusive_threads`` say where and with how many threads it was measured.
+- ``gap_at_discrete``: the discretization gap at the moment the net became discrete;
+  ``discretization_gap`` stays the gap at the end of the search budget. ``fallback_prunes``:
+  how many prunes the argmax fallback had to make.
+- ``retrain_epochs``: the retraining budget behind ``retrained_miou`` (older files: copied from
+  ``cfg.retrain.epochs``). ``search_input_size`` ("HxW") is the search input (older files:
+  ``cfg.data.height`` x ``cfg.data.width``); ``input_size`` stays the bench (deployment) input.
+
+A column ``<objective>_lo`` / ``<objective>_hi`` next to any objective is read as its interval
+(error bars, ties; :mod:`analysis.noise`).
+
+The objectives a sweep ranked travel with its records: in ``results.parquet``'s schema metadata
+under :data:`OBJECTIVES_KEY` (``ssr.objectives``) and as the tag of the same name on the MLflow
+parent run, both as JSON ``[{"metric": column, "mode": "max" | "min"}, ...]``
+(:mod:`analysis.objectives`). :func:`write_records` writes them when given ``objectives``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,9 +50,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
+from analysis.objectives import OBJECTIVES_KEY, objectives_json, recorded_objectives
 
 CFG_PREFIX = "cfg."
 STATUSES = ("complete", "early_stopped", "failed")
+BASELINES = ("ssr", "darts_pruning", "no_shrink")
 GENOTYPE_ID_PATTERN = re.compile(r"^[0-9a-f]{10,12}$")
 
 IDENTITY_COLUMNS = MappingProxyType(
@@ -41,15 +68,20 @@ IDENTITY_COLUMNS = MappingProxyType(
         "completion_order": "Int64",  # order in which the trials finished, from 0 or 1
         "node": "string",
         "dataset": "string",
+        "baseline": "string",  # one of BASELINES
     }
 )
 RESULT_COLUMNS = MappingProxyType(
     {
         "supernet_miou": "Float64",
         "derived_miou": "Float64",  # discrete net with inherited weights
+        "derived_miou_lo": "Float64",  # 90 % bootstrap interval over validation images
+        "derived_miou_hi": "Float64",
         "retrained_miou": "Float64",
-        "discretization_gap": "Float64",  # supernet_miou - derived_miou
+        "discretization_gap": "Float64",  # supernet_miou - derived_miou, end of budget
+        "gap_at_discrete": "Float64",  # the gap when the net became discrete
         "discrete_at_epoch": "Float64",
+        "fallback_prunes": "Int64",  # prunes made by the argmax fallback
         "params_m": "Float64",
         "gmacs": "Float64",
         # measured inside the trial, possibly while other trials shared the device
@@ -58,6 +90,8 @@ RESULT_COLUMNS = MappingProxyType(
         "latency_ms_p90": "Float64",
         # re-measured after the sweep, one architecture at a time
         "fps_exclusive": "Float64",
+        "fps_exclusive_lo": "Float64",  # median of the slowest pass
+        "fps_exclusive_hi": "Float64",  # median of the fastest pass
         "latency_exclusive_ms_median": "Float64",
         "latency_exclusive_ms_p90": "Float64",
     }
@@ -68,15 +102,26 @@ MEASUREMENT_COLUMNS = MappingProxyType(
         "threads": "Int64",
         "precision": "string",
         "batch": "Int64",
-        "input_size": "string",  # "HxW", e.g. "512x1024"
+        "input_size": "string",  # bench (deployment) input "HxW", e.g. "512x1024"
         "fps_shared_device": "boolean",
+        "exclusive_device": "string",
+        "exclusive_threads": "Int64",
+        "search_input_size": "string",  # "HxW"
+        "retrain_epochs": "Int64",
     }
 )
 #: Every fixed column of the record and its dtype, in canonical order (``cfg.*`` columns go
 #: between the identity and the result columns).
 COLUMNS = MappingProxyType({**IDENTITY_COLUMNS, **RESULT_COLUMNS, **MEASUREMENT_COLUMNS})
 REQUIRED_COLUMNS = ("sweep", "trial_id", "status")
-MIOU_COLUMNS = ("supernet_miou", "derived_miou", "retrained_miou")
+MIOU_COLUMNS = (
+    "supernet_miou",
+    "derived_miou",
+    "derived_miou_lo",
+    "derived_miou_hi",
+    "retrained_miou",
+)
+INTERVALS = (("derived_miou_lo", "derived_miou_hi"), ("fps_exclusive_lo", "fps_exclusive_hi"))
 CFG_DTYPES = ("string", "boolean", "Int64", "Float64")
 
 _TRUE = frozenset({"true", "yes", "1"})
@@ -173,6 +218,25 @@ def _coerce_column(series: pd.Series, column: str, dtype: str) -> pd.Series:
     return _to_number(series, column, dtype)
 
 
+def _fill_from_config(out: pd.DataFrame, cfg: Mapping[str, pd.Series]) -> None:
+    """Fields older files only hold as config: ``baseline`` from ``cfg.baseline`` (when it names
+    one of :data:`BASELINES`), ``retrain_epochs`` from ``cfg.retrain.epochs`` and
+    ``search_input_size`` from ``cfg.data.height`` x ``cfg.data.width``."""
+    if "cfg.baseline" in cfg:
+        text = cfg["cfg.baseline"].astype("string")
+        known = text.isin(BASELINES).fillna(False).astype(bool)
+        out["baseline"] = out["baseline"].fillna(text.where(known))
+    if "cfg.retrain.epochs" in cfg and pd.api.types.is_numeric_dtype(cfg["cfg.retrain.epochs"]):
+        epochs = cfg["cfg.retrain.epochs"].astype("Float64")
+        whole = epochs.where(epochs.round() == epochs)
+        out["retrain_epochs"] = out["retrain_epochs"].fillna(whole.astype("Int64"))
+    if {"cfg.data.height", "cfg.data.width"} <= set(cfg):
+        h = pd.to_numeric(cfg["cfg.data.height"], errors="coerce").astype("Int64")
+        w = pd.to_numeric(cfg["cfg.data.width"], errors="coerce").astype("Int64")
+        size = h.astype("string") + "x" + w.astype("string")
+        out["search_input_size"] = out["search_input_size"].fillna(size)
+
+
 def coerce_records(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy of ``df`` in canonical form: schema dtypes, missing optional columns added as
     all-NA, ``discretization_gap`` filled from ``supernet_miou - derived_miou`` where it is NA,
@@ -193,6 +257,7 @@ def coerce_records(df: pd.DataFrame) -> pd.DataFrame:
     if {"supernet_miou", "derived_miou"} <= set(out.columns):
         gap = out["supernet_miou"] - out["derived_miou"]
         out["discretization_gap"] = out["discretization_gap"].fillna(gap)
+    _fill_from_config(out, cfg)
     identity = [c for c in IDENTITY_COLUMNS if c in out.columns]
     rest = [c for c in out.columns if c not in IDENTITY_COLUMNS]
     frame = pd.concat(
@@ -233,6 +298,15 @@ def schema_problems(df: pd.DataFrame, *, allow_extra: bool = True) -> list[str]:
             no_id = (df["status"] == "complete").fillna(False) & df["genotype_id"].isna()
             if no_id.any():
                 problems.append(f"{int(no_id.sum())} complete trial(s) have no genotype_id")
+    if "baseline" in df.columns:
+        bad = sorted(set(df["baseline"].dropna().astype(str)) - set(BASELINES))
+        if bad:
+            problems.append(f"baseline values {bad} are not among {list(BASELINES)}")
+    for lo, hi in (p for p in INTERVALS if set(p) <= set(df.columns)):
+        low = pd.to_numeric(df[lo], errors="coerce").astype("Float64")
+        high = pd.to_numeric(df[hi], errors="coerce").astype("Float64")
+        if (low > high).fillna(False).any():
+            problems.append(f"{int((low > high).fillna(False).sum())} rows have {lo} > {hi}")
     for column in (c for c in MIOU_COLUMNS if c in df.columns):
         values = pd.to_numeric(df[column], errors="coerce").astype("Float64").dropna()
         if ((values < 0) | (values > 1)).any():
@@ -261,12 +335,31 @@ def records_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def write_records(records: pd.DataFrame | Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Coerce, validate and write records to Parquet (``results.parquet``); returns the path."""
+def write_records(
+    records: pd.DataFrame | Iterable[Mapping[str, Any]],
+    path: str | Path,
+    objectives: Sequence[tuple[str, bool]] | None = None,
+) -> Path:
+    """Coerce, validate and write records to Parquet (``results.parquet``); returns the path.
+
+    ``objectives`` (``[(column, maximize), ...]``, the columns the sweep ranked) go into the
+    file's schema metadata under :data:`OBJECTIVES_KEY`; without it, a frame's
+    ``attrs["objectives"]`` (as :func:`analysis.load.from_parquet` sets it) is written back.
+    """
     frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame.from_records(records)
+    if objectives is None and isinstance(records, pd.DataFrame):
+        objectives = recorded_objectives(records)
     frame = coerce_records(frame)
     validate_records(frame)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if objectives is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[OBJECTIVES_KEY.encode()] = objectives_json(objectives).encode()
+        table = table.replace_schema_metadata(metadata)
+    pq.write_table(table, path)
     return path

@@ -1,4 +1,9 @@
-"""report.md and the terminal table: text renderings of a computed FrontAnalysis."""
+"""report.md and the terminal table: text renderings of a computed FrontAnalysis.
+
+Every front row says its baseline and its tie group; objectives with an interval are shown as
+``value [lo, hi]``; each objective's unit and measurement conditions are written under the table
+(:func:`analysis.labels.axis_title`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from analysis.front import FrontAnalysis
-from analysis.plots import axis_label, display_scale, is_miou
+from analysis.labels import axis_label, axis_title, baseline_text, display_scale, is_miou
+from analysis.noise import tie_summary
 
 #: Context columns shown next to the objectives in front tables, when they hold values.
 CONTEXT_COLUMNS = (
@@ -21,7 +27,18 @@ CONTEXT_COLUMNS = (
     "cfg.ssr.mid",
     "cfg.ssr.depth",
 )
-_MEASUREMENT = ("device", "precision", "batch", "input_size", "threads", "fps_shared_device")
+_MEASUREMENT = (
+    "device",
+    "precision",
+    "batch",
+    "input_size",
+    "threads",
+    "fps_shared_device",
+    "exclusive_device",
+    "exclusive_threads",
+    "search_input_size",
+    "retrain_epochs",
+)
 
 
 def fmt(value: Any, column: str = "") -> str:
@@ -39,20 +56,56 @@ def header(column: str) -> str:
 
 
 def front_columns(analysis: FrontAnalysis) -> list[str]:
+    """Columns of a front table: identity, baseline, objectives, tie group, context."""
     objectives = [c for c, _ in analysis.objectives]
     context = [c for c in CONTEXT_COLUMNS if c in analysis.front and c not in objectives]
     context = [c for c in context if analysis.front[c].notna().any()]
-    return ["trial_id", "genotype_id", *objectives, *context]
+    return ["trial_id", "baseline", "genotype_id", *objectives, "tie_group", *context]
+
+
+def _cell(row: pd.Series, column: str, objectives: Sequence[str]) -> str:
+    if column == "baseline":
+        return baseline_text(row["baseline"])
+    text = fmt(row[column], column)
+    lo, hi = f"{column}_lo", f"{column}_hi"
+    has_interval = column in objectives and lo in row.index and hi in row.index
+    if text and has_interval and pd.notna(row[lo]) and pd.notna(row[hi]):
+        text += f" [{fmt(row[lo], column)}, {fmt(row[hi], column)}]"
+    return text
 
 
 def front_rows(analysis: FrontAnalysis, max_rows: int | None = None) -> list[list[str]]:
-    """Formatted front rows (best first by the first objective), the last cell marks the knee."""
+    """Formatted front rows (best first by the first objective), the last cell marks the knee;
+    an objective with an interval reads ``value [lo, hi]``."""
     front = analysis.front if max_rows is None else analysis.front.head(max_rows)
     columns = front_columns(analysis)
+    objectives = [c for c, _ in analysis.objectives]
     return [
-        [*(fmt(row[c], c) for c in columns), "knee" if bool(row["is_knee"]) else ""]
-        for _, row in front[[*columns, "is_knee"]].iterrows()
+        [*(_cell(row, c, objectives) for c in columns), "knee" if bool(row["is_knee"]) else ""]
+        for _, row in front.iterrows()
     ]
+
+
+def units_lines(analysis: FrontAnalysis) -> list[str]:
+    """``"<column>: <unit and conditions>"`` per objective, from the competing trials' records."""
+    pool = analysis.trials[analysis.trials["excluded_reason"].isna()]
+    return [f"{c}: {axis_title(pool, c, m)}" for c, m in analysis.objectives]
+
+
+def front_findings(analysis: FrontAnalysis) -> list[str]:
+    """What a reader must know about the front: which baselines it holds (and that it holds no
+    SSR point, when so) and which points are statistically tied."""
+    counts = analysis.front["baseline"].astype(object).map(baseline_text).value_counts()
+    out = ["Front points by baseline: " + ", ".join(f"{b} {n}" for b, n in counts.items()) + "."]
+    if "ssr" not in counts.index:
+        out.append(
+            "The front contains no `ssr` point: every non-dominated trial comes from a baseline "
+            "(or one whose baseline was not recorded), so no SSR result is on this front."
+        )
+    ties = tie_summary(analysis.front)
+    if ties is not None:
+        out.append(ties)
+    return out
 
 
 def reference_text(analysis: FrontAnalysis, digits: int = 6) -> str:
@@ -103,6 +156,10 @@ def _front(analysis: FrontAnalysis, paths: dict[str, Path]) -> list[str]:
         f"## Pareto front ({len(analysis.front)} trials)",
         "",
         md_table(head, front_rows(analysis)),
+        "",
+        *(f"- {line}" for line in units_lines(analysis)),
+        "",
+        *front_findings(analysis),
         "",
         f"![Pareto front]({paths['png'].name}) (interactive, hover for config and genotype: "
         f"[{html}]({html}))",
@@ -184,7 +241,8 @@ def report_markdown(analysis: FrontAnalysis, paths: dict[str, Path]) -> str:
 
 
 def text_table(analysis: FrontAnalysis, max_rows: int = 30) -> str:
-    """The front as aligned plain text, with hypervolume and reference underneath."""
+    """The front as aligned plain text; underneath: hypervolume and reference, each objective's
+    unit and conditions, the front's baselines and ties, and the analysis notes."""
     head = [*(header(c) for c in front_columns(analysis)), "knee"]
     body = front_rows(analysis, max_rows)
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
@@ -198,4 +256,7 @@ def text_table(analysis: FrontAnalysis, max_rows: int = 30) -> str:
         f"({len(analysis.excluded)} excluded); hypervolume {analysis.hypervolume:.6g} "
         f"(reference {reference_text(analysis, 4)})"
     )
+    lines += units_lines(analysis)
+    lines += [f.replace("`", "") for f in front_findings(analysis)]
+    lines += [f"note: {n}" for n in analysis.notes]
     return "\n".join(lines)

@@ -39,7 +39,7 @@ def make_records(n: int = 24, seed: int = 0, dataset: str = "synthetic") -> pd.D
             "cfg.ssr.op": op,
             "cfg.ssr.depth": float(rng.choice([0.5, 1.0])),
             "cfg.shrink.every": int(rng.choice([2, 4])),
-            "cfg.baseline": bool(i == 0),
+            "cfg.baseline": ("ssr", "darts_pruning", "no_shrink")[i % 3],
             "cfg.seed": i,
             "supernet_miou": supernet,
             "derived_miou": derived,

@@ -32,12 +32,14 @@ def test_from_parquet_errors_are_clear(tmp_path) -> None:
 
 
 def test_resolve_objectives_aliases_and_notes(records, tmp_path) -> None:
+    """An older file (no recorded objectives): aliases resolve by the defaults."""
     write_records(records(), tmp_path / "results.parquet")
     df = from_parquet(tmp_path / "results.parquet")
+    assert "objectives" not in df.attrs
     pairs, notes = resolve_objectives_with_notes("miou:max,fps:max", df)
     assert pairs == [("derived_miou", True), ("fps_exclusive", True)]
-    assert "retrained_miou" in notes[0]
-    df = df.assign(retrained_miou=df["derived_miou"], fps_exclusive=pd.NA)
+    assert "miou -> derived_miou" in notes[0]
+    df = df.assign(retrained_miou=df["derived_miou"], fps_exclusive=pd.NA, retrain_epochs=40)
     assert resolve_objectives("miou,fps,latency,params", df) == [
         ("retrained_miou", True),
         ("fps_shared", True),
@@ -64,8 +66,13 @@ def mlflow_store(tmp_path_factory) -> str:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("ssr-sweeps")
+    recorded = (
+        '[{"metric": "derived_miou", "mode": "max"}, {"metric": "fps_exclusive", "mode": "max"}]'
+    )
     parent = client.create_run(
-        experiment, run_name="smoke", tags={"ssr.role": "sweep", "ssr.sweep": "smoke"}
+        experiment,
+        run_name="smoke",
+        tags={"ssr.role": "sweep", "ssr.sweep": "smoke", "ssr.objectives": recorded},
     )
     for i, status in enumerate(["complete", "complete", "failed"]):
         tags = {
@@ -97,7 +104,7 @@ def mlflow_store(tmp_path_factory) -> str:
             ]
         params = [
             Param("cfg.ssr.op", str(20 + 5 * i)),
-            Param("cfg.baseline", "False"),
+            Param("cfg.baseline", ["ssr", "darts_pruning", "no_shrink"][i]),
             Param("cfg.arch_optim.lr", "0.0003"),
         ]
         client.log_batch(run.info.run_id, metrics=metrics, params=params)
@@ -116,11 +123,15 @@ def test_from_mlflow_reads_nested_trial_runs(mlflow_store: str) -> None:
     assert df.loc[2, "error"] == "RuntimeError: out of memory"
     assert df["derived_miou"].tolist()[:2] == pytest.approx([0.4, 0.5])
     assert str(df["cfg.ssr.op"].dtype) == "Int64" and df["cfg.ssr.op"].tolist() == [20, 25, 30]
-    assert str(df["cfg.baseline"].dtype) == "boolean"
+    assert df["baseline"].tolist() == ["ssr", "darts_pruning", "no_shrink"]
     assert str(df["threads"].dtype) == "Int64" and str(df["device"].dtype) == "string"
     assert df["fps_shared_device"].tolist()[:2] == [False, False]
     assert "train_loss" not in df.columns  # per-epoch metrics are not record columns
     assert df["mlflow_run_id"].notna().all()
+    assert df.attrs["objectives"] == [
+        {"metric": "derived_miou", "mode": "max"},
+        {"metric": "fps_exclusive", "mode": "max"},
+    ]
     assert len(from_mlflow(mlflow_store, "ssr-sweeps", sweep="smoke")) == 3
 
 

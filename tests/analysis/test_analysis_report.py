@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pagedata import page_figure
 
 from analysis import AnalysisInputError, format_front_table, pareto_mask, write_report
 from analysis.schema import write_records
@@ -58,13 +58,17 @@ def test_write_report_files_and_front(records, tmp_path) -> None:
     assert result.knee["trial_id"] in table and "hypervolume" in table
 
 
-def test_write_report_html_is_self_contained(records, tmp_path) -> None:
+def test_write_report_html_is_plotly_and_self_contained(records, tmp_path) -> None:
     page = write_report(records(dataset="cityscapes"), "miou,fps", tmp_path).paths["html"]
     text = page.read_text()
-    assert "http://" not in text and "https://" not in text and "<script src" not in text
-    points = json.loads(re.search(r'id="points">(.*?)</script>', text, re.S).group(1))
-    assert {"config", "genotype", "trial_id"} <= set(points[0])
-    assert text.count("<circle") >= len(points)
+    assert not re.findall(r"<script[^>]*\bsrc=", text)  # plotly.js is embedded, no CDN
+    assert "<link" not in text and "@import" not in text
+    data, layout = page_figure(text)
+    assert layout["xaxis"]["title"]["text"].startswith("FPS at 128x256 (cpu, 2 threads")
+    hover = " ".join(" ".join(t.get("hovertext") or []) for t in data)
+    assert "genotype " in hover and "config (varied)" in hover and "ssr.op = " in hover
+    assert "(darts_pruning)" in hover and "(ssr)" in hover
+    assert len(text) > 1_000_000  # the bundle itself, not a link to it
 
 
 def test_write_report_given_reference_and_no_usable_trial(records, tmp_path) -> None:
@@ -118,6 +122,6 @@ def test_front_table_is_plain_text(records) -> None:
     df = canonical_records(records())
     analysis = analyze_front(df, [("derived_miou", True), ("fps_exclusive", True)])
     lines = format_front_table(analysis).splitlines()
-    assert lines[0].split()[:2] == ["trial_id", "genotype_id"]
-    assert len(lines) == len(analysis.front) + 3
-    assert np.all([len(line) < 200 for line in lines])
+    assert lines[0].split()[:3] == ["trial_id", "baseline", "genotype_id"]
+    assert lines[len(analysis.front) + 2].startswith("front:")
+    assert np.all([len(line) < 250 for line in lines])
