@@ -1,7 +1,8 @@
-"""Losses of the architecture objective (spec §4): SSR terms and the expected-FLOPs term.
+"""The losses: SSR terms, the expected-FLOPs term and the class-weighted CE (docs/method.md §4).
 
-``L_arch = ce_scale * CE + sum_dim lambda_dim * S_dim + lambda_F * L_FLOPs`` (spec §4.2), with
-every constant taken from :class:`ssr.config.SearchConfig`.
+``L_arch = ce_scale * CE + sum_dim lambda_dim * S_dim + lambda_F * L_FLOPs`` (docs/method.md
+§4.2), with every constant taken from :class:`ssr.config.SearchConfig`. The CE term,
+:func:`weighted_ce`, is also the loss of the weight step, of retraining and of evaluation.
 """
 
 from __future__ import annotations
