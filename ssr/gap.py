@@ -115,16 +115,17 @@ def measure_derived(
     :class:`~ssr.errors.DivergenceError` when the probabilities are not finite.
     """
     saved = {d: net.alive(d).clone() for d in DIMENSIONS}
-    try:
-        if not net.is_discrete():
-            discretize_by_argmax(net)
-        model = derive_network(net)
-    finally:
-        for d, a in saved.items():
-            net.alive(d).copy_(a)
-        net.refresh_alive()
     devices = [device] if device.type == "cuda" else []
+    # forked RNG: building the derived network initialises parameters before they are copied
     with torch.random.fork_rng(devices=devices):
+        try:
+            if not net.is_discrete():
+                discretize_by_argmax(net)
+            model = derive_network(net)
+        finally:
+            for d, a in saved.items():
+                net.alive(d).copy_(a)
+            net.refresh_alive()
         recalibrate_bn(model, recal_batches(), device)
         per_image = evaluate_images(model, val_loader, net.num_classes, device)
     return DerivedEval(model, miou_from_confusion(per_image.sum(0)), per_image)

@@ -69,13 +69,21 @@ def run_pipeline(
             for k in (
                 "supernet_miou",
                 "derived_miou",
+                "derived_miou_lo",
+                "derived_miou_hi",
                 "discretization_gap",
                 "discrete_at_epoch",
+                "gap_at_discrete",
+                "supernet_miou_at_discrete",
+                "derived_miou_at_discrete",
+                "fallback_prunes",
                 "params_m",
                 "gmacs",
                 "space_log10_size",
             )
         },
+        # the gaps at common epochs (search.gap_epochs; docs/method.md §7)
+        **{f"gap_at_{e}": search.summary[f"gap_at_{e}"] for e in cfg.search.gap_epochs},
         "search_epochs": search.summary["epochs"],
         "retrained_miou": None,
         "dataset": cfg.search.data.name,

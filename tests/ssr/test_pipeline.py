@@ -16,6 +16,7 @@ TINY = [
     "search.data.train_size=8",
     "search.data.val_size=4",
     "search.epochs=2",
+    "search.gap_epochs=[1]",
     "search.bn_recalibration_batches=1",
     "retrain.epochs=1",
     "bench.height=32",
@@ -36,6 +37,13 @@ def test_pipeline_record_files_and_resume(tmp_path) -> None:
                 "latency_ms_p90", "device", "threads", "input_size"):  # fmt: skip
         assert record[key] is not None, key
     assert record["fps_shared_device"] is True and record["input_size"] == "32x64"
+    # the honest gap and the accuracy's noise (docs/method.md §7, §8.3)
+    for key in ("derived_miou_lo", "derived_miou_hi", "gap_at_1", "fallback_prunes"):
+        assert record[key] is not None, key
+    assert 0 <= record["derived_miou_lo"] <= record["derived_miou_hi"] <= 1
+    for key in ("gap_at_discrete", "supernet_miou_at_discrete", "derived_miou_at_discrete"):
+        assert key in record  # None unless shrinking made the net discrete
+    assert (record["gap_at_discrete"] is None) == (record["discrete_at_epoch"] is None)
     for name in ("genotype.json", "record.json", "history.jsonl", "prune_events.jsonl",
                  "model.onnx", "config.resolved.yaml"):  # fmt: skip
         assert (tmp_path / name).is_file(), name

@@ -182,3 +182,23 @@ def test_restrict_to_the_paper_genotype() -> None:
     )
     with pytest.raises(GenotypeError, match="not in the search space"):
         restrict_to(Supernet(SpaceConfig(), num_classes=19), bad)
+
+
+def test_reduction_width_rule_official_decodes_the_released_genotype() -> None:
+    from ssr.derive import restrict_to
+    from ssr.genotype import Genotype
+
+    paper = Genotype.load("ssr_cityscapes")
+    net = Supernet(SpaceConfig(), num_classes=19)
+    restrict_to(net, paper)
+    official = genotype_from_supernet(net, reduction="official")
+    # the official decode widens the stage-2 conv (48 -> 80) so the block outputs 128 channels
+    assert official == paper
+    assert official.reductions[1].c_conv == 80 and official.layers[4].c_in == 128
+    exact = genotype_from_supernet(net)
+    assert exact != official and exact.reductions[1].c_conv == 64
+    derive_network(net, exact)  # the exact sub-network inherits weights
+    with pytest.raises(ValueError, match="exact sub-network"):
+        derive_network(net, official)
+    with pytest.raises(ValueError, match="reduction"):
+        genotype_from_supernet(net, reduction="nearest")
