@@ -39,6 +39,10 @@ def test_overrides_are_yaml_scalars_and_lists() -> None:
         ("data.height=100", "multiples of 16"),
         ("space.stages=[{width: 8, max_depth: 2, min_depth: 1, dropout: 0}]", "must exceed"),
         ("seed", "key=value"),
+        ("gap_epochs=[0]", "gap_epochs"),
+        ("gap_epochs=[201]", "gap_epochs"),
+        ("reduction_width=nearest", "not one of"),
+        ("weight_optim.lr=.inf", "weight_optim.lr must be a finite number"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:
@@ -55,3 +59,10 @@ def test_yaml_round_trip_and_missing_file(tmp_path) -> None:
     assert load_config(SearchConfig, p) == cfg
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(SearchConfig, tmp_path / "nope.yaml")
+
+
+def test_the_paper_config_uses_the_official_choices() -> None:
+    cfg = load_config(SearchConfig, "ssr/configs/search_cityscapes.yaml")
+    assert cfg.ssr.averaging == "all" and cfg.reduction_width == "official"
+    assert (cfg.arch_optim.lr, cfg.arch_optim.weight_decay) == (2e-3, 1e-3)
+    assert SearchConfig().reduction_width == "exact" and SearchConfig().gap_epochs == ()

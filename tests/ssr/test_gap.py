@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ssr.config import SearchConfig, ShrinkConfig, load_config
+from ssr.config import ConfigError, SearchConfig, ShrinkConfig, load_config
 from ssr.search import _labels, run_search
 from tests.ssr.test_search import tiny_cfg
 
@@ -50,7 +50,7 @@ def test_gap_epochs_are_measured_without_changing_the_search(tiny_space, tmp_pat
     assert 0 <= s["derived_miou_lo"] <= s["derived_miou_hi"] <= 1
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["gap_at_1"] == pytest.approx(s["gap_at_1"])
-    with pytest.raises(Exception, match="gap_epochs"):
+    with pytest.raises(ConfigError, match="gap_epochs"):
         run_search(tiny_cfg(tiny_space, gap_epochs=(4,), **no_shrink), progress=False)
 
 
