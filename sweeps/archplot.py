@@ -1,10 +1,10 @@
 """A picture of a derived architecture, drawn from its genotype JSON (docs/design.md §4).
 
 One box per block, left to right: the stem, then per stage its reduction (grey) and its searched
-layers (docs/method.md §7). A layer's box is coloured by its dilation, its height is its output width
-``c_out`` and an inner bar shows the mid width ``c_mid`` (the channel dimensions SSR searches);
-layers run at half (or lower) resolution are hatched and labelled ``/2``. Stages are separated by
-a dashed line. Only the genotype JSON is needed (no torch), so the driver can draw it for MLflow.
+layers (docs/method.md §7). A layer's box is coloured by its dilation, its height is its output
+width ``c_out`` and an inner bar shows the mid width ``c_mid`` (the channel dimensions SSR
+searches); layers run at half (or lower) resolution are hatched and labelled ``/2``. Stages are
+separated by a dashed line. Only the genotype JSON is needed (no torch), so the driver can draw it for MLflow.
 """
 
 from __future__ import annotations

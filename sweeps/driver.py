@@ -1,7 +1,7 @@
 """The sweep after its checks: Tune fit, missing rows, exclusive re-measurement, sync, report.
 
 Called by ``sweeps/run.py`` once the sweep file, dataset, tracking store and Ray are known to be
-good. Steps (docs/design.md §4-§5):
+good. Steps (docs/design.md §4-§5; what the driver adds to Tune and MLflow: docs/stack.md §9):
 
 1. ``Tuner.fit()`` (or ``Tuner.restore`` on ``--resume``), with the results and MLflow callbacks
    writing from the driver as trials end;

@@ -4,7 +4,7 @@ Rows are built in the driver from what Tune hands over (the trial config and its
 and written atomically (:func:`ssr.atomic.atomic_path`) every time a trial ends, so a killed
 driver loses nothing that finished. Early-stopped (ASHA) and failed trials get a row too, marked
 by ``status`` and ``error``, so that analysis can leave them out of the fronts (an ASHA-stopped
-trial carries low-fidelity values). A resumed sweep starts from the rows on disk.
+trial carries low-fidelity values, docs/stack.md §2). A resumed sweep starts from the rows on disk.
 """
 
 from __future__ import annotations

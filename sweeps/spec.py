@@ -30,7 +30,11 @@ from ssr.config import (
 )
 from sweeps.definition import OBJECTIVE_METRICS, Sweep, SweepSpec
 from sweeps.params import SweepParam, build_pipeline, parse_param
+from sweeps.protocol import trial_dirname  # noqa: F401
 from sweeps.rundir import check_name
+
+# NOTE: trial_dirname is imported here because experiments saved before sweeps.protocol existed
+# pickle it as sweeps.spec.trial_dirname (tuner.pkl); --resume of such a run unpickles it here.
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
