@@ -43,14 +43,16 @@ class FrontAnalysis:
     knee: pd.Series | None  # the knee trial's row (2 objectives and >= 3 front points)
     genotypes: pd.DataFrame  # genotype_id, trials, usable, on_front, trial_ids
     excluded: pd.DataFrame  # trial_id, genotype_id, status, reason
-    gap: pd.DataFrame  # weight, value, trials, gap_mean, gap_min, gap_max, derived_miou_mean
+    gap: (
+        pd.DataFrame
+    )  # weight, value, trials, gap_mean/min/max, gap_at_discrete_mean, derived_miou_mean
     dataset: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def excluded_reasons(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """Why each trial stays off the front (NA when it competes): early-stopped (low-fidelity
-    values, docs/design.md §3), failed (first line of its error), or a missing or non-finite
+    """Why each trial stays off the front (NA when it competes): early-stopped (stopped at a lower
+    rung by the scheduler: low-fidelity values), failed (first line of its error), or a missing or non-finite
     objective value (never drawn, never ranked)."""
     status = trials["status"]
     missing = trials[list(columns)].isna().to_numpy()
@@ -74,12 +76,19 @@ def excluded_reasons(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     return out.mask(status == "early_stopped", stopped).astype("string")
 
 
+def finite(series: pd.Series) -> pd.Series:
+    """True where a numeric value is present and finite (NA, NaN and inf are never drawn)."""
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return pd.Series(np.isfinite(values), index=series.index)
+
+
 def _gap_table(usable: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for weight in (c for c in SSR_WEIGHT_COLUMNS if c in usable.columns):
-        rows = usable[usable[weight].notna() & usable["discretization_gap"].notna()]
+        rows = usable[usable[weight].notna() & finite(usable["discretization_gap"])]
         if len(rows) == 0:
             continue
+        rows = rows.assign(derived_miou=rows["derived_miou"].where(finite(rows["derived_miou"])))
         grouped = rows.groupby(weight, sort=True)
         table = pd.DataFrame(
             {
@@ -87,12 +96,14 @@ def _gap_table(usable: pd.DataFrame) -> pd.DataFrame:
                 "gap_mean": grouped["discretization_gap"].mean(),
                 "gap_min": grouped["discretization_gap"].min(),
                 "gap_max": grouped["discretization_gap"].max(),
+                "gap_at_discrete_mean": grouped["gap_at_discrete"].mean(),
                 "derived_miou_mean": grouped["derived_miou"].mean(),
             }
         )
         table.index = table.index.astype("string").rename("value")
         parts.append(table.reset_index().assign(weight=weight))
-    columns = ["weight", "value", "trials", "gap_mean", "gap_min", "gap_max", "derived_miou_mean"]
+    columns = ["weight", "value", "trials", "gap_mean", "gap_min", "gap_max",
+               "gap_at_discrete_mean", "derived_miou_mean"]  # fmt: skip
     if not parts:
         return pd.DataFrame(columns=columns)
     return pd.concat(parts, ignore_index=True)[columns]

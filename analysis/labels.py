@@ -43,6 +43,13 @@ def baseline_text(baseline: object) -> str:
     return baseline if isinstance(baseline, str) and baseline else "unknown"
 
 
+def point_label(genotype_id: object, baseline: object, tie_group: object = None) -> str:
+    """A point's label in every plot: ``genotype_id [baseline tag]``, ``, tie N`` when tied."""
+    gid = genotype_id if isinstance(genotype_id, str) else "?"
+    tie = "" if tie_group is None or pd.isna(tie_group) else f", tie {tie_group}"
+    return f"{gid} [{baseline_style(baseline).tag}]{tie}"
+
+
 def is_miou(column: str) -> bool:
     """mIoU columns (and their interval bounds) hold fractions; they are displayed in percent."""
     base = column.removesuffix("_lo").removesuffix("_hi")

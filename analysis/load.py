@@ -3,7 +3,7 @@
 Both loaders return the schema's columns and dtypes plus ``usable`` (boolean, ``status ==
 "complete"``). Failed and early-stopped trials are kept, flagged ``usable = False``: the report
 lists them with their reason, and the front only uses usable rows (an ASHA-stopped trial carries
-low-fidelity values that must not enter the front; docs/design.md §3). The objectives the sweep
+low-fidelity values, from a lower rung, that must not enter the front). The objectives the sweep
 ranked come along in ``df.attrs["objectives"]`` (:mod:`analysis.objectives`).
 """
 

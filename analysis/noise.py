@@ -18,6 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+#: What the schema's intervals are, for the text under a table.
+INTERVAL_MEANING = {
+    "derived_miou": "90 % bootstrap interval over validation images",
+    "fps_exclusive": "slowest to fastest measurement pass",
+}
+
 
 def interval_columns(frame: pd.DataFrame, column: str) -> tuple[str, str] | None:
     """``(column_lo, column_hi)`` when the records carry an interval for ``column`` with values."""

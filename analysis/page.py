@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.front import FrontAnalysis
-from analysis.labels import axis_title, baseline_style, baseline_text, display_scale
+from analysis.labels import (
+    axis_title,
+    baseline_style,
+    baseline_text,
+    display_scale,
+    point_label,
+)
 from analysis.layout import label_sides, padded_range
 from analysis.noise import bounds, error_bars
 from analysis.pareto import staircase
@@ -87,10 +93,9 @@ def _labels(pool: pd.DataFrame, front: np.ndarray) -> np.ndarray:
     out = np.full(len(pool), "", dtype=object)
     if front.sum() > 40:
         return out
+    ties = pool["tie_group"] if "tie_group" in pool.columns else pd.Series(pd.NA, index=pool.index)
     for i in np.flatnonzero(front):
-        gid, tie = pool["genotype_id"].iloc[i], pool["tie_group"].iloc[i]
-        text = f"{gid if isinstance(gid, str) else '?'} [{baseline_style(pool['baseline'].iloc[i]).tag}]"
-        out[i] = text + (f", tie {tie}" if pd.notna(tie) else "")
+        out[i] = point_label(pool["genotype_id"].iloc[i], pool["baseline"].iloc[i], ties.iloc[i])
     return out
 
 
@@ -143,8 +148,9 @@ def front_figure(analysis: FrontAnalysis) -> Figure:
             ))  # fmt: skip
     if len(analysis.objectives) == 2 and front.any():
         line_x, line_y = staircase(np.c_[x[front], y[front]], [x_max, y_max])
+        boundary = {"color": FRONT, "width": 1.2}
         fig.add_trace(go.Scatter(x=line_x, y=line_y, mode="lines", hoverinfo="skip",
-                                 line={"color": FRONT, "width": 1.2}, name="front boundary"))  # fmt: skip
+                                 line=boundary, name="front boundary"))  # fmt: skip
     knee = pool["is_knee"].to_numpy(dtype=bool)
     if knee.any():
         fig.add_trace(go.Scatter(x=x[knee], y=y[knee], mode="markers", hoverinfo="skip",

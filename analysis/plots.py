@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.front import SSR_WEIGHT_COLUMNS, FrontAnalysis
+from analysis.front import SSR_WEIGHT_COLUMNS, FrontAnalysis, finite
 from analysis.labels import (
     BASELINE_STYLES,
     BaselineStyle,
@@ -23,6 +23,7 @@ from analysis.labels import (
     baseline_style,
     display_scale,
     is_miou,
+    point_label,
 )
 from analysis.layout import padded_range
 from analysis.noise import bounds, error_bars
@@ -58,7 +59,7 @@ class PublishedPoint(NamedTuple):
     note: str
 
 
-#: Cityscapes *test* mIoU and FPS from the SSR README (ssr-spec.md §9.1), all on an RTX 2080Ti,
+#: Cityscapes *test* mIoU and FPS from the SSR README (docs/method.md §9.1), all on an RTX 2080Ti,
 #: plain PyTorch fp32, batch 1. Not comparable with numbers measured on another device.
 CITYSCAPES_PUBLISHED = (
     PublishedPoint("SSR 512x1024", 0.726, 175.0, "RTX 2080Ti"),
@@ -102,14 +103,14 @@ def _front_labels(pool: pd.DataFrame, front: np.ndarray, x: np.ndarray) -> list[
         idx = np.flatnonzero(front)
         show[idx[[np.argmin(x[idx]), np.argmax(x[idx])]]] = True
     ties = pool["tie_group"] if "tie_group" in pool.columns else pd.Series(pd.NA, index=pool.index)
-    out: list[str | None] = []
-    for on, gid, base, tie in zip(show, pool["genotype_id"], pool["baseline"], ties):
-        if not on:
-            out.append(None)
-            continue
-        text = f"{gid if isinstance(gid, str) else '?'} [{baseline_style(base).tag}]"
-        out.append(text + (f", tie {tie}" if pd.notna(tie) else ""))
-    return out
+    rows = zip(show, pool["genotype_id"], pool["baseline"], ties)
+    return [point_label(gid, base, tie) if on else None for on, gid, base, tie in rows]
+
+
+def _label(ax: Axes, text: str, xy: tuple[float, float], color: str) -> Any:
+    """A point label, above and to the right of the point (:func:`_keep_inside` may flip it)."""
+    return ax.annotate(text, xy, xytext=(4, 4), textcoords="offset points", fontsize=7,
+                       color=color, va="bottom")  # fmt: skip
 
 
 def _keep_inside(fig: Figure, ax: Axes, labels: list[Any], rounds: int = 6) -> None:
@@ -170,9 +171,16 @@ def plot_front(
     xerr, yerr = error_bars(pool, x_col), error_bars(pool, y_col)
     if xerr is not None or yerr is not None:
         ax.errorbar(
-            x, y, yerr=None if yerr is None else yerr * sy, xerr=None if xerr is None else xerr * sx,
-            fmt="none", ecolor=FADED, elinewidth=0.9, alpha=0.8, zorder=1,
-        )  # fmt: skip
+            x,
+            y,
+            yerr=None if yerr is None else yerr * sy,
+            xerr=None if xerr is None else xerr * sx,
+            fmt="none",
+            ecolor=FADED,
+            elinewidth=0.9,
+            alpha=0.8,
+            zorder=1,
+        )
     handles = []
     for base, style in _baselines(pool):
         rows = (pool["baseline"].astype(object).fillna("?") == base).to_numpy()
@@ -191,8 +199,8 @@ def plot_front(
     labels = []
     for xi, yi, text, on in zip(x, y, _front_labels(pool, front, x), front):
         if text is not None:
-            labels.append(ax.annotate(text, (xi, yi), xytext=(4, 4), textcoords="offset points",
-                                      fontsize=7, color=FRONT if on else FADED, va="bottom"))  # fmt: skip
+            color = FRONT if on else FADED
+            labels.append(_label(ax, text, (xi, yi), color))
     if analysis.knee is not None:
         kx, ky = float(analysis.knee[x_col]) * sx, float(analysis.knee[y_col]) * sy
         ax.scatter([kx], [ky], s=190, facecolors="none", edgecolors=KNEE, lw=2, zorder=4)
@@ -205,11 +213,10 @@ def plot_front(
     pub = CITYSCAPES_PUBLISHED if show else ()
     for p in pub:
         ax.scatter([p.fps], [p.miou * 100], marker="D", s=36, color=PUBLISHED, zorder=3)
-        labels.append(ax.annotate(p.name, (p.fps, p.miou * 100), xytext=(4, 4), fontsize=7,
-                                  textcoords="offset points", color=PUBLISHED, va="bottom"))  # fmt: skip
+        labels.append(_label(ax, p.name, (p.fps, p.miou * 100), PUBLISHED))
     if pub:
-        handles.append(Line2D([], [], ls="", marker="D", color=PUBLISHED,
-                              label="published: Cityscapes test,\nRTX 2080Ti (other hardware)"))  # fmt: skip
+        text = "published: Cityscapes test,\nRTX 2080Ti (other hardware)"
+        handles.append(Line2D([], [], ls="", marker="D", color=PUBLISHED, label=text))
     pub_x, pub_y = [p.fps for p in pub], [p.miou * 100 for p in pub]
     ax.set_xlim(*padded_range(x_lo, x_hi, [ref_x], pub_x))
     ax.set_ylim(*padded_range(y_lo, y_hi, [ref_y], pub_y))
@@ -251,14 +258,14 @@ def plot_gap(analysis: FrontAnalysis, path: str | Path | None = None) -> Figure 
     weights = [
         w
         for w in SSR_WEIGHT_COLUMNS
-        if w in pool.columns and (pool[w].notna() & pool["discretization_gap"].notna()).any()
+        if w in pool.columns and (pool[w].notna() & finite(pool["discretization_gap"])).any()
     ]
     if not weights:
         return None
     fig = _figure(3.4 * len(weights) + 0.6, 5.6)
     axes = fig.subplots(2, len(weights), squeeze=False, sharey="row")
     for col, weight in enumerate(weights):
-        rows = pool[pool[weight].notna() & pool["discretization_gap"].notna()]
+        rows = pool[pool[weight].notna() & finite(pool["discretization_gap"])]
         table = analysis.gap[analysis.gap["weight"] == weight]
         wx = pd.to_numeric(rows[weight], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         numeric = not np.isnan(wx).any()
@@ -270,9 +277,10 @@ def plot_gap(analysis: FrontAnalysis, path: str | Path | None = None) -> Figure 
             (("discretization_gap", "gap_mean"), ("derived_miou", "derived_miou_mean"))
         ):
             ax = axes[r, col]
+            values = rows[column].to_numpy(dtype=float, na_value=np.nan) * 100
             ax.scatter(
                 wx,
-                rows[column].to_numpy(dtype=float, na_value=np.nan) * 100,
+                np.where(np.isfinite(values), values, np.nan),  # NaN is not drawn, inf would be
                 s=20,
                 color=FRONT,
                 alpha=0.6,

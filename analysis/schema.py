@@ -1,4 +1,4 @@
-"""The result record: one row per trial, i.e. per derived architecture (design.md §3).
+"""The result record: one row per trial, i.e. per derived architecture (docs/design.md §3).
 
 This module is THE single definition of the record. The sweep driver builds its rows, passes them
 through :func:`coerce_records` / :func:`validate_records` (or simply :func:`write_records`) and
@@ -11,7 +11,7 @@ NaN-valued default ``str``), flags ``"boolean"``, counts ``"Int64"``, measuremen
 Config columns (``cfg.<dotted.key>``) may hold numbers, text or flags; they are coerced to the
 same four dtypes. mIoU values are fractions in [0, 1] (plots may show percent).
 
-Fields that say what a number means (docs/method.md, docs/design.md §3):
+Fields that say what a number means (docs/design.md §3, §5):
 
 - ``baseline``: which arm of the sweep produced the point: ``ssr`` (SSR weights and shrinking as
   sampled), ``darts_pruning`` (SSR weights 0, shrinking on) or ``no_shrink`` (shrinking off,
@@ -309,7 +309,8 @@ def schema_problems(df: pd.DataFrame, *, allow_extra: bool = True) -> list[str]:
             problems.append(f"{int((low > high).fillna(False).sum())} rows have {lo} > {hi}")
     for column in (c for c in MIOU_COLUMNS if c in df.columns):
         values = pd.to_numeric(df[column], errors="coerce").astype("Float64").dropna()
-        if ((values < 0) | (values > 1)).any():
+        finite = values[np.isfinite(values.to_numpy(dtype=float))]  # inf is left to analysis
+        if ((finite < 0) | (finite > 1)).any():
             problems.append(f"column {column!r} must hold fractions in [0, 1], not percent")
     if {"sweep", "trial_id"} <= set(df.columns):
         dup = df.duplicated(subset=["sweep", "trial_id"], keep=False)

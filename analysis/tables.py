@@ -15,13 +15,15 @@ import pandas as pd
 
 from analysis.front import FrontAnalysis
 from analysis.labels import axis_label, axis_title, baseline_text, display_scale, is_miou
-from analysis.noise import tie_summary
+from analysis.noise import INTERVAL_MEANING, interval_columns, tie_summary
 
 #: Context columns shown next to the objectives in front tables, when they hold values.
 CONTEXT_COLUMNS = (
     "params_m",
     "gmacs",
     "discretization_gap",
+    "gap_at_discrete",
+    "fallback_prunes",
     "cfg.ssr.op",
     "cfg.ssr.out",
     "cfg.ssr.mid",
@@ -89,7 +91,14 @@ def front_rows(analysis: FrontAnalysis, max_rows: int | None = None) -> list[lis
 def units_lines(analysis: FrontAnalysis) -> list[str]:
     """``"<column>: <unit and conditions>"`` per objective, from the competing trials' records."""
     pool = analysis.trials[analysis.trials["excluded_reason"].isna()]
-    return [f"{c}: {axis_title(pool, c, m)}" for c, m in analysis.objectives]
+    lines = []
+    for column, maximize in analysis.objectives:
+        line = f"{column}: {axis_title(pool, column, maximize)}"
+        if interval_columns(pool, column) is not None:
+            meaning = INTERVAL_MEANING.get(column, f"{column}_lo to {column}_hi")
+            line += f"; [lo, hi]: {meaning}"
+        lines.append(line)
+    return lines
 
 
 def front_findings(analysis: FrontAnalysis) -> list[str]:
@@ -195,13 +204,14 @@ def _gap(analysis: FrontAnalysis, paths: dict[str, Path]) -> list[str]:
     if not len(analysis.gap):
         return [*out, "No SSR weight column (cfg.ssr.op/out/mid/depth) with a recorded gap."]
     g = "discretization_gap"  # supernet - derived mIoU, shown in mIoU points
+    at_discrete = bool(analysis.gap["gap_at_discrete_mean"].notna().any())
     rows = [
         [r.weight, r.value, r.trials, fmt(r.gap_mean, g), fmt(r.gap_min, g), fmt(r.gap_max, g),
-         fmt(r.derived_miou_mean, "derived_miou")]
+         *[fmt(r.gap_at_discrete_mean, g)] * at_discrete, fmt(r.derived_miou_mean, "derived_miou")]
         for r in analysis.gap.itertuples()
     ]  # fmt: skip
-    head = ["weight", "value", "trials", "gap mean (pts)", "gap min", "gap max",
-            "derived mIoU mean (%)"]  # fmt: skip
+    head = ["weight", "value", "trials", "gap mean (pts, end of budget)", "gap min", "gap max",
+            *["gap when discrete, mean (pts)"] * at_discrete, "derived mIoU mean (%)"]  # fmt: skip
     out.append(md_table(head, rows))
     if "gap_png" in paths:
         out += ["", f"![Gap vs SSR weight]({paths['gap_png'].name})"]

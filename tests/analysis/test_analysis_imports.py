@@ -1,4 +1,5 @@
-"""`import analysis` must stay light: no torch, no ray, and no mlflow until it is used."""
+"""`import analysis` must stay light: no torch, no ray, and no mlflow, plotly or matplotlib until
+they are used."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_analysis_loads_neither_torch_nor_ray() -> None:
     code = (
-        "import json, sys, analysis, analysis.report, analysis.plots, analysis.page; "
+        "import json, sys, analysis, analysis.report, analysis.plots, analysis.page, "
+        "analysis.notebook, analysis.objectives; "
         "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
     )
     proc = subprocess.run(
@@ -25,3 +27,4 @@ def test_import_analysis_loads_neither_torch_nor_ray() -> None:
     )
     loaded = set(json.loads(proc.stdout))
     assert not loaded & {"torch", "ray", "mlflow", "optuna", "ssr", "sweeps"}
+    assert not loaded & {"plotly", "matplotlib", "nbclient"}  # loaded when a figure is drawn

@@ -16,7 +16,8 @@ from analysis.page import FONT_PX, MARGIN, WIDTH
 FRONTS = {
     "skewed": lambda: front_records(
         [0.95, 0.9, 0.5, 0.02, 0.01], [1.0, 2.0, 5.0, 5000.0, 8000.0],
-        ["ssr", "no_shrink", "darts_pruning", None, "ssr"], miou_halfwidth=[0.04, 0.01, 0.1, 0.01, 0.005],
+        ["ssr", "no_shrink", "darts_pruning", None, "ssr"],
+        miou_halfwidth=[0.04, 0.01, 0.1, 0.01, 0.005],
         fps_halfwidth=[0.5, 0.1, 0.1, 0.3, 0.2],
     ),
     "tied": lambda: front_records([0.5] * 6, [100.0] * 6, miou_halfwidth=None, fps_halfwidth=None),

@@ -154,9 +154,19 @@ def test_non_finite_values_are_excluded_with_a_reason_and_never_drawn(tmp_path) 
     df["fps_exclusive"] = df["fps_exclusive"].astype(object)
     df.loc[2, "fps_exclusive"] = np.inf
     df.loc[3, "derived_miou"] = np.nan
+    df["derived_miou"] = df["derived_miou"].astype(object)
+    df.loc[4] = df.loc[0].copy()
+    df.loc[4, ["trial_id", "derived_miou"]] = ["t4", -np.inf]
+    df["supernet_miou"] = 0.7  # the gap of t4 is +inf: no gap table or plot takes it
     result = write_report(df, RANKED, tmp_path)
     reasons = result.analysis.excluded.set_index("trial_id")["reason"].to_dict()
-    assert reasons == {"t2": "non-finite fps_exclusive", "t3": "missing derived_miou"}
+    assert reasons == {
+        "t2": "non-finite fps_exclusive",
+        "t3": "missing derived_miou",
+        "t4": "non-finite derived_miou",
+    }
+    gap = result.analysis.gap[["gap_mean", "gap_max", "derived_miou_mean"]]
+    assert np.isfinite(gap.to_numpy(dtype=float)).all()
     from analysis import plot_front
 
     ax = plot_front(result.analysis).axes[0]
