@@ -226,7 +226,7 @@ class BenchConfig:
     iters: int = 50
     repeats: int = 3
     backend: Literal["torch", "onnxruntime", "auto"] = "torch"
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"  # int8: CPU, ssr.quantize
     threads: int = 0
     device: str = "cpu"
 
