@@ -28,10 +28,15 @@ from ssr.config import BenchConfig, ConfigError
 
 @dataclass(frozen=True)
 class Spread:
-    """Latency of one network over interleaved passes (milliseconds; FPS at ``batch``)."""
+    """Latency of one network over interleaved passes (milliseconds; FPS at ``batch``).
+
+    ``pass_p90_ms`` holds each pass's 90th percentile of per-iteration latency (empty when
+    unknown); :attr:`latency_ms_p90` is their median.
+    """
 
     pass_medians_ms: tuple[float, ...]
     batch: int
+    pass_p90_ms: tuple[float, ...] = ()
 
     @property
     def latency_ms_median(self) -> float:
@@ -47,6 +52,11 @@ class Spread:
     def latency_ms_hi(self) -> float:
         """The slowest pass median."""
         return max(self.pass_medians_ms)
+
+    @property
+    def latency_ms_p90(self) -> float:
+        """The median over passes of each pass's p90 (NaN when not recorded)."""
+        return statistics.median(self.pass_p90_ms) if self.pass_p90_ms else float("nan")
 
     @property
     def fps(self) -> float:
@@ -73,6 +83,7 @@ class Spread:
             "latency_ms_median": round(self.latency_ms_median, 4),
             "latency_ms_lo": round(self.latency_ms_lo, 4),
             "latency_ms_hi": round(self.latency_ms_hi, 4),
+            "latency_ms_p90": round(self.latency_ms_p90, 4),
             "fps": round(self.fps, 3),
             "fps_lo": round(self.fps_lo, 3),
             "fps_hi": round(self.fps_hi, 3),
@@ -99,12 +110,14 @@ def measure_interleaved(
     one = dataclasses.replace(cfg, repeats=1)
     names = list(models)
     medians: dict[str, list[float]] = {n: [] for n in names}
+    p90s: dict[str, list[float]] = {n: [] for n in names}
     record: dict[str, Any] = {}
     for k in range(passes):
         shift = k % len(names)
         for name in names[shift:] + names[:shift]:
             res = measure(models[name], input_shape, one)
             medians[name].append(res.pass_medians_ms[0])
+            p90s[name].append(res.latency_ms_p90)
             if not record:
                 record = {
                     "device": res.device,
@@ -117,5 +130,5 @@ def measure_interleaved(
                     "warmup": res.warmup,
                     "passes": passes,
                 }
-    spreads = {n: Spread(tuple(m), one.batch) for n, m in medians.items()}
+    spreads = {n: Spread(tuple(m), one.batch, tuple(p90s[n])) for n, m in medians.items()}
     return spreads, record

@@ -55,11 +55,19 @@ class SearcherSpec:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """ASHA (Li et al. 2020) on one per-epoch metric; time is the pipeline's epoch ``step``."""
+    """How trials are cut short; time is the pipeline's global epoch ``step``.
 
-    kind: Literal["asha", "none"] = "asha"
+    ``asha`` (Li et al. 2020) ranks the trials at each rung by one per-epoch ``metric``;
+    ``moasha`` (Schmucker et al. 2021, :mod:`sweeps.moasha`) by non-dominated sorting of
+    ``metric`` and the search's ``cost_metric`` (expected GMACs), so that a cheap search that is
+    slightly less accurate can still reach the front; ``none`` runs every trial to the end.
+    """
+
+    kind: Literal["asha", "moasha", "none"] = "asha"
     metric: str = "val_miou"
     mode: Literal["max", "min"] = "max"
+    cost_metric: str = "expected_gmacs"
+    cost_mode: Literal["max", "min"] = "min"
     grace_period: int = 1
     reduction_factor: int = 2
 
@@ -157,10 +165,24 @@ class Sweep:
         )
 
     def scheduler(self) -> Any:
-        """ASHA with the pipeline's global epoch step as time (stable across resumes), or FIFO."""
+        """ASHA or MO-ASHA with the pipeline's global epoch step as time (stable across resumes).
+
+        ``None`` (FIFO: every trial runs its whole budget) for ``kind: none``.
+        """
         s = self.spec.scheduler
         if s.kind == "none":
             return None
+        if s.kind == "moasha":
+            from sweeps.moasha import MOASHAScheduler
+
+            return MOASHAScheduler(
+                time_attr="step",
+                metrics=(s.metric, s.cost_metric),
+                modes=(s.mode, s.cost_mode),
+                max_t=self.max_t,
+                grace_period=s.grace_period,
+                reduction_factor=s.reduction_factor,
+            )
         from ray.tune.schedulers import ASHAScheduler
 
         return ASHAScheduler(
@@ -173,16 +195,20 @@ class Sweep:
         )
 
     def report_objectives(self) -> list[tuple[str, bool]]:
-        """Objectives for the final report, as :func:`analysis.report.write_report` takes them.
+        """The record columns the sweep's front ranks, as (column, maximise) pairs.
 
-        Timings measured inside trials become analysis' aliases (``fps``, ``latency``), which
-        prefer the exclusive re-measurement and fall back (with a note) to the shared one.
+        The searcher's objectives, except that timings measured inside trials (on a shared
+        device) are replaced by their exclusive re-measurement when ``remeasure`` is on. These
+        are the objectives recorded with the results (``ssr.objectives``), so that the report,
+        the notebook and the MLflow parent run all show the same front.
         """
-        alias = {"fps_shared": "fps", "latency_ms_median": "latency"}
+        exclusive = {
+            "fps_shared": "fps_exclusive",
+            "latency_ms_median": "latency_exclusive_ms_median",
+            "latency_ms_p90": "latency_exclusive_ms_p90",
+        }
         out = []
         for o in self.spec.objectives:
-            name = alias.get(o.metric, o.metric)
-            if o.metric == "latency_ms_p90" and self.spec.remeasure:
-                name = "latency_exclusive_ms_p90"
+            name = exclusive.get(o.metric, o.metric) if self.spec.remeasure else o.metric
             out.append((name, o.mode == "max"))
         return out

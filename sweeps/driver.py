@@ -30,6 +30,7 @@ from sweeps.protocol import (
     COMPLETE,
     EARLY_STOPPED,
     EXCLUSIVE_FIELDS,
+    EXCLUSIVE_TEXT_FIELDS,
     FAILED,
     STATUSES,
     trial_dirname,
@@ -112,9 +113,14 @@ def reconcile(table: ResultsTable, grid: Any, sweep_name: str) -> dict[str, Any]
 
 
 def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker) -> int:
-    """Exclusive FPS for each unique genotype, one Ray task at a time, on one node."""
+    """Exclusive FPS of every unique genotype: one Ray task, all genotypes interleaved.
+
+    The genotypes are timed together in ``bench.repeats`` rotated passes (at least 2) on one
+    device with nothing else running (docs/design.md §5), so that they are compared like for
+    like and each keeps its spread. The values are cached in ``exclusive.json`` with the bench
+    settings; when a resumed sweep adds genotypes, all are measured again together.
+    """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from ssr.config import to_dict
     from sweeps.trial import measure_exclusive
@@ -123,41 +129,35 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
     for row in table.rows():
         if row.get("status") == COMPLETE and row.get("genotype_id") and row.get("genotype"):
             by_geno[row["genotype_id"]].append(row)
+    if not by_geno:
+        return 0
     cache_path = run_dir / EXCLUSIVE_FILE
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     bench = to_dict(sweep.base_config.bench)
-    key = json.dumps(bench, sort_keys=True)
-    r = sweep.spec.resources
-    task = ray.remote(num_cpus=r.cpus_per_trial, num_gpus=1 if r.gpus_per_trial > 0 else 0)(
-        measure_exclusive
-    )
-    node = next((v.get("exclusive_node_id") for v in cache.values() if v.get("bench") == key), None)
-    todo = [g for g in by_geno if cache.get(g, {}).get("bench") != key]
-    if todo:
+    passes = max(2, int(bench.get("repeats") or 2))
+    key = json.dumps({**bench, "interleaved_passes": passes}, sort_keys=True)
+    if any(cache.get(g, {}).get("bench") != key for g in by_geno):
+        r = sweep.spec.resources
+        task = ray.remote(num_cpus=r.cpus_per_trial, num_gpus=1 if r.gpus_per_trial > 0 else 0)(
+            measure_exclusive
+        )
+        genotypes = {g: rows[0]["genotype"] for g, rows in by_geno.items()}
+        dataset = next(iter(by_geno.values()))[0].get("dataset") or "synthetic"
         print(
-            f"re-measuring {len(todo)} unique genotype(s) exclusively at "
-            f"{bench['batch']}x3x{bench['height']}x{bench['width']} ...",
+            f"re-measuring {len(genotypes)} unique genotype(s) exclusively at "
+            f"{bench['batch']}x3x{bench['height']}x{bench['width']}, {passes} interleaved "
+            "passes ...",
             flush=True,
         )
-    for g in todo:
-        row = by_geno[g][0]
-        opts = (
-            {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
-            if node
-            else {}
-        )
         try:
-            values = ray.get(
-                task.options(**opts).remote(
-                    row["genotype"], row.get("dataset") or "synthetic", bench, r.cpus_per_trial
-                )
-            )
-        except Exception as exc:  # one bad genotype must not stop the rest
-            log.warning("exclusive measurement of genotype %s failed: %s", g, exc)
-            continue
-        node = values.get("exclusive_node_id") or node
-        cache[g] = {"bench": key, **values}
-        write_json(cache_path, cache)
+            values = ray.get(task.remote(genotypes, dataset, bench, r.cpus_per_trial, passes))
+        except Exception as exc:  # the sweep's results stand without it; say so
+            log.warning("exclusive re-measurement failed: %s", exc)
+            values = {}
+        for g, v in values.items():
+            cache[g] = {"bench": key, **v}
+        if values:
+            write_json(cache_path, cache)
     measured = 0
     for g, rows in by_geno.items():
         values = cache.get(g)
@@ -165,13 +165,15 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
             continue
         measured += 1
         ids = [row["trial_id"] for row in rows]
-        table.update_many(ids, {k: values[k] for k in EXCLUSIVE_FIELDS})
+        numbers = {k: values[k] for k in EXCLUSIVE_FIELDS if k in values}
+        texts = {k: str(values[k]) for k in EXCLUSIVE_TEXT_FIELDS if k in values}
+        table.update_many(ids, {**numbers, **texts})
         tags = {
             "ssr.exclusive_device": str(values.get("exclusive_device")),
             "ssr.exclusive_node": str(values.get("exclusive_node")),
         }
         for t in ids:
-            tracking.log_values(tracker, t, {k: values[k] for k in EXCLUSIVE_FIELDS}, tags)
+            tracking.log_values(tracker, t, numbers, tags)
     table.write()
     return measured
 
@@ -211,13 +213,14 @@ def run_sweep(
     """Fit, reconcile, re-measure, sync, report; returns the exit status."""
     t0 = time.monotonic()
     table_path = run_dir / RESULTS_FILE
-    results_cb = ResultsCallback(ResultsTable(table_path), name, verbose=not quiet)
+    objectives = sweep.report_objectives()
+    results_cb = ResultsCallback(ResultsTable(table_path, objectives), name, verbose=not quiet)
     mlflow_cb = MlflowCallback(tracker, results_cb.table)
     tuner = make_tuner(sweep, storage, name, [results_cb, mlflow_cb], resume, quiet)
     grid = tuner.fit()
 
     unfinished = unfinished_trials(storage, name)
-    table = ResultsTable(table_path)  # what the callbacks wrote (whichever copy ran)
+    table = ResultsTable(table_path, objectives)  # what the callbacks wrote (whichever ran)
     if unfinished:
         tracker.finish({}, [table_path] if table_path.is_file() else [], "KILLED")
         print(

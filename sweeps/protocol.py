@@ -29,16 +29,33 @@ REPORT_TEXT_FIELDS = (
     "input_size",
     "dataset",
     "backend",
+    "baseline",
+    "search_input_size",
 )
 #: Text fields of a final report that a results row keeps (``node``: where the trial ran).
-TEXT_FIELDS = ("genotype_id", "genotype", "device", "precision", "input_size", "node")
+#: ``input_size`` is the bench (deployment) input, ``search_input_size`` the search's.
+TEXT_FIELDS = (
+    "genotype_id",
+    "genotype",
+    "device",
+    "precision",
+    "input_size",
+    "node",
+    "baseline",
+    "search_input_size",
+)
 #: Numeric record fields of a final report that a results row keeps.
 NUMERIC_FIELDS = (
     "supernet_miou",
     "derived_miou",
+    "derived_miou_lo",
+    "derived_miou_hi",
     "retrained_miou",
     "discretization_gap",
+    "gap_at_discrete",
     "discrete_at_epoch",
+    "fallback_prunes",
+    "retrain_epochs",
     "params_m",
     "gmacs",
     "fps_shared",
@@ -49,7 +66,25 @@ NUMERIC_FIELDS = (
     "space_log10_size",
 )
 #: Fields of the exclusive re-measurement after the sweep (docs/design.md §5).
-EXCLUSIVE_FIELDS = ("fps_exclusive", "latency_exclusive_ms_median", "latency_exclusive_ms_p90")
+#: ``fps_exclusive`` is the median over interleaved passes, ``_lo``/``_hi`` the slowest and the
+#: fastest pass (:mod:`ssr.interleave`): points whose ranges overlap are tied, not ranked.
+EXCLUSIVE_FIELDS = (
+    "fps_exclusive",
+    "fps_exclusive_lo",
+    "fps_exclusive_hi",
+    "latency_exclusive_ms_median",
+    "latency_exclusive_ms_p90",
+    "exclusive_threads",
+)
+#: Text fields of the exclusive re-measurement (a row column and a run tag each).
+EXCLUSIVE_TEXT_FIELDS = ("exclusive_device",)
+
+#: Per-epoch metrics a trial reports in both phases (search, then retraining): what ASHA and
+#: MO-ASHA may rank on. ``val_miou`` is the current phase's validation mIoU.
+EPOCH_METRICS = ("val_miou", "train_loss")
+#: Per-epoch cost metrics of the search phase only (MO-ASHA carries the last value forward):
+#: ``expected_gmacs`` is the supernet's expected conv GMACs under its architecture distribution.
+EPOCH_COST_METRICS = ("expected_gmacs",)
 
 #: Files of the pipeline's output folder that the trial's final checkpoint carries.
 FINAL_ARTIFACTS = (

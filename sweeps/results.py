@@ -106,8 +106,11 @@ def build_row(
 class ResultsTable:
     """The rows of one sweep, keyed by trial id, mirrored to Parquet on every change."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, objectives: list[tuple[str, bool]] | None = None) -> None:
         self.path = Path(path)
+        #: The columns the sweep's front ranks, (column, maximise): recorded in the file's
+        #: schema metadata (``ssr.objectives``) so that every view ranks the same front.
+        self.objectives = list(objectives) if objectives is not None else None
         self._rows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         if self.path.is_file():
@@ -147,10 +150,11 @@ class ResultsTable:
                     self._rows[t].update(values)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": str(self.path)}  # NOTE: pickled with Tune's experiment; reload from disk
+        # NOTE: pickled with Tune's experiment; the rows are reloaded from disk
+        return {"path": str(self.path), "objectives": self.objectives}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(Path(state["path"]))
+        self.__init__(Path(state["path"]), state.get("objectives"))
 
     def frame(self) -> Any:
         """Canonical DataFrame (:func:`analysis.schema.coerce_records`, validated)."""
@@ -160,10 +164,12 @@ class ResultsTable:
 
     def write(self) -> Path:
         """Atomically replace ``results.parquet`` with the current rows."""
+        from analysis.schema import write_records
+
         with self._lock:
             frame = self.frame()
             with atomic_path(self.path) as tmp:
-                frame.to_parquet(tmp, index=False)
+                write_records(frame, tmp, objectives=self.objectives)
         return self.path
 
 

@@ -227,9 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             dump_sweep(sweep, run_dir / SWEEP_FILE)
         write_run_file(run_dir, uri, storage)
+        from analysis.objectives import objectives_json
+
         tracker.start(
             params={f"sweep.{k}": v for k, v in _flat(sweep.source).items()},
-            tags={"ssr.storage": str(run_dir)},
+            tags={
+                "ssr.storage": str(run_dir),
+                "ssr.objectives": objectives_json(sweep.report_objectives()),
+            },
             artifacts=[run_dir / SWEEP_FILE],
             resume=args.resume,
         )

@@ -30,7 +30,11 @@ from ssr.config import (
 )
 from sweeps.definition import OBJECTIVE_METRICS, Sweep, SweepSpec
 from sweeps.params import SweepParam, build_pipeline, parse_param
-from sweeps.protocol import trial_dirname  # noqa: F401
+from sweeps.protocol import (
+    EPOCH_COST_METRICS,
+    EPOCH_METRICS,
+    trial_dirname,  # noqa: F401
+)
 from sweeps.rundir import check_name
 
 # NOTE: trial_dirname is imported here because experiments saved before sweeps.protocol existed
@@ -163,7 +167,7 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
     build_pipeline(base, {p.key: p.probe_values()[0] for p in params}, where="space (first values)")
     _check_searcher(spec, params)
     s = spec.scheduler
-    if s.kind == "asha":
+    if s.kind in ("asha", "moasha"):
         max_t = b.search_epochs + b.retrain_epochs + 1
         _check(s.grace_period >= 1, f"scheduler.grace_period must be >= 1, got {s.grace_period}")
         _check(
@@ -176,14 +180,20 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
         )
         _check(
             not base_cfg.search.stop_when_discrete,
-            "scheduler asha needs a fixed number of search epochs: "
+            f"scheduler {s.kind} needs a fixed number of search epochs: "
             "base.search.stop_when_discrete must be false",
         )
         _check(
-            s.metric not in seen and s.metric not in OBJECTIVE_METRICS[3:],
-            f"scheduler.metric: {s.metric!r} is only known at the end of a trial (or is an "
-            "objective); use a per-epoch metric such as val_miou",
+            s.metric in EPOCH_METRICS,
+            f"scheduler.metric: {s.metric!r} is not reported by every epoch of a trial; "
+            f"use one of {', '.join(EPOCH_METRICS)}",
         )
+        if s.kind == "moasha":
+            _check(
+                s.cost_metric in EPOCH_COST_METRICS + EPOCH_METRICS and s.cost_metric != s.metric,
+                f"scheduler.cost_metric: {s.cost_metric!r} is not a per-epoch metric other than "
+                f"scheduler.metric; use one of {', '.join(EPOCH_COST_METRICS)}",
+            )
     return Sweep(spec=spec, base=base, params=params, source=copy.deepcopy(raw))
 
 

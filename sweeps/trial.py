@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr.atomic import write_json
-from sweeps.params import trial_pipeline
+from sweeps.params import trial_pipeline, trial_values
 from sweeps.protocol import FINAL_ARTIFACTS, FINAL_KEY, REPORT_TEXT_FIELDS, is_finite_number
 
 
@@ -131,7 +131,13 @@ def run_trial(config: dict[str, Any]) -> None:
     for name in FINAL_ARTIFACTS:
         if (out_dir / name).is_file():
             shutil.copy2(out_dir / name, final_dir / name)
-    record = {**record, "fps_shared_device": True}
+    record = {
+        **record,
+        "fps_shared_device": True,
+        "baseline": str(trial_values(config).get("baseline", "ssr")),
+        "search_input_size": f"{cfg.search.data.height}x{cfg.search.data.width}",
+        "retrain_epochs": cfg.retrain.epochs,
+    }
     if not (final_dir / "record.json").is_file():
         write_json(final_dir / "record.json", record)
     search_epochs = int(record.get("search_epochs") or cfg.search.epochs)
@@ -141,36 +147,49 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def measure_exclusive(
-    genotype_json: str, dataset: str, bench: dict[str, Any], threads: int
-) -> dict[str, Any]:
-    """Exclusive FPS of one genotype: DerivedNet at the sweep's bench input, measured alone.
+    genotypes: dict[str, str], dataset: str, bench: dict[str, Any], threads: int, passes: int
+) -> dict[str, dict[str, Any]]:
+    """Exclusive FPS of every genotype, timed alone on one device in interleaved passes.
 
-    Runs as a Ray task after the sweep, one at a time, all on one node (docs/design.md §5).
-    ``threads`` applies when the bench config leaves threads at 0 (torch's default).
+    Runs as one Ray task after the sweep (docs/design.md §5): each genotype's DerivedNet at the
+    sweep's bench input is timed once in each of ``passes`` rotated rounds
+    (:func:`ssr.interleave.measure_interleaved`), so that a change in the machine's load hits
+    every network alike; each keeps its spread (``fps_exclusive_lo``/``_hi``: slowest and
+    fastest pass). ``threads`` applies when the bench config leaves threads at 0.
     """
     import dataclasses
 
     import ray
 
-    from ssr.bench import measure
     from ssr.config import BenchConfig, from_dict
     from ssr.data import dataset_info
     from ssr.genotype import Genotype
+    from ssr.interleave import measure_interleaved
     from ssr.network import DerivedNet
 
     cfg = from_dict(BenchConfig, bench)
     if cfg.threads == 0:
         cfg = dataclasses.replace(cfg, threads=max(1, int(threads)))
-    model = DerivedNet(Genotype.from_json(genotype_json), dataset_info(dataset).num_classes).eval()
-    res = measure(model, (cfg.batch, 3, cfg.height, cfg.width), cfg).to_dict()
-    return {
-        "fps_exclusive": res["fps_median"],
-        "latency_exclusive_ms_median": res["latency_ms_median"],
-        "latency_exclusive_ms_p90": res["latency_ms_p90"],
-        "exclusive_device": res["device"],
-        "exclusive_threads": res["threads"],
-        "exclusive_backend": res["backend"],
+    classes = dataset_info(dataset).num_classes
+    models = {g: DerivedNet(Genotype.from_json(js), classes).eval() for g, js in genotypes.items()}
+    spreads, rec = measure_interleaved(models, (cfg.batch, 3, cfg.height, cfg.width), cfg, passes)
+    where = {
+        "exclusive_device": rec["device"],
+        "exclusive_threads": rec["threads"],
+        "exclusive_backend": rec["backend"],
+        "exclusive_passes": passes,
         "exclusive_node": ray.util.get_node_ip_address(),
         "exclusive_node_id": ray.get_runtime_context().get_node_id(),
-        "exclusive_other_load": res.get("other_load"),
     }
+    out: dict[str, dict[str, Any]] = {}
+    for g, sp in spreads.items():
+        out[g] = {
+            "fps_exclusive": round(sp.fps, 3),
+            "fps_exclusive_lo": round(sp.fps_lo, 3),
+            "fps_exclusive_hi": round(sp.fps_hi, 3),
+            "latency_exclusive_ms_median": round(sp.latency_ms_median, 4),
+            "latency_exclusive_ms_p90": round(sp.latency_ms_p90, 4),
+            "pass_medians_ms": [round(m, 4) for m in sp.pass_medians_ms],
+            **where,
+        }
+    return out

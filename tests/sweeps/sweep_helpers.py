@@ -162,6 +162,7 @@ def check_sweep(uri: str, experiment: str, run_dir: Path, n: int) -> None:
     import pandas as pd
 
     from analysis.load import from_parquet
+    from analysis.objectives import recorded_objectives
 
     parents, kids = children(uri, experiment)
     assert len(parents) == 1, [p.info.run_name for p in parents]
@@ -192,6 +193,14 @@ def check_sweep(uri: str, experiment: str, run_dir: Path, n: int) -> None:
     complete = canon[canon["status"] == "complete"]
     assert len(complete) >= 1
     assert complete["fps_exclusive"].notna().all()
+    # interleaved passes: every exclusive FPS keeps its spread, and says where it ran
+    assert (complete["fps_exclusive_lo"] <= complete["fps_exclusive"]).all()
+    assert (complete["fps_exclusive"] <= complete["fps_exclusive_hi"]).all()
+    assert complete["exclusive_device"].notna().all()
+    assert complete["baseline"].isin(["ssr", "darts_pruning", "no_shrink"]).all()
+    assert complete["derived_miou_lo"].notna().all() and complete["search_input_size"].notna().all()
+    # the sweep records the front it ranked, so every later view ranks the same one
+    assert recorded_objectives(canon) == [("derived_miou", True), ("fps_exclusive", True)]
     assert complete["fps_shared_device"].all()
     assert (run_dir / "report" / "report.md").is_file()
     assert (run_dir / "report" / "pareto.png").is_file()
