@@ -16,8 +16,11 @@ with the record of what they ran on. The procedure extends the official one (doc
 
 Backends: ``torch`` (eager), ``onnxruntime`` (CPU provider, or CUDA when asked and available;
 the model is exported with :func:`ssr.onnx_export.export_onnx` first) and ``auto`` (measures
-each available backend in its own loop and keeps the fastest). Sizes (parameters, MACs) are
-counted by :mod:`ssr.complexity`.
+each available backend in its own loop and keeps the fastest). Precision ``int8`` is the static
+QDQ quantization of :mod:`ssr.quantize`, run by ONNX Runtime on CPU and calibrated on training
+images (``measure(..., calibration=...)``); quantizing is not timed. Sizes (parameters, MACs)
+are counted by :mod:`ssr.complexity`; how close a latency comes to the machine's limit is
+:func:`ssr.roofline.achieved`.
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ class BenchResult:
     machine's host) only adds time, so they repeat better than the median on shared machines
     (BENCHMARKS.md); the median and p90 stay the headline figures (docs/design.md §3).
     ``other_load`` is the share of the machine's CPU other processes used meanwhile. ``form``
-    says what ran: the model ``as given``, or an exact inference form (``measure(optimize=True)``).
-    ``candidates`` (``auto`` only) holds every backend's figures, or its error.
+    says what ran: the model ``as given``, an exact inference form (``measure(optimize=True)``)
+    or ``int8 QDQ`` (``calibration`` then says on what). ``candidates`` (``auto`` only) holds
+    every backend's figures, or its error.
     """
 
     backend: str
@@ -92,6 +96,7 @@ class BenchResult:
     onnxruntime_version: str | None = None
     cudnn_benchmark: bool | None = None
     other_load: float | None = None
+    calibration: str | None = None
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,7 +159,13 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def _check_cfg(cfg: BenchConfig) -> None:
     dev = torch.device(cfg.device)
-    if cfg.precision != "fp32" and dev.type != "cuda":
+    if cfg.precision == "int8":
+        if dev.type != "cpu":
+            raise ConfigError(
+                "precision int8 is measured on cpu only (ONNX Runtime static quantization, "
+                "ssr.quantize); use device cpu"
+            )
+    elif cfg.precision != "fp32" and dev.type != "cuda":
         raise ConfigError(
             f"precision {cfg.precision} is only measured on CUDA; use precision fp32 on {dev.type}"
         )
@@ -236,8 +247,8 @@ def _measure_ort(
     import numpy as np
 
     ort = require("onnxruntime")
-    if cfg.precision != "fp32":
-        raise ConfigError("the onnxruntime backend measures fp32 models only")
+    if cfg.precision not in ("fp32", "int8"):
+        raise ConfigError("the onnxruntime backend measures fp32 and int8 models only")
     inp = session.get_inputs()[0]
     want = [d if isinstance(d, int) else None for d in inp.shape]
     if any(w is not None and w != s for w, s in zip(want, shape)):
@@ -280,6 +291,8 @@ def measure(
     cfg: BenchConfig,
     *,
     optimize: bool = False,
+    calibration: Any = None,
+    calibration_images: int | None = None,
 ) -> BenchResult:
     """Latency and FPS of a model by the one procedure (docs/design.md §5, docs/method.md §8.3).
 
@@ -296,11 +309,21 @@ def measure(
     ``optimize=True`` measures each backend's best exact inference form of a module instead of
     the module as given (recorded in ``form``): BN folded and channels-last memory for torch,
     :func:`ssr.deploy.deploy` (padded residual streams, concat-free head) for onnxruntime.
+
+    ``cfg.precision == 'int8'`` (CPU; always ONNX Runtime whatever ``cfg.backend`` says, and
+    the record's ``backend`` says so): a module is quantized first by :func:`ssr.quantize.quantize_model` (not timed), calibrated on
+    ``calibration``: the run's :class:`~ssr.config.DataConfig` or a dataset name
+    (``calibration_images`` training images, default :data:`ssr.quantize.DEFAULT_IMAGES`) or a
+    list of input batches. A session or ``.onnx`` path is taken as already quantized.
     """
     _check_cfg(cfg)
     shape = nchw(input_shape, cfg.batch)
     if isinstance(model_or_session, (str, Path)):
         model_or_session = ort_session(model_or_session, cfg.threads, cfg.device)
+    if cfg.precision == "int8":
+        cfg = dataclasses.replace(cfg, backend="onnxruntime")
+        if not _is_session(model_or_session):
+            return _measure_int8(model_or_session, shape, cfg, calibration, calibration_images)
     if cfg.backend == "auto":
         return _measure_auto(model_or_session, shape, cfg, optimize)
     if _is_session(model_or_session):
@@ -320,6 +343,25 @@ def measure(
             export_onnx(model, shape, path, verify=False)
             return _measure_ort(ort_session(path, cfg.threads, cfg.device), shape, cfg, form)
     raise ConfigError(f"unknown backend {cfg.backend!r}; use torch, onnxruntime or auto")
+
+
+def _measure_int8(
+    model: nn.Module, shape: tuple[int, ...], cfg: BenchConfig, calibration: Any, n: int | None
+) -> BenchResult:
+    from ssr.quantize import DEFAULT_IMAGES, int8_session
+
+    if calibration is None:
+        raise ConfigError(
+            "precision int8 needs calibration images: measure(..., calibration=<the run's "
+            "DataConfig, a dataset name or input batches>)"
+        )
+    with tempfile.TemporaryDirectory(prefix="ssr-bench-int8-") as tmp:
+        session, q = int8_session(
+            model, shape, calibration, tmp, threads=cfg.threads, n_images=n or DEFAULT_IMAGES
+        )
+        res = _measure_ort(session, shape, cfg, form="int8 QDQ")
+    res.calibration = f"{q.calibration}, {q.method}"
+    return res
 
 
 def available_backends(obj: nn.Module | Any) -> list[str]:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["OtherLoad", "cpu_name", "device_name"]
+__all__ = ["SIMD_FLAGS", "OtherLoad", "cpu_info", "cpu_name", "device_name"]
+
+#: The ``/proc/cpuinfo`` flags that decide conv throughput (fp32 vector width, int8 dot products,
+#: bf16/fp16 and matrix units); :func:`cpu_info` lists those present.
+SIMD_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_int8", "amx_bf16",
+)  # fmt: skip
 
 
 def cpu_name() -> str:
@@ -25,6 +32,34 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (empty if unreadable)."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0].splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def cpu_info() -> dict[str, object]:
+    """What a CPU figure needs next to it: model, family/model numbers, cores and SIMD flags.
+
+    ``simd`` lists the :data:`SIMD_FLAGS` this CPU reports (``lscpu`` flags), so a table can say
+    whether AVX-512 or VNNI ran; figures from CPUs with different entries are not comparable.
+    """
+    f = _cpuinfo_fields()
+    flags = set(f.get("flags", "").split())
+    return {
+        "model": cpu_name(),
+        "family": f.get("cpu family"),
+        "model_number": f.get("model"),
+        "cores": os.cpu_count(),
+        "simd": [flag for flag in SIMD_FLAGS if flag in flags],
+    }
 
 
 def device_name(device: str) -> str:

@@ -1,6 +1,9 @@
 """``python -m ssr bench``: params, conv GMACs and latency/FPS of a genotype's network.
 
-Sizes come from :mod:`ssr.complexity`, timing from the one procedure :func:`ssr.bench.measure`.
+Sizes come from :mod:`ssr.complexity`, timing from the one procedure :func:`ssr.bench.measure`,
+and on CPU the rate achieved against this machine's probe (:func:`ssr.roofline.achieved`).
+``--backend ort-int8`` measures the int8 form of :mod:`ssr.quantize` (ONNX Runtime, QDQ,
+calibrated on ``--calibration-images`` training images of ``--data``).
 Settings: :class:`ssr.config.BenchConfig` defaults <- ``--config`` <- ``--set`` <- flags.
 """
 
@@ -16,8 +19,9 @@ from ssr.commands.model_args import add_model_args, build_model
 
 TABLE_KEYS = (
     "genotype_id", "params_m", "gmacs", "input", "batch", "backend", "device", "threads",
-    "precision", "latency_ms_median", "latency_ms_p90", "fps_median", "cv_between_passes",
-    "other_load",
+    "precision", "form", "latency_ms_median", "latency_ms_p90", "fps_median",
+    "cv_between_passes", "other_load", "gmacs_per_s", "pct_of_probe", "probe_gmacs_per_s",
+    "calibration",
 )  # fmt: skip
 FLAGS = ("batch", "backend", "threads", "device", "precision", "warmup", "iters", "repeats")
 
@@ -25,10 +29,22 @@ FLAGS = ("batch", "backend", "threads", "device", "precision", "warmup", "iters"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--batch", type=int, default=None, help="batch size (default 1)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime", "auto"), default=None)
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime", "auto", "ort-int8"),
+        default=None,
+        help="ort-int8: onnxruntime at precision int8 (static QDQ quantization)",
+    )
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (0: default)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None)
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default=None)
+    p.add_argument(
+        "--data", default="synthetic", help="int8: dataset whose training images calibrate"
+    )
+    p.add_argument("--data-root", default=None, help="int8: folder of a real dataset")
+    p.add_argument(
+        "--calibration-images", type=int, default=None, help="int8: calibration images (16)"
+    )
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations (default 10)")
     p.add_argument("--iters", type=int, default=None, help="timed iterations per pass (50)")
     p.add_argument("--repeats", type=int, default=None, help="timing passes (default 3)")
@@ -46,7 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_config(args: argparse.Namespace) -> Any:
     """The :class:`~ssr.config.BenchConfig`: YAML file, then ``--set``, then the flags."""
-    from ssr.config import BenchConfig, deep_merge, from_dict, load_yaml, parse_overrides
+    from ssr.config import (
+        BenchConfig,
+        ConfigError,
+        deep_merge,
+        from_dict,
+        load_yaml,
+        parse_overrides,
+    )
 
     data = load_yaml(args.config) if args.config else {}
     data = deep_merge(data, parse_overrides(args.set))
@@ -56,6 +79,10 @@ def bench_config(args: argparse.Namespace) -> Any:
     for key in FLAGS:
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
+    if flags.get("backend") == "ort-int8":
+        if flags.get("precision", "int8") != "int8":
+            raise ConfigError("--backend ort-int8 measures precision int8; drop --precision")
+        flags.update(backend="onnxruntime", precision="int8")
     return from_dict(BenchConfig, deep_merge(data, flags))
 
 
@@ -63,14 +90,18 @@ def run(args: argparse.Namespace) -> int:
     """One JSON object (``--json``) or a short table."""
     from ssr.bench import measure
     from ssr.complexity import count_macs, count_params
+    from ssr.config import ConfigError, DataConfig
 
     cfg = bench_config(args)
+    if cfg.precision == "int8" and args.optimize:
+        raise ConfigError("--optimize picks exact fp32 forms; the int8 form is its own")
     genotype, model = build_model(args)
+    macs = count_macs(model, (3, cfg.height, cfg.width))
     row: dict[str, Any] = {
         "genotype_id": genotype.id,
         "params": count_params(model),
         "params_m": round(count_params(model) / 1e6, 4),
-        "gmacs": round(count_macs(model, (3, cfg.height, cfg.width)) / 1e9, 3),
+        "gmacs": round(macs / 1e9, 3),
         "input": f"{cfg.height}x{cfg.width}",
         "batch": cfg.batch,
         "num_classes": args.num_classes,
@@ -81,8 +112,21 @@ def run(args: argparse.Namespace) -> int:
 
         model = fold_bn(model)
     if not args.no_timing:
-        res = measure(model, (cfg.batch, 3, cfg.height, cfg.width), cfg, optimize=args.optimize)
+        calibration = DataConfig(name=args.data, root=args.data_root)
+        res = measure(
+            model,
+            (cfg.batch, 3, cfg.height, cfg.width),
+            cfg,
+            optimize=args.optimize,
+            calibration=calibration if cfg.precision == "int8" else None,
+            calibration_images=args.calibration_images,
+        )
         row.update(res.to_dict())
+        if res.device_type == "cpu":
+            from ssr.roofline import achieved
+
+            seconds = res.latency_ms_median / 1e3
+            row.update(achieved(macs * cfg.batch, seconds, res.threads, res.precision))
     if args.json:
         print(to_json(row))
     else:
