@@ -12,6 +12,7 @@ level as :func:`ssr.config.from_dict` loads it; a :class:`Sweep` is what validat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from ssr.config import PipelineConfig
@@ -46,11 +47,15 @@ class Objective:
 
 @dataclass(frozen=True)
 class SearcherSpec:
-    """``optuna`` (TPE or NSGA-II, multi-objective when several objectives), ``random``, ``grid``."""
+    """``optuna`` (TPE or NSGA-II, multi-objective when several objectives), ``random``, ``grid``.
+
+    ``storage``: the Optuna RDB URL of the study (default: ``sqlite:///<run folder>/optuna.db``).
+    """
 
     kind: Literal["optuna", "random", "grid"] = "optuna"
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0
+    storage: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,12 @@ class Sweep:
             },
         }
 
-    def searcher(self) -> Any:
-        """OptunaSearch (final-record objectives only) or Ray's random/grid variant generator."""
+    def searcher(self, run_dir: Path | None = None) -> Any:
+        """OptunaSearch (final-record objectives only) or Ray's random/grid variant generator.
+
+        With ``run_dir`` the Optuna study is stored (``searcher.storage``, default
+        ``<run_dir>/optuna.db``) under the run's name; without it, in memory.
+        """
         s = self.spec.searcher
         if s.kind in ("random", "grid"):
             from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -158,10 +167,17 @@ class Sweep:
             return BasicVariantGenerator(
                 random_state=s.seed, max_concurrent=self.spec.max_concurrent
             )
-        from sweeps.searchers import final_record_optuna
+        from sweeps.searchers import final_record_optuna, study_storage_url
 
+        baseline = next((p.args[0] for p in self.params if p.key == "baseline"), "ssr")
         return final_record_optuna(
-            [(o.metric, o.mode) for o in self.spec.objectives], s.sampler, s.seed
+            [(o.metric, o.mode) for o in self.spec.objectives],
+            s.sampler,
+            s.seed,
+            storage=study_storage_url(s.storage, run_dir) if run_dir is not None else None,
+            study_name=run_dir.name if run_dir is not None else None,
+            study_attrs={"sweep": self.spec.name, "experiment": self.spec.experiment},
+            baseline=str(baseline),
         )
 
     def scheduler(self) -> Any:

@@ -26,6 +26,7 @@ from typing import Any
 from ssr.atomic import write_json
 from sweeps import tracking
 from sweeps.definition import Sweep
+from sweeps.progress import ProgressCallback
 from sweeps.protocol import (
     COMPLETE,
     EARLY_STOPPED,
@@ -43,9 +44,19 @@ log = logging.getLogger("sweeps")
 
 
 def make_tuner(
-    sweep: Sweep, storage: str, name: str, callbacks: list[Any], resume: bool, quiet: bool
+    sweep: Sweep,
+    storage: str,
+    name: str,
+    callbacks: list[Any],
+    resume: bool,
+    quiet: bool,
+    run_dir: Path | None = None,
 ) -> Any:
-    """A new Tuner, or the restored one of ``<storage>/<name>`` when resuming."""
+    """A new Tuner, or the restored one of ``<storage>/<name>`` when resuming.
+
+    With ``run_dir`` the Optuna study is stored (``<run_dir>/optuna.db`` unless the sweep file
+    names a storage); a restored tuner reconnects to the study its searcher was pickled with.
+    """
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -62,7 +73,7 @@ def make_tuner(
         trainable,
         param_space=sweep.param_space(),
         tune_config=tune.TuneConfig(
-            search_alg=sweep.searcher(),
+            search_alg=sweep.searcher(run_dir),
             scheduler=sweep.scheduler(),
             num_samples=sweep.spec.num_samples,
             max_concurrent_trials=sweep.spec.max_concurrent,
@@ -72,7 +83,7 @@ def make_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            verbose=0,  # progress: one line per trial start/end (ResultsCallback)
+            verbose=0,  # progress: sweeps.progress.ProgressCallback
             callbacks=all_callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=sweep.spec.max_failures),
@@ -192,15 +203,6 @@ def report(sweep: Sweep, table: ResultsTable, run_dir: Path) -> tuple[Any, str |
     return result, None
 
 
-def _view_line(uri: str, tracker: Tracker) -> str:
-    if uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {uri}"
-    return (
-        f"mlflow ui --backend-store-uri {uri}  (or open {uri.rstrip('/')}/#/experiments/"
-        f"{tracker.experiment_id})"
-    )
-
-
 def run_sweep(
     sweep: Sweep,
     storage: str,
@@ -214,9 +216,11 @@ def run_sweep(
     t0 = time.monotonic()
     table_path = run_dir / RESULTS_FILE
     objectives = sweep.report_objectives()
-    results_cb = ResultsCallback(ResultsTable(table_path, objectives), name, verbose=not quiet)
+    results_cb = ResultsCallback(ResultsTable(table_path, objectives), name)
+    progress_cb = ProgressCallback(sweep, results_cb.table, tracker.varied, verbose=not quiet)
     mlflow_cb = MlflowCallback(tracker, results_cb.table)
-    tuner = make_tuner(sweep, storage, name, [results_cb, mlflow_cb], resume, quiet)
+    callbacks = [results_cb, progress_cb, mlflow_cb]  # NOTE: progress reads the rows just written
+    tuner = make_tuner(sweep, storage, name, callbacks, resume, quiet, run_dir)
     grid = tuner.fit()
 
     unfinished = unfinished_trials(storage, name)
@@ -268,5 +272,5 @@ def run_sweep(
         print(f"report:  {result.paths['markdown']}  (plot: {result.paths['png']})")
     else:
         print(f"report:  not written ({problem})")
-    print(f"view the runs: {_view_line(tracker.uri, tracker)}", flush=True)
+    print(f"view the runs: {tracking.view_line(tracker.uri, tracker.experiment_id)}", flush=True)
     return 0 if counts[COMPLETE] else 1

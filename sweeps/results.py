@@ -26,7 +26,6 @@ from sweeps.protocol import (
     FAILED,
     FINAL_KEY,
     NUMERIC_FIELDS,
-    SAMPLED_KEY,
     TEXT_FIELDS,
     TRIAL_DIR_PREFIX,
     is_finite_number,
@@ -174,27 +173,21 @@ class ResultsTable:
 
 
 class ResultsCallback(Callback):
-    """Tune callback (driver side): a row per trial as soon as it ends, written at once."""
+    """Tune callback (driver side): a row per trial as soon as it ends, written at once.
 
-    def __init__(self, table: ResultsTable, sweep: str, verbose: bool = True) -> None:
+    It writes rows only; the console lines are :class:`sweeps.progress.ProgressCallback`'s.
+    """
+
+    def __init__(self, table: ResultsTable, sweep: str) -> None:
         self.table = table
         self.sweep = sweep
-        self.verbose = verbose
         self.trials: list[Any] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"table": self.table, "sweep": self.sweep, "verbose": self.verbose, "trials": []}
+        return {"table": self.table, "sweep": self.sweep, "trials": []}
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         self.trials = trials
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        if self.verbose:
-            dims = "  ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in (trial.config.get(SAMPLED_KEY) or {}).items()
-            )
-            print(f"    trial {trial.trial_id} started  {dims}", flush=True)
 
     def _record(self, trial: Any, status: str, error: str | None) -> None:
         row = build_row(
@@ -207,8 +200,6 @@ class ResultsCallback(Callback):
             self.table.write()
         except Exception as exc:  # keep the sweep going; the row stays in memory and in Tune
             log.warning("could not write %s: %s", self.table.path, exc)
-        if self.verbose:
-            print(progress_line(row, len(self.table)), flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         status = trial_status(trial)
@@ -223,18 +214,6 @@ class ResultsCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._record(trial, FAILED, error_text(trial))
-
-
-def progress_line(row: dict[str, Any], done: int) -> str:
-    """One line per finished trial for the terminal."""
-    parts = [f"[{done}] trial {row['trial_id']} {row['status']}"]
-    for key in ("genotype_id", "derived_miou", "retrained_miou", "gmacs", "fps_shared", "node"):
-        v = row.get(key)
-        if v is not None:
-            parts.append(f"{key}={v:.4g}" if isinstance(v, float) else f"{key}={v}")
-    if row.get("error") and row["status"] == FAILED:
-        parts.append(f"error: {str(row['error']).splitlines()[0][:200]}")
-    return "  ".join(parts)
 
 
 def result_trial_id(result: Any) -> str:

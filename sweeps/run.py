@@ -2,10 +2,12 @@
 """Run an SSR sweep: ``python sweeps/run.py [--config FILE] [--set key=value ...] [--cluster]``.
 
 With no arguments it runs the embedded default (``sweeps/configs/default.yaml``): a local Ray
-instance, a SQLite MLflow store in the run folder, the synthetic dataset and a sweep that ends
-in about ten minutes on two CPU cores with the Pareto table printed, the report written and the
-``mlflow ui`` command to view the runs. The run folder is ``<storage>/<name>/``: Tune's
-experiment, ``results.parquet``, ``mlflow.db`` (default store), ``report/``.
+instance, one SQLite MLflow store for all sweeps (``<storage>/mlflow.db``), the synthetic
+dataset and a sweep that ends in about ten minutes on two CPU cores with the Pareto table
+printed, the report written and the ``mlflow ui`` command to view the runs. The run folder is
+``<storage>/<name>/``: Tune's experiment, ``results.parquet``, ``optuna.db`` (the Optuna
+study), ``report/``. While it runs, :mod:`sweeps.progress` prints each trial's start and end, the
+progress with an ETA, and a heartbeat every 30 s (``--quiet``: none of it).
 
 Order of work: validate the sweep file -> check the dataset -> probe the tracking store -> join
 or start Ray -> Tune (Optuna/ASHA, trials of :mod:`sweeps.trial`, MLflow and results callbacks)
@@ -36,7 +38,6 @@ from sweeps import cluster
 from sweeps.cluster import Unreachable
 from sweeps.definition import Sweep
 from sweeps.rundir import (
-    MLFLOW_ARTIFACTS,
     SWEEP_FILE,
     read_run_file,
     resolve_run,
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python sweeps/run.py",
         description="Run a sweep of SSR searches (Ray Tune + Optuna + ASHA), track every trial in "
         "MLflow, write results.parquet and a Pareto report. No arguments: the embedded default "
-        "(local Ray, SQLite MLflow store in the run folder, synthetic data, ~10 min on 2 cores).\n"
+        "(local Ray, one SQLite MLflow store under --storage, synthetic data, ~10 min on 2 cores).\n"
         "--set overrides a field of the sweep file: num_samples=8, budget.search_epochs=5, "
         "base.search.data.height=64, 'space.ssr.op={loguniform: [5, 60]}'.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         metavar="URI",
         help="MLflow tracking URI, e.g. "
-        "http://127.0.0.1:5000 (default: sqlite:///<run folder>/mlflow.db)",
+        "http://127.0.0.1:5000 (default: sqlite:///<storage>/mlflow.db, one store for all "
+        "sweeps under --storage; a run folder with its own mlflow.db keeps it)",
     )
     p.add_argument(
         "--experiment",
@@ -118,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--name/--storage): finished trials are kept, unfinished ones resume from "
         "their checkpoints, MLflow runs are reused",
     )
-    p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on the console: no trial start/end lines, progress/ETA lines or "
+        "heartbeats (warnings, errors, the front table and the final summary still print)",
+    )
     return p
 
 
@@ -216,14 +223,20 @@ def main(argv: list[str] | None = None) -> int:
             cluster.tcp_probe(args.address)
         quiet_mlflow()
         tracking.probe(uri)
+        if sweep.spec.searcher.storage and not args.resume:  # the default is made with the run
+            from sweeps.searchers import probe_study
+
+            probe_study(sweep.spec.searcher.storage, run_dir)
         address = cluster.start_ray(
             _ray_address(args),
             sweep.spec.resources.cpus_per_trial,
             sweep.spec.resources.gpus_per_trial,
         )
         run_dir.mkdir(parents=True, exist_ok=True)
-        local_artifacts = run_dir / MLFLOW_ARTIFACTS if uri.startswith("sqlite:") else None
-        tracker = tracking.Tracker(uri, sweep.spec.experiment, name, local_artifacts)
+        varied = [p.key for p in sweep.params if p.kind != "const"]
+        tracker = tracking.Tracker(
+            uri, sweep.spec.experiment, name, tracking.artifact_root(uri), varied
+        )
         if not args.resume:
             dump_sweep(sweep, run_dir / SWEEP_FILE)
         write_run_file(run_dir, uri, storage)

@@ -226,6 +226,11 @@ def _check_searcher(spec: SweepSpec, params: tuple[SweepParam, ...]) -> None:
         not (kind == "optuna" and spec.searcher.sampler == "nsga2" and len(spec.objectives) < 2),
         "searcher.sampler nsga2 is for two or more objectives; use tpe",
     )
+    if spec.searcher.storage:
+        _check(kind == "optuna", f"searcher.storage is the Optuna study's; searcher.kind is {kind}")
+        from sweeps.searchers import check_storage_url
+
+        check_storage_url(spec.searcher.storage)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,11 +24,15 @@ class MlflowCallback(Callback):
         self.tracker = tracker
         self.table = table
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def _child(self, trial: Any) -> None:
+        self.tracker.note_number(trial.trial_id, getattr(trial, "experiment_tag", None))
         self.tracker.child(trial.trial_id, trial.config)
 
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._child(trial)
+
     def on_trial_restore(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.tracker.child(trial.trial_id, trial.config)
+        self._child(trial)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any

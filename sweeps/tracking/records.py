@@ -1,54 +1,77 @@
-"""What a child run holds: per-epoch metrics, the final record, artifacts, re-measurements.
+"""What a child run holds: per-epoch metrics, the final record, artifacts, its logged model.
 
-A child holds the flattened trial config as params ``cfg.<key>`` (see
-:meth:`~sweeps.tracking.runs.Tracker.child`), the per-epoch metrics (step = the pipeline's epoch
-step), the final record as metrics named like the record's numeric columns and tags
-``ssr.<column>`` for its text fields, the files of the trial's final Tune checkpoint (genotype,
-history, prune events, summary, ONNX) plus a drawing of the architecture, and the exclusive
-re-measurement. Every function returns False when MLflow could not take it (it is synced later).
+- per-epoch metrics at the pipeline's epoch step, grouped by phase: ``search/<name>`` and
+  ``retrain/<name>`` (the MLflow UI draws one section of charts per prefix); a value the trial
+  reports as ``<objective>_epoch`` is logged as ``search/<objective>``;
+- the final record under the plain column names of :mod:`analysis.schema` (``derived_miou``,
+  ``fps_shared``, ...), linked to the trial's logged model, and its text fields as tags
+  ``ssr.<column>`` (``ssr.status``; a failed trial's ``ssr.error`` is the first line of its
+  error, the whole text is the artifact ``error.txt``);
+- the files of the trial's final Tune checkpoint (genotype, history, prune events, summary,
+  record, ``config.resolved.yaml``: the whole config) plus a drawing of the architecture, and
+  ``model.onnx`` as the logged model of :mod:`sweeps.tracking.models`;
+- the exclusive re-measurement.
+
+Every function returns False when MLflow could not take it (it is synced later).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from sweeps.protocol import (
-    EXCLUSIVE_FIELDS,
-    FINAL_ARTIFACTS,
-    FINAL_KEY,
-    NUMERIC_FIELDS,
-    is_finite_number,
-)
+from analysis.schema import COLUMNS
+from sweeps.params import flat_params
+from sweeps.protocol import COMPLETE, FAILED, FINAL_ARTIFACTS, FINAL_KEY, is_finite_number
 from sweeps.results import genotype_json
-from sweeps.tracking.runs import Tracker
+from sweeps.tracking import models
+from sweeps.tracking.names import defining_params
+from sweeps.tracking.runs import LAST_STEP_TAG, Tracker
 
-#: Tune bookkeeping keys that are not metrics of the trial.
+log = logging.getLogger(__name__)
+
+#: Report keys that are Tune's bookkeeping or the epoch's coordinates, not metrics of the trial.
 _SKIP = frozenset(
     {
         "timestamp", "pid", "done", "training_iteration", "time_since_restore",
         "iterations_since_restore", "trial_id", "date", "hostname", "node_ip", "experiment_tag",
-        "config", "checkpoint_dir_name", "should_checkpoint", FINAL_KEY,
+        "config", "checkpoint_dir_name", "should_checkpoint", "time_total_s", "step", "phase",
+        "epoch", FINAL_KEY,
     }
 )  # fmt: skip
-#: Columns of a results row logged as ``ssr.<column>`` tags.
-TAG_COLUMNS = (
-    "genotype_id", "trial_id", "sweep", "status", "node", "device", "precision", "input_size",
-    "dataset", "error",
-)  # fmt: skip
-#: Columns of a results row logged as metrics.
-ROW_METRICS = (*NUMERIC_FIELDS, *EXCLUSIVE_FIELDS, "completion_order", "iterations", "wall_s")
+#: Per-epoch report keys logged under another name.
+_RENAME = {"time_this_iter_s": "epoch_s"}
+#: Phase prefixes of per-epoch metrics (the trial reports ``phase`` 0 or 1).
+PHASES = {0: "search", 1: "retrain"}
+#: Numeric row fields that are not record columns but are logged with the final record.
+EXTRA_METRICS = ("wall_s",)
+#: Run files of the trial's model, logged as files only when the logged model fails.
+_MODEL_FILES = ("model.onnx", "model.onnx.data")
+
+
+def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch metrics of a report, named ``<phase>/<name>``."""
+    phase = PHASES.get(int(result.get("phase") or 0), "search")
+    out = {}
+    for k, v in result.items():
+        if k in _SKIP or "/" in k or not is_finite_number(v):
+            continue
+        name = _RENAME.get(k, k.removesuffix("_epoch") if k.endswith("_epoch") else k)
+        out[f"{phase}/{name}"] = float(v)
+    return out
 
 
 def log_epoch(
     tracker: Tracker, trial_id: str, config: dict[str, Any], result: dict[str, Any]
 ) -> bool:
-    """Per-epoch metrics at the pipeline's epoch step (the training iteration; a step that a
-    resumed trial reports again is skipped). False when MLflow could not take them."""
-    from mlflow.entities import Metric
+    """Per-epoch metrics at the pipeline's epoch step (a step that a resumed trial reports again
+    is skipped). False when MLflow could not take them."""
+    from mlflow.entities import Metric, RunTag
 
+    tracker.note_number(trial_id, result.get("experiment_tag"))
     run_id = tracker.child(trial_id, config)
     if not run_id:
         return False
@@ -56,24 +79,49 @@ def log_epoch(
     if step <= tracker.last_step.get(run_id, 0):
         return True
     now = int(time.time() * 1000)
-    items = [
-        Metric(k, float(v), now, step)
-        for k, v in result.items()
-        if k not in _SKIP and "/" not in k and is_finite_number(v)
-    ]
+    items = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
     ok = tracker.store.call(
         f"logging epoch metrics of {trial_id}",
-        lambda: tracker.client.log_batch(run_id, metrics=items),
+        lambda: tracker.client.log_batch(
+            run_id, metrics=items, tags=[RunTag(LAST_STEP_TAG, str(step))]
+        ),
     )
     if ok:
         tracker.last_step[run_id] = step
     return ok
 
 
+def final_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric record columns of a results row (and a few run facts), finite values only."""
+    numeric = [c for c, dtype in COLUMNS.items() if dtype in ("Float64", "Int64")]
+    return {k: float(row[k]) for k in (*numeric, *EXTRA_METRICS) if is_finite_number(row.get(k))}
+
+
+def final_tags(row: dict[str, Any]) -> dict[str, str]:
+    """The text record columns of a results row as ``ssr.<column>`` tags."""
+    tags: dict[str, str] = {}
+    for k, dtype in COLUMNS.items():
+        v = row.get(k)
+        if v is None or v == "" or k in ("genotype", "error"):
+            continue
+        if dtype == "string":
+            tags[f"ssr.{k}"] = str(v)[:5000]
+        elif dtype == "boolean":
+            tags[f"ssr.{k}"] = str(bool(v)).lower()
+    geno = genotype_json(row)
+    if geno:
+        tags["ssr.genotype"] = geno[:7500]
+    if row.get("status") == FAILED and row.get("error"):
+        lines = [ln for ln in str(row["error"]).splitlines() if ln.strip()]
+        tags["ssr.error"] = (lines[0] if lines else "failed")[:500]
+    return tags
+
+
 def log_final(
     tracker: Tracker, row: dict[str, Any], config: dict[str, Any] | None, checkpoint: Any
 ) -> bool:
-    """The final record (metrics, ``ssr.*`` tags), artifacts, and the run's end status."""
+    """The final record (metrics, ``ssr.*`` tags), artifacts, the logged model, and the run's
+    end status."""
     from mlflow.entities import Metric, RunTag
 
     trial_id = row["trial_id"]
@@ -81,60 +129,98 @@ def log_final(
     if not run_id:
         return False
     step = max(int(row.get("iterations") or 0), tracker.last_step.get(run_id, 0))
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(k, float(row[k]), now, step) for k in ROW_METRICS if is_finite_number(row.get(k))
-    ]
-    tags = [
-        RunTag(f"ssr.{k}", str(row[k])[:5000]) for k in TAG_COLUMNS if row.get(k) not in (None, "")
-    ]
-    geno = genotype_json(row)
-    if geno:
-        tags.append(RunTag("ssr.genotype", geno[:7500]))
-    if row.get("fps_shared_device") is not None:
-        tags.append(RunTag("ssr.fps_shared_device", str(bool(row["fps_shared_device"])).lower()))
-    if not tracker.store.call(
-        f"logging the record of {trial_id}",
-        lambda: tracker.client.log_batch(run_id, metrics=metrics, tags=tags),
-    ):
+    tags = [RunTag(k, v) for k, v in {**final_tags(row), LAST_STEP_TAG: str(step)}.items()]
+
+    def batch(model_id: str | None) -> None:
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, v, now, step, model_id=model_id) for k, v in final_metrics(row).items()
+        ]
+        tracker.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def record() -> None:
+        if checkpoint is None or row.get("status") != COMPLETE:
+            batch(None)
+            if row.get("status") == FAILED and row.get("error"):
+                tracker.client.log_text(run_id, str(row["error"]), "error.txt")
+            return
+        with checkpoint.as_directory() as d:
+            src = Path(d)
+            model = None
+            if (src / "model.onnx").is_file():
+                params = (
+                    defining_params(flat_params(config), tracker.varied_keys(config))
+                    if config
+                    else {}
+                )
+                model = models.prepare_model(tracker, run_id, row, params)
+            batch(model.model_id if model is not None else None)
+            if model is not None and not _save_model(tracker, model, run_id, src, step):
+                model = None
+            _upload_files(tracker, run_id, row, src, skip_model=model is not None)
+
+    if not tracker.store.call(f"logging the record of {trial_id}", record):
         return False
-    if checkpoint is not None and not log_artifacts(tracker, run_id, row, checkpoint):
-        return False
+    tracker.last_step[run_id] = step  # later values (re-measurement) go to the final step
     return tracker.end_child(trial_id, row["status"])
 
 
-def log_artifacts(tracker: Tracker, run_id: str, row: dict[str, Any], checkpoint: Any) -> bool:
+def _save_model(tracker: Tracker, model: Any, run_id: str, src: Path, step: int) -> bool:
+    """The ONNX flavour of the trial's model; False (and a warning) when it cannot be written,
+    in which case ``model.onnx`` is logged as a plain file instead."""
+    if models.is_ready(model):
+        return True
+    try:
+        models.save_model(tracker, model, run_id, src / "model.onnx", step)
+        return True
+    except Exception as exc:  # an export problem must not cost the trial's record
+        log.warning(
+            "could not log the model of trial %s as an MLflow ONNX model (%s); its model.onnx is "
+            "logged as a file instead",
+            model.tags.get("ssr.trial_id"),
+            exc,
+        )
+        tracker.client.finalize_logged_model(model.model_id, "FAILED")
+        return False
+
+
+def _upload_files(
+    tracker: Tracker, run_id: str, row: dict[str, Any], src: Path, skip_model: bool
+) -> None:
     """The files of the trial's final checkpoint and a drawing of its architecture."""
+    for name in FINAL_ARTIFACTS:
+        if skip_model and name in _MODEL_FILES:
+            continue
+        if (src / name).is_file():
+            tracker.client.log_artifact(run_id, str(src / name))
+    geno = src / "genotype.json"
+    if geno.is_file():
+        from sweeps.archplot import draw_genotype
 
-    def upload() -> None:
-        with checkpoint.as_directory() as d, tempfile.TemporaryDirectory() as tmp:
-            src = Path(d)
-            for name in FINAL_ARTIFACTS:
-                if (src / name).is_file():
-                    tracker.client.log_artifact(run_id, str(src / name))
-            geno = src / "genotype.json"
-            if geno.is_file():
-                from sweeps.archplot import draw_genotype
-
-                title = f"{row.get('trial_id')}  genotype {row.get('genotype_id', '')}"
-                png = draw_genotype(geno, Path(tmp) / "architecture.png", title=title)
-                tracker.client.log_artifact(run_id, str(png))
-
-    return tracker.store.call(f"uploading the artifacts of {row.get('trial_id')}", upload)
+        with tempfile.TemporaryDirectory() as tmp:
+            title = f"{row.get('trial_id')}  genotype {row.get('genotype_id', '')}"
+            png = draw_genotype(geno, Path(tmp) / "architecture.png", title=title)
+            tracker.client.log_artifact(run_id, str(png))
 
 
 def log_values(
     tracker: Tracker, trial_id: str, values: dict[str, Any], tags: dict[str, str]
 ) -> bool:
-    """Extra metrics and tags on a child run (the exclusive re-measurement)."""
+    """Extra metrics and tags on a child run (the exclusive re-measurement), linked to the
+    trial's logged model when it has one."""
     from mlflow.entities import Metric, RunTag
 
     run_id = tracker.children.get(trial_id)
     if not run_id:
         return False
+    model_id = models.model_of(tracker, trial_id)
     step = tracker.last_step.get(run_id, 0)
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, step) for k, v in values.items() if is_finite_number(v)]
+    metrics = [
+        Metric(k, float(v), now, step, model_id=model_id)
+        for k, v in values.items()
+        if is_finite_number(v)
+    ]
     rtags = [RunTag(k, str(v)) for k, v in tags.items()]
     return tracker.store.call(
         f"logging exclusive measurements of {trial_id}",

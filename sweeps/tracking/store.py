@@ -9,19 +9,21 @@ logging goes through :class:`Store`, which after a failure leaves MLflow alone f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from ssr.config import ConfigError
-from sweeps.rundir import MLFLOW_DB
+from sweeps.rundir import MLFLOW_ARTIFACTS, MLFLOW_DB
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,35 @@ class TrackingError(RuntimeError):
 
 
 def default_uri(run_dir: Path) -> str:
-    """The embedded default: a SQLite store in the run folder."""
-    return f"sqlite:///{Path(run_dir).resolve() / MLFLOW_DB}"
+    """The embedded default: one SQLite store for every sweep under the same storage folder,
+    ``<storage>/mlflow.db``, so that sweeps sit side by side in one UI. A run folder that has a
+    store of its own (``<run folder>/mlflow.db``, from before) keeps using it."""
+    run_dir = Path(run_dir).resolve()
+    own = run_dir / MLFLOW_DB
+    return f"sqlite:///{own if own.is_file() else run_dir.parent / MLFLOW_DB}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where a SQLite store's new experiments keep artifacts: ``mlartifacts/`` beside the
+    database (a server chooses for itself: None)."""
+    db = sqlite_path(uri)
+    return db.parent / MLFLOW_ARTIFACTS if db is not None else None
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created) between processes of this machine."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def probe(uri: str, timeout: float = 5.0) -> None:
@@ -59,7 +88,7 @@ def probe(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(
                 f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}); "
                 "start it (e.g. mlflow server --host 127.0.0.1 --port 5000 --workers 1) or leave "
-                "out --tracking-uri to use the SQLite store in the run folder"
+                "out --tracking-uri to use the SQLite store beside the run folders"
             ) from None
         if not ok:
             raise TrackingError(f"MLflow tracking server {uri}: {url} did not answer 200 OK")
@@ -78,6 +107,14 @@ def probe(uri: str, timeout: float = 5.0) -> None:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrackingError(f"tracking URI {uri!r}: cannot create {db.parent}: {exc}") from None
+        # NOTE: the first use creates the tables; two drivers doing it at once would race (one
+        # sees half-made tables): the lock makes the second wait for the first.
+        try:
+            with _file_lock(db.with_name(db.name + ".lock")):
+                with_timeout(lambda: client(uri).search_experiments(max_results=1), 60.0, uri)
+        except OSError as exc:
+            raise TrackingError(f"tracking URI {uri!r}: cannot lock {db}: {exc}") from None
+        return
     with_timeout(lambda: client(uri).search_experiments(max_results=1), 30.0, uri)
 
 

@@ -36,6 +36,7 @@ def sync(tracker: Tracker, table: ResultsTable, results: dict[str, Any]) -> int:
             continue
         res = results.get(t)
         config = getattr(res, "config", None)
+        tracker.note_number(t, (getattr(res, "metrics", None) or {}).get("experiment_tag"))
         if not _backfill(tracker, t, config, res, int(row.get("iterations") or 0)):
             missing += 1
             continue

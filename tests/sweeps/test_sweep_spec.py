@@ -140,7 +140,7 @@ def test_results_rows_and_table(tmp_path: Path) -> None:
     sweep = load_sweep(CONFIG_DIR / "smoke.yaml")
     config = {**sweep.param_space(), "dims": {"ssr.op": 10.0, "baseline": "ssr"}}
     table = ResultsTable(tmp_path / "results.parquet")
-    cb = ResultsCallback(table, "s", verbose=False)
+    cb = ResultsCallback(table, "s")
     geno = json.loads((Path(__file__).parents[2] / "ssr/genotypes/ssr_cityscapes.json").read_text())
     final = {
         FINAL_KEY: 1.0, "genotype_id": "0123456789", "genotype": json.dumps(geno),
