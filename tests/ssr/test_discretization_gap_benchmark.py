@@ -23,7 +23,10 @@ def test_tiny_benchmark_reports_every_arm(tmp_path) -> None:
     bench = _load()
     assert bench.main(["--tiny", "--threads", "1", "--seeds", "0,1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "discretization_gap.json").read_text())
-    assert result["arch_optim"] == "paper" and "arch_optim.lr=0.002" in result["overrides"]
+    assert (
+        result["arch_optim"] == "paper-wd"
+        and "arch_optim.weight_decay=0.001" in result["overrides"]
+    )
     assert [r["arm"] for r in result["rows"]] == [
         "ssr", "ssr", "darts_pruning", "darts_pruning", "no_shrink", "no_shrink"
     ]  # fmt: skip
