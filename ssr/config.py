@@ -39,7 +39,9 @@ class DataConfig:
     ``height``/``width`` are the network input size after resizing. ``train_size`` and
     ``val_size`` are the number of generated images for ``synthetic`` and an optional cap for
     real datasets. ``class_weights`` picks ENet-style weights from label frequencies (``enet``),
-    ERFNet's constants (``erfnet``, Cityscapes only, spec §4.1) or none.
+    ERFNet's constants (``erfnet``, Cityscapes only, spec §4.1) or none. ``eval_label_size``
+    ``[H, W]`` reads the val labels at that size (Cityscapes' native ``[1024, 2048]``: evaluation
+    at full resolution, logits upsampled, docs/method.md §8.3); None: at the input size.
     """
 
     name: str = "synthetic"
@@ -55,6 +57,7 @@ class DataConfig:
     crop: tuple[int, ...] | None = None
     class_weights: Literal["enet", "erfnet", "none"] = "enet"
     seed: int = 0
+    eval_label_size: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,10 @@ class SearchConfig:
     the conv so the block outputs the full stage width, as the official ``decode.py`` and the
     released Cityscapes genotype. The gap is always measured on the exact sub-network; this
     choice changes the genotype that is written, retrained and measured for cost.
+
+    ``precision``: ``fp32`` (default), ``bf16`` or ``fp16`` autocast of the forward passes on
+    the device (fp16 with a gradient scaler per optimiser); the SSR and FLOPs terms stay fp32
+    (ssr/precision.py). ``channels_last``: NHWC memory format for the network and its inputs.
     """
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -196,11 +203,16 @@ class SearchConfig:
     checkpoint_every: int = 1
     gap_epochs: tuple[int, ...] = ()
     reduction_width: Literal["exact", "official"] = "exact"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """Retraining a derived network from scratch (spec §8.2)."""
+    """Retraining a derived network from scratch (spec §8.2).
+
+    ``precision`` and ``channels_last``: as in :class:`SearchConfig` (ssr/precision.py).
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4))
@@ -209,6 +221,8 @@ class RetrainConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -525,3 +539,8 @@ def validate_data(data: DataConfig) -> None:
         f"data.height/width ({data.height}x{data.width}) must be multiples of 16",
     )
     _check(data.batch_size >= 1, "data.batch_size must be >= 1")
+    size = data.eval_label_size
+    _check(
+        size is None or (len(size) == 2 and min(size) >= 16),
+        f"data.eval_label_size must be [height, width] (each >= 16), got {size}",
+    )
