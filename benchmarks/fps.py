@@ -1,18 +1,26 @@
-"""FPS of the paper network on this machine, per backend and inference form (issue 6).
+"""FPS of the paper network on this machine, per backend and inference form (issues 6, 14).
 
     python benchmarks/fps.py                       # table: 512x1024 and 256x512, all variants
     python benchmarks/fps.py --json                # one JSON object
     python benchmarks/fps.py --repeatability       # 5 measurements of one variant and their CV
-    python benchmarks/fps.py --profile             # where ONNX Runtime's time goes, vs the peak
     python benchmarks/fps.py --cpu-time            # 1-thread CPU time: compares variants on a
                                                    # busy machine (a diagnostic, not a latency)
+    python benchmarks/roofline.py --profile        # where ONNX Runtime's time goes, vs the probe
 
 Variants (each measured in its own loop, one after the other, through ``ssr.bench.measure``):
 
 - ``torch``: eager PyTorch, the network as defined (the official protocol, docs/method.md §8.3);
 - ``torch-opt``: eager PyTorch, BN folded, channels-last memory (``measure(optimize=True)``);
 - ``onnxruntime``: the network exported as is (``ssr.onnx_export.export_onnx``), ORT CPU provider;
-- ``onnxruntime-opt``: the exact inference form ``ssr.deploy.deploy`` exported, ORT.
+- ``onnxruntime-opt``: the exact inference form ``ssr.deploy.deploy`` exported, ORT;
+- ``onnxruntime-int8``: the int8 QDQ form of ``ssr.quantize`` (calibrated on
+  ``--calibration-images`` synthetic training images; the weights are random, so this row is
+  about speed only: ``benchmarks/int8.py`` measures accuracy on trained weights).
+
+Every time comes with the conv GMAC/s it achieved (the network's MACs, ``ssr.complexity``) and
+its share of this machine's probe at the same thread count (``ssr.roofline``: fp32 rows against
+the fp32 probe, the int8 row against the int8 conv probe), and the header names the CPU and its
+SIMD flags (``ssr.host.cpu_info``): figures from CPUs with other flags are not comparable.
 
 Every figure carries ``other_load``: the share of the machine's CPU that other processes used
 while it was measured. ``--wait-idle S`` waits up to S seconds for the machine to be quiet
@@ -36,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("torch", "torch-opt", "onnxruntime", "onnxruntime-opt")
+VARIANTS = ("torch", "torch-opt", "onnxruntime", "onnxruntime-opt", "onnxruntime-int8")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -45,14 +53,20 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def machine(threads: int) -> dict[str, Any]:
-    """CPU model, cores, threads and library versions: the context every figure needs."""
+    """CPU model and flags, cores, threads, the probe and library versions: every figure's
+    context."""
     import onnxruntime
     import torch
 
-    from ssr.host import cpu_name
+    from ssr.host import cpu_info
+    from ssr.roofline import probe
 
+    info = cpu_info()
     return {
-        "cpu": cpu_name(),
+        "cpu": info["model"],
+        "cpu_family_model": f"{info['family']}/{info['model_number']}",
+        "simd": info["simd"],
+        "probe": probe(threads).to_dict(),
         "cores": os.cpu_count(),
         "threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,
@@ -104,21 +118,40 @@ class Runner:
         self.sessions: dict[tuple[str, tuple[int, int]], Any] = {}
         self.exports: dict[str, dict[str, Any]] = {}
 
-    def session(self, variant: str, size: tuple[int, int]) -> Any:
+    def path(self, variant: str, size: tuple[int, int]) -> Path:
+        """The ONNX file of an onnxruntime variant (exported, or quantized, on first use)."""
+        from ssr.config import DataConfig
         from ssr.deploy import deploy
-        from ssr.onnx_export import export_onnx, ort_session
+        from ssr.onnx_export import export_onnx
+        from ssr.quantize import quantize_model
+
+        path = self.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
+        name = f"{variant} {size[0]}x{size[1]}"
+        if name in self.exports:
+            return path
+        if variant.endswith("-int8"):
+            q = quantize_model(
+                self.net, (1, 3, *size), path, DataConfig(), n_images=self.args.calibration_images
+            )
+            self.exports[name] = {"nodes": q.nodes, "export_s": q.seconds, "max_abs_diff": None,
+                                  "exporter": f"QDQ, {q.calibration}"}  # fmt: skip
+            return path
+        model = deploy(self.net) if variant.endswith("-opt") else self.net
+        res = export_onnx(model, (1, 3, *size), path)
+        self.exports[name] = {
+            "nodes": res.nodes,
+            "export_s": res.seconds,
+            "max_abs_diff": res.max_abs_diff,
+            "exporter": res.exporter,
+        }
+        return path
+
+    def session(self, variant: str, size: tuple[int, int]) -> Any:
+        from ssr.onnx_export import ort_session
 
         key = (variant, size)
         if key not in self.sessions:
-            model = deploy(self.net) if variant.endswith("-opt") else self.net
-            path = self.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
-            res = export_onnx(model, (1, 3, *size), path)
-            self.exports[f"{variant} {size[0]}x{size[1]}"] = {
-                "nodes": res.nodes,
-                "export_s": res.seconds,
-                "max_abs_diff": res.max_abs_diff,
-                "exporter": res.exporter,
-            }
+            path = self.path(variant, size)
             self.sessions[key] = ort_session(
                 path, self.cfg.threads, self.cfg.device, spinning=self.args.spinning
             )
@@ -144,16 +177,23 @@ class Runner:
         import dataclasses
 
         from ssr.bench import measure
+        from ssr.complexity import count_macs
+        from ssr.roofline import achieved
 
         shape = (1, 3, *size)
         if variant.startswith("onnxruntime"):
-            cfg = dataclasses.replace(self.cfg, backend="onnxruntime")
+            int8 = variant.endswith("-int8")
+            cfg = dataclasses.replace(
+                self.cfg, backend="onnxruntime", precision="int8" if int8 else "fp32"
+            )
             res = measure(self.session(variant, size), shape, cfg)
-            res.form = "deploy" if variant.endswith("-opt") else "as given"
+            res.form = "deploy" if variant.endswith("-opt") else "int8 QDQ" if int8 else "as given"
         else:
             cfg = dataclasses.replace(self.cfg, backend="torch")
             res = measure(self.net, shape, cfg, optimize=variant.endswith("-opt"))
-        return {"variant": variant, **res.to_dict()}
+        macs = count_macs(self.net, (3, *size))
+        rate = achieved(macs, res.latency_ms_median / 1e3, res.threads, res.precision)
+        return {"variant": variant, **res.to_dict(), "gmacs": round(macs / 1e9, 3), **rate}
 
 
 def run_table(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
@@ -184,9 +224,7 @@ def run_cpu_time(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
         for size in args.inputs:
             for variant in args.variants:
                 if variant.startswith("onnxruntime"):
-                    runner.session(variant, size)  # exports once
-                    path = runner.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
-                    sess = ort_session(path, threads=1)
+                    sess = ort_session(runner.path(variant, size), threads=1)
                     x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
                     feed = {sess.get_inputs()[0].name: x}
                     step = lambda s=sess, f=feed: s.run(None, f)  # noqa: E731
@@ -256,83 +294,6 @@ def run_repeatability(args: argparse.Namespace, runner: Runner) -> dict[str, Any
     return {"machine": machine(args.threads), "repeatability": summary, "results": rows}
 
 
-def run_profile(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
-    """ORT's per-op profile of each onnxruntime variant, conv throughput vs the machine's peak.
-
-    The peak is a 2048^3 fp32 matmul in torch at the same threads (MKL/oneDNN's best case).
-    Conv GMAC/s = the graph's conv MACs (zero-padded ones included) / time spent in Conv nodes.
-    """
-    import collections
-
-    import torch
-
-    from ssr.complexity import count_macs
-    from ssr.deploy import deploy
-    from ssr.onnx_export import ort_session
-
-    if args.wait_idle:
-        wait_idle(args.wait_idle, args.max_other_load)
-    with _threads(args.threads):
-        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-        for _ in range(3):
-            a @ b
-        t0, n = time.perf_counter(), 10
-        for _ in range(n):
-            a @ b
-        peak = 2 * 2048**3 * n / (time.perf_counter() - t0) / 2e9  # GMAC/s
-    out: dict[str, Any] = {"machine": machine(args.threads), "peak_gmacs_per_s": round(peak, 1)}
-    for size in args.inputs:
-        for variant in (v for v in args.variants if v.startswith("onnxruntime")):
-            opt = variant.endswith("-opt")
-            model = deploy(runner.net) if opt else runner.net
-            macs = count_macs(model, (3, *size))
-            runner.session(variant, size)  # exports once
-            path = runner.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
-            sess = ort_session(path, args.threads, args.device, profile=True)
-            import numpy as np
-
-            x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
-            feed = {sess.get_inputs()[0].name: x}
-            if args.wait_idle:
-                wait_idle(args.wait_idle, args.max_other_load)
-            load0 = other_load(0.2)
-            for _ in range(args.warmup + args.iters):
-                sess.run(None, feed)
-            events = json.loads(Path(sess.end_profiling()).read_text())
-            model_runs = sorted(
-                (e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run"
-            )
-            cutoff = model_runs[args.warmup - 1] if args.warmup else -1  # skip warm-up runs
-            runs = sum(1 for end in model_runs if end > cutoff)
-            by_op: collections.Counter[str] = collections.Counter()
-            for e in events:
-                kernel = e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
-                if kernel and e["ts"] > cutoff:
-                    by_op[e["args"]["op_name"]] += e["dur"]
-            ms = {k: round(v / runs / 1e3, 2) for k, v in by_op.most_common()}
-            conv_ms = ms.get("Conv", 0.0)
-            row = {
-                "variant": variant,
-                "input": f"{size[0]}x{size[1]}",
-                "gmacs": round(macs / 1e9, 3),
-                "ms_by_op": ms,
-                "total_kernel_ms": round(sum(ms.values()), 1),
-                "conv_gmacs_per_s": round(macs / 1e6 / conv_ms, 1) if conv_ms else None,
-                "floor_ms_at_peak": round(macs / 1e6 / peak, 1),
-                "other_load_before_after": [load0, other_load(0.2)],
-            }
-            out.setdefault("profiles", []).append(row)
-            if not args.json:
-                top = ", ".join(f"{k} {v}" for k, v in list(ms.items())[:8])
-                print(
-                    f"{row['input']} {variant}: {row['total_kernel_ms']} ms in kernels "
-                    f"({top}); conv {row['conv_gmacs_per_s']} GMAC/s vs peak {peak:.0f}; "
-                    f"{row['gmacs']} GMACs need >= {row['floor_ms_at_peak']} ms at peak",
-                    flush=True,
-                )
-    return out
-
-
 class _threads:
     """Set torch's threads for a block (0 keeps the default)."""
 
@@ -356,12 +317,13 @@ def print_row(r: dict[str, Any], header: bool) -> None:
     if header:
         print(
             f"{'input':>9} {'variant':>16} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} "
-            f"{'FPS':>7} {'pass CV':>8} {'other':>6} {'tries':>5}"
+            f"{'FPS':>7} {'GMAC/s':>7} {'% probe':>8} {'pass CV':>8} {'other':>6} {'tries':>5}"
         )
     load = "n/a" if r["other_load"] is None else f"{r['other_load']:.2f}"
     print(
         f"{r['input']:>9} {r['variant']:>16} {r['latency_ms_median']:>10.1f} "
         f"{r['latency_ms_p90']:>8.1f} {r['latency_ms_min']:>8.1f} {r['fps_median']:>7.2f} "
+        f"{r['gmacs_per_s']:>7.1f} {r['pct_of_probe']:>7.1f}% "
         f"{100 * r['cv_between_passes']:>7.1f}% {load:>6} {r.get('attempts', 1):>5}",
         flush=True,
     )
@@ -382,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repeatability", action="store_true", help="repeat one variant --runs times")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--profile", action="store_true", help="ORT per-op profile vs peak GMAC/s")
+    p.add_argument(
+        "--calibration-images", type=int, default=8, help="int8: synthetic calibration images"
+    )
     p.add_argument(
         "--cpu-time", action="store_true", help="1-thread CPU time per inference (busy machines)"
     )
@@ -405,14 +369,17 @@ def main(argv: list[str] | None = None) -> int:
         runner = Runner(args, Path(tmp))
         if not args.json:
             m = machine(args.threads)
+            pr = m["probe"]
             print(
-                f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
+                f"{m['cpu']} (family/model {m['cpu_family_model']}; {' '.join(m['simd'])}), "
+                f"{m['cores']} cores, {m['threads']} threads; torch {m['torch']}, "
                 f"onnxruntime {m['onnxruntime']}; {m['date']}\n"
+                f"probe at {pr['threads']} threads: fp32 {pr['fp32_gmacs_per_s']:.0f} GMAC/s, "
+                f"int8 {pr['ort_int8_conv_gmacs_per_s']:.0f} GMAC/s "
+                f"(other load {pr['other_load']})\n"
             )
         if args.repeatability:
             out = run_repeatability(args, runner)
-        elif args.profile:
-            out = run_profile(args, runner)
         elif args.cpu_time:
             out = run_cpu_time(args, runner)
         else:
@@ -425,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
     else:
         for name, e in out.get("exports", {}).items():
+            diff = "n/a" if e["max_abs_diff"] is None else f"{e['max_abs_diff']:.1e}"
             print(
-                f"ONNX {name}: {e['nodes']} nodes, {e['export_s']:.1f} s, max diff {e['max_abs_diff']:.1e}"
+                f"ONNX {name}: {e['nodes']} nodes, {e['export_s']:.1f} s, max diff {diff} "
+                f"({e['exporter']})"
             )
     return 0
 
