@@ -1,27 +1,36 @@
-"""Divergence: a run whose numbers stopped being numbers fails, with one line (docs/design.md §6).
+"""The two kinds of failure the library reports in one line (docs/design.md §6).
 
-A search or retraining whose loss, gradient norm or parameters became NaN or infinite can
-only produce garbage: a genotype read off NaN probabilities, a NaN mIoU on a front. Such a run
-raises :class:`DivergenceError` as soon as the value is seen. Its message is one line that
-names the phase, the epoch, the quantity and what to change, e.g.::
+:class:`ConfigError` is bad input: an unknown key, a wrong type, a value out of range, a missing
+file, a genotype the network cannot build, an input that does not fit in memory. Entry points
+print it as one ``error: ...`` line and exit with status 2. Its subclasses (``GenotypeError``,
+``DatasetError``) stay with the code that raises them.
+
+:class:`DivergenceError` is a run whose numbers stopped being numbers: a search or retraining
+whose loss, gradient norm or parameters became NaN or infinite can only produce garbage (a
+genotype read off NaN probabilities, a NaN mIoU on a front), so it raises as soon as the value is
+seen. Its message is one line that names the phase, the epoch, the quantity and what to change,
+e.g.::
 
     search diverged at epoch 1: architecture parameter alpha.op is NaN; lower arch_optim.lr
     (0.5) or the SSR weights
 
-:class:`~ssr.config.ConfigError` (bad input) stays where it is and is re-exported here so that
-callers can import both kinds of error from one place.
+This module is a leaf: it imports nothing of ours and no torch at import time, so that
+:mod:`ssr.config` (read by the sweep driver) stays light.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
-from ssr.config import ConfigError
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["ConfigError", "DivergenceError", "check_finite", "check_finite_tensor"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range (bad input)."""
 
 
 class DivergenceError(RuntimeError):
@@ -46,6 +55,8 @@ def check_finite(value: float, quantity: str, *, phase: str, epoch: int, advice:
 
 def check_finite_tensor(t: Tensor, quantity: str, *, phase: str, epoch: int, advice: str) -> None:
     """:func:`check_finite` for every element of ``t`` (one host sync)."""
+    import torch
+
     with torch.no_grad():
         bad = ~torch.isfinite(t.detach())
         if bool(bad.any()):
