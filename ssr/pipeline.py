@@ -4,6 +4,13 @@
 ``python -m ssr pipeline`` runs by hand. It reports every search and retraining epoch through
 one reporter with a global step, writes everything it computes into ``out_dir`` (so a crashed
 or resumed trial loses nothing), and returns the trial's record (docs/design.md §3).
+
+Besides the results, the record says how the trial ran: the search's and retraining's
+``precision`` and ``channels_last`` (``search_precision``, ... ; ``precision`` itself is the
+benchmark's, a column of the result record), the devices asked for, ``visible_devices`` (the
+``CUDA_VISIBLE_DEVICES`` a scheduler such as Ray gave the process, None when unset) and the
+wall-clock seconds of each phase (``search_seconds``, ``retrain_seconds``, ``measure_seconds``,
+which ``sweeps/plan.py``'s estimates are checked against).
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +34,14 @@ RECORD = "record.json"
 
 
 def retrain_config(cfg: PipelineConfig) -> RetrainConfig:
-    """The retraining config, with the search's data and device unless set for retraining."""
-    retrain = cfg.retrain
+    """The retraining config, with the search's data, device, precision and memory format
+    unless set for retraining."""
+    retrain, default = cfg.retrain, RetrainConfig()
     if retrain.data == DataConfig():
         retrain = dataclasses.replace(retrain, data=cfg.search.data)
-    if retrain.device == RetrainConfig().device:
-        retrain = dataclasses.replace(retrain, device=cfg.search.device)
+    for name in ("device", "precision", "channels_last"):
+        if getattr(retrain, name) == getattr(default, name):
+            retrain = dataclasses.replace(retrain, **{name: getattr(cfg.search, name)})
     return retrain
 
 
@@ -53,7 +64,9 @@ def run_pipeline(
         return json.loads((out / RECORD).read_text())
     dump_yaml(cfg, out / "config.resolved.yaml")
 
+    t0 = time.perf_counter()
     search = run_search(cfg.search, out / "search", reporter, resume=resume, progress=progress)
+    search_seconds = time.perf_counter() - t0
     genotype = search.genotype
     genotype.save(out / "genotype.json")
     for name in ("history.jsonl", "prune_events.jsonl", "summary.json"):
@@ -88,8 +101,17 @@ def run_pipeline(
         "retrained_miou": None,
         "dataset": cfg.search.data.name,
     }
-
     rcfg = retrain_config(cfg)
+    record.update(
+        search_precision=cfg.search.precision,
+        search_channels_last=cfg.search.channels_last,
+        search_device=cfg.search.device,
+        retrain_precision=rcfg.precision,
+        retrain_channels_last=rcfg.channels_last,
+        retrain_device=rcfg.device,
+        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        search_seconds=search_seconds,
+    )
     if rcfg.epochs > 0:
         from ssr.retrain import run_retrain
 
@@ -99,11 +121,15 @@ def run_pipeline(
             if reporter is not None:
                 reporter({**metrics, "phase": 1.0}, offset + step)
 
+        t0 = time.perf_counter()
         result = run_retrain(rcfg, genotype, out / "retrain", retrain_reporter, resume=resume)
         record["retrained_miou"] = result.miou
         record["retrained_best_miou"] = result.best_miou
+        record["retrain_seconds"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     record.update(measure_record(genotype, cfg, out, search.supernet.num_classes))
+    record["measure_seconds"] = time.perf_counter() - t0
     write_json(out / RECORD, record)
     return record
 

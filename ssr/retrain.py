@@ -6,6 +6,12 @@ best validation mIoU. A run interrupted after any checkpoint and resumed ends wi
 weights as an uninterrupted one: batches are keyed by ``(seed, epoch)`` (:mod:`ssr.data`) and
 the RNG states are checkpointed (:mod:`ssr.checkpoint`). A loss that stops being finite ends
 the run with :class:`ssr.errors.DivergenceError` (one line: epoch, quantity, what to change).
+
+``precision`` (fp32, bf16, fp16 with a gradient scaler) and ``channels_last`` apply to training
+(ssr/precision.py); evaluation runs in fp32 whatever they are, and the result records both. On
+CUDA, ``cudnn.benchmark`` is on, batches are pinned and copied without blocking, and a step
+reads nothing on the host: losses are averaged on the device and the divergence check is read
+once per epoch (:class:`ssr.finite.StepChecks`).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_
 from ssr.config import ConfigError, RetrainConfig, dump_yaml, to_dict, validate
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.device import resolve_device
-from ssr.errors import check_finite
+from ssr.errors import DivergenceError
+from ssr.finite import StepChecks
 from ssr.genotype import Genotype
 from ssr.loop import Reporter, evaluate, run_epoch
 from ssr.loss import weighted_ce
 from ssr.optim import make_adam, poly_lr
+from ssr.precision import Stepper, autocast, cuda_habits, memory_format, to_device
 
 __all__ = ["Reporter", "RetrainResult", "run_retrain"]
 
@@ -51,6 +59,8 @@ class RetrainResult:
     params_m: float | None
     gmacs: float | None
     checkpoint: Path | None
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 def _size(model: nn.Module, height: int, width: int) -> tuple[float, float]:
@@ -80,20 +90,39 @@ def run_retrain(
     ``genotype.json`` and ``config.resolved.yaml``; ``resume=True`` continues from ``last.pt``
     (a fresh start if there is none).
     """
-    from ssr.network import DerivedNet
-
     validate(cfg)
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir (where last.pt is)")
     device = resolve_device(cfg.device)
+    with cuda_habits(device):
+        return _retrain(cfg, genotype, device, out, reporter, resume, progress)
+
+
+def _retrain(
+    cfg: RetrainConfig,
+    genotype: Genotype,
+    device: torch.device,
+    out: Path | None,
+    reporter: Reporter | None,
+    resume: bool,
+    progress: bool,
+) -> RetrainResult:
+    from ssr.network import DerivedNet
+
     info = dataset_info(cfg.data.name)
     torch.manual_seed(cfg.seed)
-    model = DerivedNet(genotype, num_classes=info.num_classes).to(device)
+    model = DerivedNet(genotype, num_classes=info.num_classes)
+    model = model.to(device, memory_format=memory_format(cfg.channels_last))
     optimizer = make_adam(model.parameters(), cfg.optim)
+    stepper = Stepper(
+        list(model.parameters()), optimizer, device, cfg.precision, cfg.optim.grad_clip
+    )
+    checks = StepChecks("retraining", deferred=device.type == "cuda")
+    pin = device.type == "cuda"
     train_set = build_dataset(cfg.data, "train")
-    train_loader = build_loader(cfg.data, "train", dataset=train_set, seed=cfg.seed)
-    val_loader = build_loader(cfg.data, "val")
+    train_loader = build_loader(cfg.data, "train", dataset=train_set, seed=cfg.seed, pin_memory=pin)
+    val_loader = build_loader(cfg.data, "val", pin_memory=pin)
 
     start, history = 0, []
     best_miou, best_epoch = -math.inf, 0
@@ -107,6 +136,7 @@ def run_retrain(
             log.warning("resuming %s with a different config than it was started with", last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        stepper.load_state_dict(state.get("scaler"))
         start, history = int(state["epoch"]), list(state["history"])
         best_miou, best_epoch = float(state["best_miou"]), int(state["best_epoch"])
         weights = state["class_weights"]
@@ -123,23 +153,17 @@ def run_retrain(
         genotype.save(out / "genotype.json")
         write_jsonl(out / "history.jsonl", history)
 
-    def step(batch: Any) -> dict[str, float]:
-        x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-        loss = weighted_ce(model(x), y, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        value = loss.item()
-        check_finite(
-            value,
-            "training loss",
-            phase="retraining",
-            epoch=epoch + 1,
-            advice=f"lower optim.lr ({cfg.optim.lr}) or set optim.grad_clip",
-        )
-        return {"loss": value}
+    advice = f"lower optim.lr ({cfg.optim.lr}) or set optim.grad_clip"
+
+    def step(batch: Any) -> dict[str, Tensor]:
+        x, y = to_device(batch[0], device, cfg.channels_last), to_device(batch[1], device)
+        with autocast(device, cfg.precision):
+            logits = model(x)
+        loss = weighted_ce(logits.float(), y, weights)  # the loss in fp32 (ssr/precision.py)
+        norm = stepper.backward(loss)
+        checks.check([("training loss", loss)], advice)
+        skipped = stepper.step(norm)
+        return {"loss": loss.detach(), **({"skipped": skipped} if stepper.fp16 else {})}
 
     last_eval: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start, cfg.epochs):
@@ -148,12 +172,21 @@ def run_retrain(
         train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         model.train()
         desc = f"retrain {epoch + 1}/{cfg.epochs}"
+        checks.start(epoch + 1)
         stats = run_epoch(train_loader, step, desc=desc, progress=progress, log_summary=False)
+        checks.flush()
+        if stepper.fp16 and stepper.scaler.get_scale() < 1.0:
+            raise DivergenceError(
+                f"retraining diverged at epoch {epoch + 1}: the fp16 gradients overflow even "
+                f"unscaled (gradient scale {stepper.scaler.get_scale():.3g}); use precision "
+                "bf16 or fp32"
+            )
         evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         if evaluated:
             ev = evaluate(
-                model, val_loader, info.num_classes, device, weight=weights, progress=progress
-            )
+                model, val_loader, info.num_classes, device, weight=weights, progress=progress,
+                channels_last=cfg.channels_last,
+            )  # fmt: skip
             last_eval = {
                 "val_miou": ev["miou"],
                 "val_miou_official": ev["miou_official"],
@@ -184,6 +217,8 @@ def run_retrain(
             "best_miou": best_miou if best_epoch else nan,
             "seconds": time.perf_counter() - t0,
         }
+        if "skipped" in stats:  # fp16: the share of steps the gradient scaler skipped
+            row["skipped_steps"] = stats["skipped"]
         if evaluated:
             row["val_per_class_iou"] = last_eval["val_per_class_iou"]
         history.append(row)
@@ -207,6 +242,7 @@ def run_retrain(
                 last,
                 model=model.state_dict(),
                 optimizer=optimizer.state_dict(),
+                scaler=stepper.state_dict(),
                 epoch=epoch + 1,
                 history=history,
                 best_miou=best_miou,
@@ -232,4 +268,6 @@ def run_retrain(
         params_m=params_m,
         gmacs=gmacs,
         checkpoint=best if best is not None and best.is_file() else None,
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
     )

@@ -2,7 +2,11 @@
 
 Per iteration one weight step (CE on a weight batch, gradients for weights only) and one
 architecture step (``ce_scale * CE + SSR terms + FLOPs term`` on an architecture batch,
-gradients for architecture parameters only, clipped). After each epoch the shrinking policy
+gradients for architecture parameters only, clipped): :class:`ssr.search_step.SearchStep`, with
+the configured ``precision`` and ``channels_last`` (ssr/precision.py; recorded in the summary;
+evaluation always runs in fp32, so mIoU and the gap do not depend on the precision).
+On CUDA, ``cudnn.benchmark`` is on for the search, batches are pinned and copied without
+blocking, and no step reads a value on the host. After each epoch the shrinking policy
 (:mod:`ssr.shrink`) drops weak candidates; every decision is recorded before it is applied.
 Once discrete, the architecture step is skipped (``skip_arch_when_discrete``). At the end the
 genotype is read off the alive masks (argmax fallback if the budget ran out), the derived
@@ -16,7 +20,8 @@ A non-finite loss, gradient norm, architecture parameter or weight stops the sea
 :class:`DivergenceError` (one line: epoch, quantity, what to change) before anything is
 derived or written.
 
-Checkpoints hold weights, architecture parameters, alive masks, both optimizers, the history,
+Checkpoints hold weights, architecture parameters, alive masks, both optimizers (and their fp16
+gradient scalers), the history,
 the prune events and the RNG state, so an interrupted search resumes to the same result.
 """
 
@@ -40,14 +45,16 @@ from ssr.config import SearchConfig, dump_yaml, validate
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.derive import genotype_from_supernet
 from ssr.device import resolve_device
-from ssr.errors import DivergenceError, check_finite, check_finite_tensor
+from ssr.errors import DivergenceError
 from ssr.gap import discretize_by_argmax, gap_summary, measure_derived
 from ssr.genotype import Genotype, space_log10_size
 from ssr.loop import evaluate, run_epoch
-from ssr.loss import flops_loss, ssr_regularizer, ssr_weight, weighted_ce
 from ssr.metrics import bootstrap_miou_interval
 from ssr.network import DerivedNet
-from ssr.optim import make_adam, poly_lr
+from ssr.optim import poly_lr
+from ssr.precision import cuda_habits, memory_format
+from ssr.search_step import SearchStep, ssr_terms
+from ssr.search_step import labels_at_stride as _labels  # noqa: F401  (tests import it here)
 from ssr.shrink import Decision, apply, decide
 from ssr.supernet import DIMENSIONS, Supernet
 
@@ -111,29 +118,6 @@ def arch_stats(net: Supernet) -> dict[str, float]:
     return out
 
 
-def ssr_terms(net: Supernet, cfg: SearchConfig) -> dict[str, Tensor]:
-    return {
-        dim: ssr_regularizer(
-            net.arch[dim], net.alive(dim), cfg.ssr.averaging, active=net.active_groups(dim)
-        )
-        for dim in DIMENSIONS
-    }
-
-
-def _labels(y: Tensor, stride: int) -> Tensor:
-    """Labels at the supernet's output stride, sampled at the cell centres (docs/method.md §6).
-
-    Output cell ``i`` of a stride-``s`` prediction covers input rows ``s*i .. s*i + s - 1``,
-    centred at ``s*i + (s - 1)/2``; the label nearest to that centre is row ``s*i + s//2`` (the
-    official code's nearest resize samples ``8i + 4``). ``y[:, ::s, ::s]`` would take the cell's
-    corner instead.
-    """
-    if stride == 1:
-        return y
-    off = stride // 2
-    return y[:, off::stride, off::stride]
-
-
 def run_search(
     cfg: SearchConfig,
     out_dir: str | Path | None = None,
@@ -143,10 +127,23 @@ def run_search(
 ) -> SearchResult:
     """Run one SSR search; writes genotype, summary, history and checkpoints to ``out_dir``."""
     validate(cfg)
-    out = Path(out_dir) if out_dir is not None else None
     device = resolve_device(cfg.device)
+    with cuda_habits(device):
+        return _search(cfg, device, Path(out_dir) if out_dir is not None else None, reporter,
+                       resume, progress)  # fmt: skip
+
+
+def _search(
+    cfg: SearchConfig,
+    device: torch.device,
+    out: Path | None,
+    reporter: Reporter | None,
+    resume: bool,
+    progress: bool,
+) -> SearchResult:
     torch.manual_seed(cfg.seed)
     info = dataset_info(cfg.data.name)
+    pin = device.type == "cuda"  # pinned batches: non-blocking copies (ssr/precision.py)
     train_set = build_dataset(cfg.data, "train")
     n = len(train_set)
     if cfg.arch_split:  # spec §12.2: held-out architecture data (train-A / train-B)
@@ -154,7 +151,7 @@ def run_search(
         w_idx, a_idx = sorted(perm[: n // 2]), sorted(perm[n // 2 :])
     else:
         w_idx = a_idx = list(range(n))
-    val_loader = build_loader(cfg.data, "val", shuffle=False)
+    val_loader = build_loader(cfg.data, "val", shuffle=False, pin_memory=pin)
     weights = class_weights(cfg.data, train_set).to(device)
 
     def recal_batches() -> Iterator[Tensor]:
@@ -164,11 +161,10 @@ def run_search(
         )
         return (x for x, _ in itertools.islice(loader, cfg.bn_recalibration_batches))
 
-    net = Supernet(cfg.space, info.num_classes).to(device)
-    w_params, a_params = net.weight_parameters(), net.arch_parameters()
-    w_opt = make_adam(w_params, cfg.weight_optim)
-    a_opt = make_adam(a_params, cfg.arch_optim)
-    max_macs = net.max_macs(cfg.flops.height, cfg.flops.width)
+    net = Supernet(cfg.space, info.num_classes).to(
+        device, memory_format=memory_format(cfg.channels_last)
+    )
+    step = SearchStep(net, cfg, weights, device)
 
     history: list[dict[str, float]] = []
     events: list[dict[str, Any]] = []
@@ -179,8 +175,7 @@ def run_search(
         state = load_checkpoint(ckpt_path)
         net.load_state_dict(state["model"])
         net.refresh_alive()
-        w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
+        step.load_state_dict(state)
         history, events = list(state["history"]), list(state["events"])
         start, discrete_at = int(state["epoch"]), state["discrete_at"]
         set_rng_state(state["rng"])
@@ -188,22 +183,7 @@ def run_search(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, out / "config.resolved.yaml")
-
-    def arch_step(x: Tensor, y: Tensor, epoch: int) -> dict[str, float]:
-        ce = weighted_ce(net(x), _labels(y, cfg.label_stride), weights)
-        terms = ssr_terms(net, cfg)
-        e_macs = net.expected_macs(cfg.flops.height, cfg.flops.width)
-        fl = flops_loss(e_macs, max_macs, cfg.flops)
-        loss = cfg.ce_scale * ce + cfg.flops.weight * fl
-        for dim, t in terms.items():
-            loss = loss + ssr_weight(cfg.ssr, dim, epoch) * t
-        ce_value = ce.item()  # a non-finite CE here comes from the weights, not from alpha
-        check_finite(ce_value, "cross-entropy of the architecture batch", phase="search",
-                     epoch=epoch + 1, advice=_weight_advice(cfg))  # fmt: skip
-        value = _checked_step(loss, a_params, a_opt, cfg.arch_optim.grad_clip,
-                              "architecture", epoch + 1, _arch_advice(cfg))  # fmt: skip
-        _check_parameters(net, epoch + 1, cfg, weights=False)
-        return {"arch_loss": value, "arch_ce": ce_value, "flops_loss": fl.item()}
+    w_opt = step.w.optimizer
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -211,33 +191,24 @@ def run_search(
         search_arch = not (discrete_at is not None and cfg.skip_arch_when_discrete)
         seed = cfg.seed * 100_003 + epoch
         w_loader = build_loader(
-            cfg.data, "train", shuffle=True, seed=seed, subset=w_idx, dataset=train_set
-        )
+            cfg.data, "train", shuffle=True, seed=seed, subset=w_idx, dataset=train_set,
+            pin_memory=pin,
+        )  # fmt: skip
         a_loader = build_loader(
-            cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx, dataset=train_set
-        )
-
-        def step(batch, search_arch: bool = search_arch, epoch: int = epoch) -> dict[str, float]:
-            (xw, yw), (xa, ya) = batch
-            net.train()
-            loss = weighted_ce(
-                net(xw.to(device)), _labels(yw.to(device), cfg.label_stride), weights
-            )
-            value = _checked_step(loss, w_params, w_opt, cfg.weight_optim.grad_clip,
-                                  "weight", epoch + 1, _weight_advice(cfg))  # fmt: skip
-            stats = {"train_loss": value}
-            if search_arch:
-                stats.update(arch_step(xa.to(device), ya.to(device), epoch))
-            return stats
-
+            cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx, dataset=train_set,
+            pin_memory=pin,
+        )  # fmt: skip
+        step.start_epoch(epoch)
         stats = run_epoch(
             zip(w_loader, a_loader),
-            step,
+            lambda batch, arch=search_arch: step(batch, arch),
             desc=f"search {epoch + 1}/{cfg.epochs}",
             progress=progress,
         )
-        _check_parameters(net, epoch + 1, cfg)
-        supernet_miou = evaluate(net, val_loader, info.num_classes, device)["miou"]
+        step.end_epoch()
+        supernet_miou = evaluate(
+            net, val_loader, info.num_classes, device, channels_last=cfg.channels_last
+        )["miou"]
         with torch.no_grad():
             terms = {f"ssr_{k}": float(v) for k, v in ssr_terms(net, cfg).items()}
             e_gmacs = float(net.expected_macs(cfg.flops.height, cfg.flops.width)) / 1e9
@@ -287,8 +258,7 @@ def run_search(
             save_checkpoint(
                 ckpt_path,
                 model=net.state_dict(),
-                w_opt=w_opt.state_dict(),
-                a_opt=a_opt.state_dict(),
+                **step.state_dict(),
                 epoch=epoch + 1,
                 history=history,
                 events=events,
@@ -301,60 +271,6 @@ def run_search(
             break
 
     return _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, device, out)
-
-
-def _weight_advice(cfg: SearchConfig) -> str:
-    clip = "" if cfg.weight_optim.grad_clip else " or set weight_optim.grad_clip"
-    return f"lower weight_optim.lr ({cfg.weight_optim.lr:g}){clip}"
-
-
-def _arch_advice(cfg: SearchConfig) -> str:
-    return (
-        f"lower arch_optim.lr ({cfg.arch_optim.lr:g}), the SSR weights (ssr.op/out/mid/depth) "
-        f"or weight_optim.lr ({cfg.weight_optim.lr:g})"
-    )
-
-
-def _checked_step(
-    loss: Tensor,
-    params: list[torch.nn.Parameter],
-    opt: torch.optim.Optimizer,
-    clip: float | None,
-    what: str,
-    epoch: int,
-    advice: str,
-) -> float:
-    """Backward into ``params``, refuse a non-finite loss or gradient norm, clip, step.
-
-    Returns the loss value. One host sync for both checks; the norm computed for the check is
-    the one clipping uses, so clipping costs nothing extra (docs/method.md §6).
-    """
-    opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=params)
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
-    value, gnorm = torch.stack([loss.detach().float(), norm.float()]).tolist()
-    check_finite(value, f"{what} loss", phase="search", epoch=epoch, advice=advice)
-    check_finite(gnorm, f"{what} gradient norm", phase="search", epoch=epoch, advice=advice)
-    if clip:
-        torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
-    opt.step()
-    return value
-
-
-@torch.no_grad()
-def _check_parameters(net: Supernet, epoch: int, cfg: SearchConfig, weights: bool = True) -> None:
-    """Refuse non-finite architecture parameters (after every architecture step: one sync)
-    or weights (at the end of an epoch)."""
-    if not math.isfinite(float(torch.nn.utils.get_total_norm(net.arch_parameters()))):
-        for dim in DIMENSIONS:
-            check_finite_tensor(net.arch[dim], f"architecture parameter alpha.{dim}",
-                                phase="search", epoch=epoch, advice=_arch_advice(cfg))  # fmt: skip
-    if not weights:
-        return
-    norm = torch.nn.utils.get_total_norm(net.weight_parameters())
-    check_finite(float(norm), "the supernet's weight norm", phase="search", epoch=epoch,
-                 advice=_weight_advice(cfg))  # fmt: skip
 
 
 def _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, device, out):
@@ -388,6 +304,8 @@ def _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, d
         **gap_summary(history, discrete_at, cfg.gap_epochs),
         "fallback_prunes": len(fallback),
         "reduction_width": cfg.reduction_width,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
         "epochs": epochs_run,
         "params_m": count_params(full) / 1e6,
         "gmacs": count_macs(full, (1, 3, cfg.flops.height, cfg.flops.width)) / 1e9,

@@ -65,6 +65,11 @@ def _synthetic(cfg: DataConfig, split: Split) -> Dataset:
     size = cfg.train_size if split == "train" else cfg.val_size
     if size is None:
         raise ConfigError(f"data.{split}_size must be set for the synthetic dataset (an integer)")
+    if cfg.eval_label_size is not None:
+        raise ConfigError(
+            "data.eval_label_size is for real datasets (cityscapes, camvid); synthetic labels "
+            "exist at the input size only"
+        )
     return SyntheticStreets(cfg.height, cfg.width, size, split, cfg.seed)
 
 
@@ -74,18 +79,44 @@ def _require_root(cfg: DataConfig) -> str:
     return cfg.root
 
 
+_WARNED: set[str] = set()
+
+
+def _capped(ds: Dataset, cfg: DataConfig, split: Split) -> Dataset:
+    """Warn (once per message) when ``data.<split>_size`` keeps only part of a real split."""
+    total, kept = getattr(ds, "total", None), len(ds)  # type: ignore[arg-type]
+    if total is not None and kept < total:
+        msg = (
+            f"{cfg.name} {split}: data.{split}_size={kept} uses {kept} of {total} images; "
+            f"set data.{split}_size=null to use all of them"
+        )
+        if msg not in _WARNED:
+            _WARNED.add(msg)
+            log.warning("%s", msg)
+    return ds
+
+
+def _label_size(cfg: DataConfig, split: Split) -> tuple[int, int] | None:
+    size = cfg.eval_label_size if split == "val" else None
+    return (int(size[0]), int(size[1])) if size else None
+
+
 def _cityscapes(cfg: DataConfig, split: Split) -> Dataset:
     from ssr.data.cityscapes import Cityscapes
 
     limit = cfg.train_size if split == "train" else cfg.val_size
-    return Cityscapes(_require_root(cfg), split, cfg.height, cfg.width, limit)
+    ds = Cityscapes(
+        _require_root(cfg), split, cfg.height, cfg.width, limit, _label_size(cfg, split)
+    )
+    return _capped(ds, cfg, split)
 
 
 def _camvid(cfg: DataConfig, split: Split) -> Dataset:
     from ssr.data.camvid import CamVid
 
     limit = cfg.train_size if split == "train" else cfg.val_size
-    return CamVid(_require_root(cfg), split, cfg.height, cfg.width, limit)
+    ds = CamVid(_require_root(cfg), split, cfg.height, cfg.width, limit, _label_size(cfg, split))
+    return _capped(ds, cfg, split)
 
 
 # name -> builder(cfg, split) -> Dataset. Read-only; the infos below describe each entry.
@@ -189,13 +220,16 @@ def build_loader(
     seed: int | None = None,
     subset: int | Sequence[int] | None = None,
     dataset: Dataset | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A deterministic ``DataLoader`` over ``split`` (or over ``dataset`` when given).
 
     ``shuffle`` defaults to ``split == 'train'``; training drops the last incomplete batch.
     ``seed`` (default ``cfg.seed``) keys the sampler; call ``loader.sampler.set_epoch(e)`` to
     replay epoch ``e``. ``subset`` keeps the first n items (int) or the given indices (e.g. the
-    train-A / train-B halves of docs/method.md §12.2).
+    train-A / train-B halves of docs/method.md §12.2). ``pin_memory`` (set it when the batches
+    go to a CUDA device) pins them, so that ``.to(device, non_blocking=True)`` overlaps the
+    copy with computation.
     """
     ds = dataset if dataset is not None else build_dataset(cfg, split)
     n = len(ds)  # type: ignore[arg-type]
@@ -224,6 +258,7 @@ def build_loader(
         drop_last=train,
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
+        pin_memory=pin_memory,
     )
 
 

@@ -35,10 +35,19 @@ class CamVid(Dataset):
 
     ``limit`` keeps that many pairs, evenly spread over the sorted list. Raises
     :class:`DatasetError` for a missing root or split folder, no images, an image without a label
-    and, when the item is read, label values outside 0-11 / 255.
+    and, when the item is read, label values outside 0-11 / 255. ``total`` is the count before
+    ``limit``; ``label_size`` reads labels at another size.
     """
 
-    def __init__(self, root: str | Path, split: str, height: int, width: int, limit: int | None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        height: int,
+        width: int,
+        limit: int | None,
+        label_size: tuple[int, int] | None = None,
+    ):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DatasetError(f"CamVid root {root} does not exist; {LAYOUT}")
@@ -55,8 +64,10 @@ class CamVid(Dataset):
             if not lbl.is_file():
                 raise DatasetError(f"image {img} has no label: {lbl} is missing; {LAYOUT}")
             pairs.append((img, lbl))
+        self.total = len(pairs)
         self.pairs = [pairs[i] for i in evenly_spaced(len(pairs), limit)]
         self.size = (height, width)
+        self.label_size = label_size
         self.class_names = CAMVID_CLASSES
         lut = np.full(256, 255, dtype=np.uint8)
         lut[:VOID] = np.arange(VOID, dtype=np.uint8)
@@ -67,7 +78,7 @@ class CamVid(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         img_path, lbl_path = self.pairs[index]
-        image, label = load_pair(img_path, lbl_path, self.size)
+        image, label = load_pair(img_path, lbl_path, self.size, self.label_size)
         label = label.astype(np.int64)
         bad = (label < 0) | ((label > VOID) & (label != 255))
         if bad.any():

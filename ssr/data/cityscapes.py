@@ -79,9 +79,15 @@ def _require_pillow():
 
 
 def load_pair(
-    image_path: Path, label_path: Path, size: tuple[int, int]
+    image_path: Path,
+    label_path: Path,
+    size: tuple[int, int],
+    label_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read one image/label pair resized to ``size=(H, W)`` as uint8 numpy arrays."""
+    """Read one image/label pair resized to ``size=(H, W)`` as uint8 numpy arrays.
+
+    ``label_size`` reads the label at another size (full-resolution evaluation, §8.3).
+    """
     image_mod = _require_pillow()
     h, w = size
     with image_mod.open(image_path) as im:
@@ -89,6 +95,7 @@ def load_pair(
         if im.size != (w, h):
             im = im.resize((w, h), image_mod.Resampling.BILINEAR)
         image = np.asarray(im, dtype=np.uint8)
+    h, w = label_size or size
     with image_mod.open(label_path) as lb:
         if lb.mode not in ("L", "P", "I", "I;16"):
             raise DatasetError(f"label {label_path} has mode {lb.mode}; expected one channel")
@@ -115,11 +122,20 @@ class Cityscapes(Dataset):
     """Cityscapes fine ``train``/``val`` pairs, resized to ``(height, width)``.
 
     ``limit`` keeps that many pairs, evenly spread over the sorted list (``DataConfig.train_size``
-    / ``val_size``). Raises :class:`DatasetError` for a missing root or split folder, a split
-    without images, or an image without its label.
+    / ``val_size``; ``total`` is the count before it). ``label_size`` reads labels at another
+    size. Raises :class:`DatasetError` for a missing root or split folder, a split without
+    images, or an image without its label.
     """
 
-    def __init__(self, root: str | Path, split: str, height: int, width: int, limit: int | None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        height: int,
+        width: int,
+        limit: int | None,
+        label_size: tuple[int, int] | None = None,
+    ):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DatasetError(f"Cityscapes root {root} does not exist; {LAYOUT}")
@@ -137,13 +153,10 @@ class Cityscapes(Dataset):
             if not lbl.is_file():
                 raise DatasetError(f"image {img} has no label: {lbl} is missing; {LAYOUT}")
             pairs.append((img, lbl))
-        keep = evenly_spaced(len(pairs), limit)
-        if len(keep) < len(pairs):
-            log.info(
-                "Cityscapes %s: using %d of %d images (size cap)", split, len(keep), len(pairs)
-            )
-        self.pairs = [pairs[i] for i in keep]
+        self.total = len(pairs)
+        self.pairs = [pairs[i] for i in evenly_spaced(len(pairs), limit)]
         self.size = (height, width)
+        self.label_size = label_size
         self.lut = label_lut()
         self.class_names = CITYSCAPES_CLASSES
 
@@ -152,7 +165,7 @@ class Cityscapes(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         img_path, lbl_path = self.pairs[index]
-        image, label = load_pair(img_path, lbl_path, self.size)
+        image, label = load_pair(img_path, lbl_path, self.size, self.label_size)
         if label.max(initial=0) > 255 or label.min(initial=0) < 0:
             raise DatasetError(f"label {lbl_path} has ids outside 0..255; is it a labelIds PNG?")
         return to_tensors(image, self.lut[label.astype(np.int64)])
