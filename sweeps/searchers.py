@@ -90,6 +90,16 @@ def _sampled(result: Mapping[str, Any], key: str) -> Any:
     return ((result.get("config") or {}).get(SAMPLED_KEY) or {}).get(key)
 
 
+def _label(ot_trial: Any, **attrs: str) -> None:
+    """Set user attributes of a trial; a trial told before (a resumed sweep ending it again)
+    keeps the ones it has."""
+    try:
+        for key, value in attrs.items():
+            ot_trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
 class FinalRecordOptunaSearch(OptunaSearch):
     """OptunaSearch that only learns from trials that returned their final record, and labels
     the study and its trials for Optuna's own tools."""
@@ -121,9 +131,8 @@ class FinalRecordOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and "trial_id" not in ot_trial.user_attrs:
-            ot_trial.set_user_attr("trial_id", trial_id)
             baseline = ot_trial.params.get(f"{SAMPLED_KEY}/baseline", self._baseline)
-            ot_trial.set_user_attr("baseline", str(baseline))
+            _label(ot_trial, trial_id=trial_id, baseline=str(baseline))
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -141,12 +150,12 @@ class FinalRecordOptunaSearch(OptunaSearch):
                 final, error = False, True
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and trial_id not in self._completed_trials:
-            status = COMPLETE if final else (FAILED if error else EARLY_STOPPED)
-            ot_trial.set_user_attr("status", status)
+            attrs = {"status": COMPLETE if final else (FAILED if error else EARLY_STOPPED)}
             if result and isinstance(result.get("genotype_id"), str):
-                ot_trial.set_user_attr("genotype_id", result["genotype_id"])
+                attrs["genotype_id"] = result["genotype_id"]
             if result and _sampled(result, "baseline") is not None:
-                ot_trial.set_user_attr("baseline", str(_sampled(result, "baseline")))
+                attrs["baseline"] = str(_sampled(result, "baseline"))
+            _label(ot_trial, **attrs)
         super().on_trial_complete(trial_id, result=result if final else None, error=error)
 
     def restore(self, checkpoint_path: str) -> None:

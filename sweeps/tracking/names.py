@@ -85,10 +85,8 @@ def short_keys(keys: Iterable[str]) -> dict[str, str]:
         return f"{abbr(parent(key))}.{last}" if (long and parent(key)) else last
 
     short = {k: name(k, parent(k) not in PLAIN_PARENTS) for k in keys}
-    for k in keys:
-        if list(short.values()).count(short[k]) > 1:
-            short[k] = name(k, True)
-    return short
+    taken = list(short.values())
+    return {k: name(k, True) if taken.count(v) > 1 else v for k, v in short.items()}
 
 
 def trial_number(trial_id: str, tag: str | None = None) -> str:

@@ -27,7 +27,7 @@ from analysis.schema import COLUMNS
 from sweeps.params import flat_params
 from sweeps.protocol import COMPLETE, FAILED, FINAL_ARTIFACTS, FINAL_KEY, is_finite_number
 from sweeps.results import genotype_json
-from sweeps.tracking import models
+from sweeps.tracking.models import is_ready, model_of, prepare_model, save_model
 from sweeps.tracking.names import defining_params
 from sweeps.tracking.runs import LAST_STEP_TAG, Tracker
 
@@ -125,6 +125,8 @@ def log_final(
     from mlflow.entities import Metric, RunTag
 
     trial_id = row["trial_id"]
+    if trial_id in tracker.final_logged:  # a resumed sweep's callbacks see it end again
+        return True
     run_id = tracker.child(trial_id, config)
     if not run_id:
         return False
@@ -153,7 +155,7 @@ def log_final(
                     if config
                     else {}
                 )
-                model = models.prepare_model(tracker, run_id, row, params)
+                model = prepare_model(tracker, run_id, row, params)
             batch(model.model_id if model is not None else None)
             if model is not None and not _save_model(tracker, model, run_id, src, step):
                 model = None
@@ -168,10 +170,10 @@ def log_final(
 def _save_model(tracker: Tracker, model: Any, run_id: str, src: Path, step: int) -> bool:
     """The ONNX flavour of the trial's model; False (and a warning) when it cannot be written,
     in which case ``model.onnx`` is logged as a plain file instead."""
-    if models.is_ready(model):
+    if is_ready(model):
         return True
     try:
-        models.save_model(tracker, model, run_id, src / "model.onnx", step)
+        save_model(tracker, model, run_id, src / "model.onnx", step)
         return True
     except Exception as exc:  # an export problem must not cost the trial's record
         log.warning(
@@ -213,7 +215,7 @@ def log_values(
     run_id = tracker.children.get(trial_id)
     if not run_id:
         return False
-    model_id = models.model_of(tracker, trial_id)
+    model_id = model_of(tracker, trial_id)
     step = tracker.last_step.get(run_id, 0)
     now = int(time.time() * 1000)
     metrics = [

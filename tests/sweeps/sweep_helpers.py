@@ -179,11 +179,12 @@ def check_sweep(uri: str, experiment: str, run_dir: Path, n: int) -> None:
         if status == "complete":
             names = artifact_names(uri, k.info.run_id)
             for a in ("genotype.json", "history.jsonl", "prune_events.jsonl", "summary.json",
-                      "architecture.png", "model.onnx"):  # fmt: skip
+                      "architecture.png", "config.resolved.yaml"):  # fmt: skip
                 assert a in names, (k.info.run_name, names)
+            assert len(k.outputs.model_outputs) == 1  # model.onnx is the run's logged model
             assert k.data.tags["ssr.genotype_id"]
             assert k.data.tags["ssr.fps_shared_device"] == "true"
-            for m in ("derived_miou", "fps_shared", "gmacs", "fps_exclusive", "val_miou"):
+            for m in ("derived_miou", "fps_shared", "gmacs", "fps_exclusive", "search/val_miou"):
                 assert m in k.data.metrics, (m, k.info.run_name)
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == n

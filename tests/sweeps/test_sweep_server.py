@@ -3,7 +3,9 @@
 The server (127.0.0.1, one worker, no job runner) is stopped once the first trial has finished;
 the sweep must still finish with every row in results.parquet. A new server on the same store
 then gets everything MLflow missed from ``--resume`` (per-epoch history from Tune's
-progress.csv, final records, artifacts): one parent, N children, no duplicates.
+progress.csv, final records, artifacts, logged models): one parent, N children, no duplicates.
+What a user of MLflow sees is checked through the client: the training view, run names,
+statuses, logged models, and the front in the model registry with its aliases.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def test_early_stopped_trials_are_marked(server_sweep: dict) -> None:
         if row.status == "early_stopped":
             assert "stopped early" in row.error
             assert pd.isna(row.derived_miou)  # no low-fidelity value passes for a final one
-            assert kids[row.trial_id].info.status == "KILLED"
+            assert kids[row.trial_id].info.status == "FINISHED"  # stopped as it should be
     from analysis.load import from_parquet
 
     canon = from_parquet(server_sweep["run_dir"] / "results.parquet")
@@ -106,3 +108,65 @@ def test_a_sweep_name_is_not_reused_by_a_new_sweep(server_sweep: dict) -> None:
 def test_artifacts_went_through_the_server(server_sweep: dict) -> None:
     root = Path(server_sweep["run_dir"]).parents[1] / "mlflow" / "artifacts"
     assert list(root.rglob("model.onnx")), "artifacts must be proxied to the server's store"
+
+
+def test_runs_are_named_and_the_experiment_opens_on_them(server_sweep: dict) -> None:
+    import re
+    import urllib.request
+
+    import mlflow
+
+    uri = server_sweep["uri"]
+    exp = mlflow.MlflowClient(uri).get_experiment_by_name("ssr-smoke")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    link = f"{uri}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    assert f"view the runs: {link}" in server_sweep["out"]
+    with urllib.request.urlopen(uri + "/", timeout=10) as page:  # the UI itself is served
+        assert page.status == 200
+    pattern = re.compile(r"^(ssr|darts_pruning|no_shrink)( [a-z.]+=\S+)+ #0[1-9]$")
+    names = [k.info.run_name for k in server_sweep["kids"]]
+    assert all(pattern.match(n) for n in names), names
+    assert len(set(names)) == len(names)
+    for k in server_sweep["kids"]:
+        assert set(k.data.params) <= {
+            "cfg.ssr.op", "cfg.ssr.out", "cfg.shrink.threshold", "cfg.baseline", "cfg.seed",
+            "cfg.data.name", "cfg.data.height", "cfg.data.width", "cfg.epochs",
+            "cfg.retrain.epochs",
+        }  # fmt: skip
+        assert k.data.params["cfg.baseline"] == k.data.tags["ssr.baseline"]
+
+
+def test_front_is_registered_once_with_aliases(server_sweep: dict) -> None:
+    import mlflow
+
+    from analysis.load import from_parquet
+    from analysis.report import write_report
+    from sweeps.tracking import Tracker, register_front
+
+    uri, run_dir = server_sweep["uri"], server_sweep["run_dir"]
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("ssr-smoke")
+    complete = [k for k in server_sweep["kids"] if k.data.tags["ssr.status"] == "complete"]
+    models = client.search_logged_models([exp.experiment_id])
+    assert len(models) == len(complete)  # one per derived architecture, none twice
+    for m in models:
+        assert m.status.name == "READY" and m.tags["ssr.sweep"] == "smoke-server"
+        assert {"derived_miou", "fps_shared", "fps_exclusive"} <= {x.key for x in m.metrics}
+        files = {a.path for a in client.list_logged_model_artifacts(m.model_id)}
+        assert {"MLmodel", "model.onnx", "input_example.json"} <= files
+        meta = Path(
+            mlflow.artifacts.download_artifacts(f"{m.artifact_location}/MLmodel", tracking_uri=uri)
+        )
+        assert "onnx:" in meta.read_text() and "signature:" in meta.read_text()
+    result = write_report(from_parquet(run_dir / "results.parquet"), None, run_dir / "r2")
+    tracker = Tracker(uri, "ssr-smoke", "smoke-server")
+    first = register_front(tracker, result.front, result.objectives)
+    again = register_front(
+        Tracker(uri, "ssr-smoke", "smoke-server"), result.front, result.objectives
+    )
+    assert first == again and {"most-accurate", "fastest"} <= set(first)
+    versions = client.search_model_versions("name = 'ssr-smoke-front'")
+    assert sorted(v.tags["ssr.trial_id"] for v in versions) == sorted(result.front["trial_id"])
+    best = client.get_model_version_by_alias("ssr-smoke-front", "most-accurate")
+    top = result.front.sort_values(result.objectives[0][0], ascending=False).iloc[0]
+    assert best.tags["ssr.trial_id"] == top["trial_id"]

@@ -1,8 +1,10 @@
-"""The smoke sweep end to end on the embedded default store (SQLite in the run folder).
+"""The smoke sweep end to end on the embedded default store (one SQLite mlflow.db beside the run
+folders) and its Optuna study (SQLite in the run folder).
 
 One sweep serves every assert (module fixture): it is killed (SIGKILL of its process group,
 driver and local Ray alike) once two trials have finished, then continued with ``--resume``;
-the result must be exactly the sweep that was asked for: 4 child runs, 4 rows, no duplicates.
+the result must be exactly the sweep that was asked for: 4 child runs, 4 rows, no duplicates,
+and one Optuna study that went on where it stopped.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def resumed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_killed_sweep_resumes_without_duplicates(resumed: dict) -> None:
     assert resumed["code"] == 0, resumed["out"][-4000:]
     run_dir: Path = resumed["run_dir"]
-    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    uri = f"sqlite:///{run_dir.parent / 'mlflow.db'}"
     check_sweep(uri, "ssr-smoke", run_dir, N)
 
 
@@ -56,19 +58,23 @@ def test_per_epoch_metrics_are_logged_once(resumed: dict) -> None:
     import mlflow
 
     run_dir: Path = resumed["run_dir"]
-    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    uri = f"sqlite:///{run_dir.parent / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     _, kids = children(uri, "ssr-smoke")
     for k in kids:
-        steps = [m.step for m in client.get_metric_history(k.info.run_id, "val_miou")]
-        assert steps == sorted(set(steps)), (k.info.run_name, steps)  # no step logged twice
-        assert steps[-1] == 3  # 2 search epochs + 1 retrain epoch
+        search = [m.step for m in client.get_metric_history(k.info.run_id, "search/val_miou")]
+        assert search == [1, 2], (k.info.run_name, search)  # no step logged twice
+        if k.data.tags["ssr.status"] == "complete":  # 1 retrain epoch, after the 2 of search
+            retrain = client.get_metric_history(k.info.run_id, "retrain/val_miou")
+            assert [m.step for m in retrain] == [3]
 
 
 def test_output_ends_with_table_report_and_ui_command(resumed: dict) -> None:
     out = resumed["out"]
     assert "hypervolume" in out  # the Pareto table
-    assert f"mlflow ui --backend-store-uri sqlite:///{resumed['run_dir'] / 'mlflow.db'}" in out
+    db = resumed["run_dir"].parent / "mlflow.db"
+    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in out
+    assert "runs?workflowType=machine_learning" in out
     assert "report:" in out and "results:" in out
 
 
@@ -77,7 +83,8 @@ def test_rows_match_the_analysis_loaders(resumed: dict) -> None:
 
     run_dir: Path = resumed["run_dir"]
     a = from_parquet(run_dir / "results.parquet").sort_values("trial_id").reset_index(drop=True)
-    b = from_mlflow(f"sqlite:///{run_dir / 'mlflow.db'}", "ssr-smoke").sort_values("trial_id")
+    b = from_mlflow(f"sqlite:///{run_dir.parent / 'mlflow.db'}", "ssr-smoke")
+    b = b.sort_values("trial_id")
     b = b.reset_index(drop=True)
     assert list(a["trial_id"]) == list(b["trial_id"])
     assert list(a["status"]) == list(b["status"])
@@ -85,3 +92,18 @@ def test_rows_match_the_analysis_loaders(resumed: dict) -> None:
     for col in ("derived_miou", "fps_exclusive", "cfg.ssr.op"):
         assert (a[col].astype(float) - b[col].astype(float)).abs().max() < 1e-6, col
     assert set(a["cfg.baseline"]) <= {"ssr", "darts_pruning", "no_shrink"}
+
+
+def test_the_optuna_study_is_continued_by_the_resume(resumed: dict) -> None:
+    import optuna
+    import pandas as pd
+
+    run_dir: Path = resumed["run_dir"]
+    study = optuna.load_study(
+        study_name="smoke-sqlite", storage=f"sqlite:///{run_dir / 'optuna.db'}"
+    )
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]  # orphans: FAIL
+    told = {t.user_attrs.get("trial_id"): t for t in study.trials}
+    rows = pd.read_parquet(run_dir / "results.parquet")
+    for trial_id, status in zip(rows["trial_id"], rows["status"]):
+        assert told[trial_id].user_attrs["status"] == status  # one study across both drivers

@@ -1,0 +1,138 @@
+"""The Optuna study of a sweep where Optuna's tools look: an RDB storage (SQLite in the run folder
+by default), reopened with ``optuna.load_study``; the searcher's pickled state (Ray's save and
+restore) continues the same study; a smoke sweep leaves a study with its trials' values and user
+attributes."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ssr.config import ConfigError
+from sweeps.protocol import FINAL_KEY
+from sweeps.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
+
+
+def searcher(run_dir: Path) -> Any:
+    """The smoke sweep's searcher with its study in ``run_dir``, over a small space."""
+    from ray import tune
+
+    s = load_sweep(CONFIG_DIR / "smoke.yaml").searcher(run_dir)
+    s.set_search_properties(
+        None,
+        None,
+        {"dims": {"ssr.op": tune.uniform(1, 2), "baseline": tune.choice(["ssr", "no_shrink"])}},
+    )
+    return s
+
+
+def test_study_is_stored_labelled_and_continued_after_restore(tmp_path: Path) -> None:
+    import optuna
+
+    run_dir = tmp_path / "run-1"
+    s = searcher(run_dir)
+    s.suggest("a")
+    s.suggest("b")
+    final = {"derived_miou": 0.3, "fps_shared": 50.0, "genotype_id": "0123456789", FINAL_KEY: 1.0}
+    s.on_trial_complete("a", final)
+    s.save(str(tmp_path / "searcher.pkl"))  # what Tune writes with its experiment state
+    s.suggest("lost")  # asked for after the last save: a killed driver leaves it RUNNING
+
+    restored = pickle.loads(pickle.dumps(searcher(run_dir)))  # a new driver, then Tune's restore
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("b", {"derived_miou": float("nan"), FINAL_KEY: 0.0})
+    restored.suggest("c")
+    restored.on_trial_complete("c", error=True)
+
+    url = f"sqlite:///{run_dir / 'optuna.db'}"
+    study = optuna.load_study(study_name="run-1", storage=url)
+    assert study.metric_names == ["derived_miou", "fps_shared"]
+    assert study.user_attrs == {"sweep": "smoke", "experiment": "ssr-smoke"}
+    trials = {t.user_attrs.get("trial_id"): t for t in study.trials}
+    assert {t: trials[t].state.name for t in ("a", "b", "lost", "c")} == {
+        "a": "COMPLETE", "b": "PRUNED", "lost": "FAIL", "c": "FAIL",
+    }  # fmt: skip
+    assert trials["a"].values == [0.3, 50.0]
+    assert trials["a"].user_attrs["genotype_id"] == "0123456789"
+    assert trials["a"].user_attrs["status"] == "complete"
+    assert trials["b"].user_attrs["status"] == "early_stopped"
+    assert trials["c"].user_attrs["status"] == "failed"
+    assert trials["a"].user_attrs["baseline"] == trials["a"].params["dims/baseline"]
+
+
+def test_a_new_sweep_never_joins_an_existing_study(tmp_path: Path) -> None:
+    from sweeps.searchers import probe_study
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    probe_study(url, tmp_path / "run-2")  # nothing there yet
+    searcher(tmp_path / "run-2")  # the default storage: <run>/optuna.db
+    import optuna
+
+    optuna.create_study(study_name="run-2", storage=url)
+    with pytest.raises(ConfigError, match="already has a study named 'run-2'"):
+        probe_study(url, tmp_path / "run-2")
+
+
+def test_storage_option_is_checked_with_the_sweep_file() -> None:
+    raw = yaml_smoke()
+    ok = build_sweep(apply_overrides(raw, ["searcher.storage=postgresql://u@h/db"]))
+    assert ok.spec.searcher.storage == "postgresql://u@h/db"
+    with pytest.raises(ConfigError, match="give an RDB URL"):
+        build_sweep(apply_overrides(raw, ["searcher.storage=file:///x.db"]))
+    with pytest.raises(ConfigError, match="absolute path"):
+        build_sweep(apply_overrides(raw, ["searcher.storage=sqlite:///rel.db"]))
+    with pytest.raises(ConfigError, match=r"searcher\.storage is the Optuna study's"):
+        build_sweep(
+            apply_overrides(raw, ["searcher.kind=random", "searcher.storage=sqlite:////x.db"])
+        )
+
+
+def yaml_smoke() -> dict:
+    from ssr.config import load_yaml
+
+    return load_yaml(CONFIG_DIR / "smoke.yaml")
+
+
+@pytest.mark.slow
+def test_a_smoke_sweep_leaves_a_study_optuna_can_open(tmp_path: Path) -> None:
+    import optuna
+    from sweep_helpers import SMOKE, run_sweep
+
+    storage = tmp_path / "runs"
+    code, out = run_sweep(
+        ["--config", str(SMOKE), "--storage", str(storage), "--name", "smoke-optuna",
+         "--set", "remeasure=false"],
+        tmp_path / "sweep.log",
+    )  # fmt: skip
+    assert code == 0, out[-4000:]
+    run_dir = storage / "smoke-optuna"
+    study = optuna.load_study(
+        study_name="smoke-optuna", storage=f"sqlite:///{run_dir / 'optuna.db'}"
+    )
+    rows = pd.read_parquet(run_dir / "results.parquet").set_index("trial_id")
+    trials = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert set(trials) == set(rows.index)  # every Tune trial, labelled with its id
+    for trial_id, t in trials.items():
+        row = rows.loc[trial_id]
+        assert t.user_attrs["status"] == row["status"]
+        assert t.user_attrs["baseline"] == row["baseline"]
+        if row["status"] == "complete":
+            assert t.state.name == "COMPLETE"
+            assert t.values == pytest.approx([row["derived_miou"], row["fps_shared"]])
+            assert t.user_attrs["genotype_id"] == row["genotype_id"]
+    # the default MLflow store sits beside the run folders, not in them
+    assert (storage / "mlflow.db").is_file() and not (run_dir / "mlflow.db").exists()
+    assert "/#/experiments/" in out and "workflowType=machine_learning" in out
+    assert "#01 start  " in out and "[4/4] " in out  # the live console
+    starts = [ln for ln in out.splitlines() if " start  " in ln]
+    assert len(starts) == 4 and all(len(ln) <= 100 for ln in starts)
+    try:
+        import plotly  # noqa: F401
+    except ImportError:
+        return
+    fig = optuna.visualization.plot_pareto_front(study)
+    assert len(fig.data) >= 1
