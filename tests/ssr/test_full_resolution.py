@@ -1,0 +1,73 @@
+"""Evaluation at full label resolution and visible size caps on real datasets (issue 13)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssr import data as data_mod
+from ssr.config import ConfigError, DataConfig, RetrainConfig, load_config
+from ssr.data import build_dataset, build_loader
+from ssr.genotype import Genotype
+from ssr.loop import evaluate
+from ssr.retrain import run_retrain
+from tests.ssr.test_data import make_cityscapes
+
+
+def _cfg(root: Path, **kw) -> DataConfig:
+    base = dict(name="cityscapes", root=str(root), height=16, width=32, train_size=None,
+                val_size=None, batch_size=1, augment=False, class_weights="erfnet")  # fmt: skip
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def test_val_labels_at_eval_label_size_and_logits_upsampled_to_them(tmp_path: Path) -> None:
+    make_cityscapes(tmp_path, h=32, w=64)  # the "native" size is 32x64
+    cfg = _cfg(tmp_path, eval_label_size=(32, 64))
+    image, label = build_dataset(cfg, "val")[0]
+    assert image.shape == (3, 16, 32) and label.shape == (32, 64)  # input small, labels native
+    _, train_label = build_dataset(cfg, "train")[0]
+    assert train_label.shape == (16, 32)  # training labels stay at the input size
+    native = build_dataset(_cfg(tmp_path, height=32, width=64), "val")[0][1]
+    assert torch.equal(label, native)  # exactly the unresized labels
+
+    class Upsampled(torch.nn.Module):  # predicts the native labels at 1/2 resolution
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            ids = native[None, ::2, ::2].clamp(max=18)
+            return torch.nn.functional.one_hot(ids, 19).permute(0, 3, 1, 2).float() * 10
+
+    out = evaluate(Upsampled(), build_loader(cfg, "val"), 19, "cpu", progress=False)
+    assert 0.5 < out["pixel_acc"] <= 1.0  # scored against 32x64 labels (blocks of 4 survive)
+
+
+def test_retrain_evaluates_at_full_resolution(tmp_path: Path) -> None:
+    make_cityscapes(tmp_path / "cs", h=32, w=64)
+    cfg = RetrainConfig(
+        data=_cfg(tmp_path / "cs", batch_size=2, eval_label_size=(32, 64)), epochs=1
+    )
+    res = run_retrain(cfg, Genotype.load("ssr_cityscapes"), tmp_path / "out", progress=False)
+    assert 0.0 <= res.pixel_acc <= 1.0 and res.epochs_run == 1
+
+
+def test_a_size_cap_on_a_real_dataset_is_a_warning(tmp_path: Path, caplog) -> None:
+    make_cityscapes(tmp_path)
+    data_mod._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger="ssr.data"):
+        assert len(build_dataset(_cfg(tmp_path, train_size=1), "train")) == 1
+        build_dataset(_cfg(tmp_path, train_size=1), "train")  # once per message
+        build_dataset(_cfg(tmp_path), "train")  # no cap: no warning
+    msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert msgs == [
+        "cityscapes train: data.train_size=1 uses 1 of 2 images; set data.train_size=null to "
+        "use all of them"
+    ]
+
+
+def test_eval_label_size_errors() -> None:
+    with pytest.raises(ConfigError, match=r"data\.eval_label_size must be"):
+        load_config(RetrainConfig, None, ["data.eval_label_size=[1024]"])
+    with pytest.raises(ConfigError, match="eval_label_size is for real datasets"):
+        build_dataset(DataConfig(eval_label_size=(32, 64)), "val")
