@@ -104,6 +104,8 @@ def measurement_text(pool: pd.DataFrame, exclusive: bool) -> str:
         threads = _values(pool, "exclusive_threads") or threads
     batch = _values(pool, "batch")
     parts = [device, _threads(threads), batch and f"batch {batch}", _values(pool, "precision")]
+    if exclusive:
+        parts.append(_values(pool, "exclusive_backend"))
     if not exclusive:
         parts.append("inside trials, device possibly shared")
     size = _values(pool, "input_size")

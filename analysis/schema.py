@@ -106,6 +106,7 @@ MEASUREMENT_COLUMNS = MappingProxyType(
         "fps_shared_device": "boolean",
         "exclusive_device": "string",
         "exclusive_threads": "Int64",
+        "exclusive_backend": "string",  # e.g. "onnxruntime (deploy)": what was timed
         "search_input_size": "string",  # "HxW"
         "retrain_epochs": "Int64",
     }

@@ -96,12 +96,16 @@ def measure_interleaved(
     input_shape: Sequence[int],
     cfg: BenchConfig,
     passes: int,
+    *,
+    optimize: bool = False,
 ) -> tuple[dict[str, Spread], dict[str, Any]]:
     """Time every model in each of ``passes`` rotated rounds; return spreads and the record.
 
     ``input_shape`` is ``(C, H, W)`` or ``(N, C, H, W)`` as for :func:`ssr.bench.measure`;
-    ``cfg.repeats`` is ignored (each round is one pass). The record holds what the procedure ran
-    on (device, threads, backend, precision, input, batch, passes) from the first measurement.
+    ``cfg.repeats`` is ignored (each round is one pass). ``optimize`` measures each backend's
+    exact inference form (:func:`ssr.bench.measure`; for ONNX Runtime the deploy form). The
+    record holds what the procedure ran on (device, threads, backend, form, precision, input,
+    batch, passes) from the first measurement.
     """
     if passes < 2:
         raise ConfigError(f"passes must be >= 2 to give a spread, got {passes}")
@@ -115,7 +119,7 @@ def measure_interleaved(
     for k in range(passes):
         shift = k % len(names)
         for name in names[shift:] + names[:shift]:
-            res = measure(models[name], input_shape, one)
+            res = measure(models[name], input_shape, one, optimize=optimize)
             medians[name].append(res.pass_medians_ms[0])
             p90s[name].append(res.latency_ms_p90)
             if not record:
@@ -123,6 +127,7 @@ def measure_interleaved(
                     "device": res.device,
                     "threads": res.threads,
                     "backend": res.backend,
+                    "form": res.form,
                     "precision": res.precision,
                     "input": res.input,
                     "batch": res.batch,

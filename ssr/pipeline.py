@@ -145,7 +145,8 @@ def measure_record(
     b = cfg.bench
     model = DerivedNet(genotype, num_classes).eval()
     shape = (b.batch, 3, b.height, b.width)
-    res = measure(model, shape, b).to_dict()
+    # NOTE: the deployment form, as the sweep's exclusive re-measurement (sweeps/trial.py)
+    res = measure(model, shape, b, optimize=True).to_dict()
     rec: dict[str, Any] = {
         "fps_shared": res["fps_median"],
         "latency_ms_median": res["latency_ms_median"],
@@ -155,7 +156,7 @@ def measure_record(
         "precision": res.get("precision", b.precision),
         "batch": b.batch,
         "input_size": f"{b.height}x{b.width}",
-        "backend": res.get("backend", b.backend),
+        "backend": f"{res.get('backend', b.backend)} ({res.get('form', 'as given')})",
         "fps_shared_device": True,
     }
     if cfg.export_onnx:

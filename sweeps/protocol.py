@@ -77,7 +77,7 @@ EXCLUSIVE_FIELDS = (
     "exclusive_threads",
 )
 #: Text fields of the exclusive re-measurement (a row column and a run tag each).
-EXCLUSIVE_TEXT_FIELDS = ("exclusive_device",)
+EXCLUSIVE_TEXT_FIELDS = ("exclusive_device", "exclusive_backend")
 
 #: Per-epoch metrics a trial reports in both phases (search, then retraining): what ASHA and
 #: MO-ASHA may rank on. ``val_miou`` is the current phase's validation mIoU.

@@ -155,7 +155,8 @@ def measure_exclusive(
     sweep's bench input is timed once in each of ``passes`` rotated rounds
     (:func:`ssr.interleave.measure_interleaved`), so that a change in the machine's load hits
     every network alike; each keeps its spread (``fps_exclusive_lo``/``_hi``: slowest and
-    fastest pass). ``threads`` applies when the bench config leaves threads at 0.
+    fastest pass). Each network is timed in its deployment form (``measure(optimize=True)``).
+    ``threads`` applies when the bench config leaves threads at 0.
     """
     import dataclasses
 
@@ -172,11 +173,14 @@ def measure_exclusive(
         cfg = dataclasses.replace(cfg, threads=max(1, int(threads)))
     classes = dataset_info(dataset).num_classes
     models = {g: DerivedNet(Genotype.from_json(js), classes).eval() for g, js in genotypes.items()}
-    spreads, rec = measure_interleaved(models, (cfg.batch, 3, cfg.height, cfg.width), cfg, passes)
+    shape = (cfg.batch, 3, cfg.height, cfg.width)
+    # NOTE: the deployment form (BN folded; for ONNX Runtime the deploy graph): eager overhead
+    # at batch 1 would otherwise hide the architectures' differences (BENCHMARKS.md)
+    spreads, rec = measure_interleaved(models, shape, cfg, passes, optimize=True)
     where = {
         "exclusive_device": rec["device"],
         "exclusive_threads": rec["threads"],
-        "exclusive_backend": rec["backend"],
+        "exclusive_backend": f"{rec['backend']} ({rec['form']})",
         "exclusive_passes": passes,
         "exclusive_node": ray.util.get_node_ip_address(),
         "exclusive_node_id": ray.get_runtime_context().get_node_id(),
