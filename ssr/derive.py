@@ -1,4 +1,4 @@
-"""Derivation: from a (discrete) supernet to a genotype and a network (spec §7, §12.7).
+"""Derivation: from a (discrete) supernet to a genotype and a network (docs/method.md §7, §12.7).
 
 - :func:`genotype_from_supernet` reads the alive masks (after shrinking, one candidate per
   active group; otherwise the argmax with the lowest index among ties) and chains widths.
@@ -6,7 +6,7 @@
   diverged search has no genotype.
 - :func:`derive_network` builds the :class:`~ssr.network.DerivedNet` with the search head and
   copies the supernet's weights into it: an exact sub-network, so with one-hot architecture
-  weights both give the same output (spec §13).
+  weights both give the same output (docs/method.md §13).
 - :func:`recalibrate_bn` re-estimates BatchNorm statistics on training batches.
 
 **The reduction after a narrowed stage** (docs/method.md §12.8). When stage ``s`` ends narrower

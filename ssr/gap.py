@@ -53,7 +53,7 @@ class DerivedEval:
 
 
 def discretize_by_argmax(net: Supernet) -> list[tuple[str, Decision]]:
-    """Keep only each active group's first maximum, dimension by dimension (spec §12.12).
+    """Keep only each active group's first maximum, dimension by dimension (docs/method.md §12.12).
 
     Depth first, then ops, then widths: pruning an op collapses its channel groups, so each
     dimension is decided on the groups the previous ones left active. Returns the decisions.

@@ -20,10 +20,10 @@ from ssr.data.labels import IGNORE
 def ssr_group_terms(logits: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
     """Per-group SSR value ``(1/K) sum_k log p_k + log K`` and the groups' K (alive count).
 
-    ``p`` is the sigmoid of the logits normalised over the alive candidates (spec §3). The
+    ``p`` is the sigmoid of the logits normalised over the alive candidates (docs/method.md §3). The
     value is ``-KL(U_K || p)``: 0 at the uniform distribution, negative otherwise, and tends to
     ``-inf`` as a candidate's probability vanishes; minimising it drives each group to a
-    vertex of the simplex (spec §4.2, the L0 argument). Computed in log space for stability.
+    vertex of the simplex (docs/method.md §4.2, the L0 argument). Computed in log space for stability.
     """
     logits = logits.reshape(-1, logits.shape[-1])
     alive = alive.reshape(-1, alive.shape[-1]).to(logits.dtype)
@@ -41,11 +41,11 @@ def ssr_group_terms(logits: Tensor, alive: Tensor) -> tuple[Tensor, Tensor]:
 def ssr_regularizer(
     logits: Tensor, alive: Tensor, averaging: str = "active", active: Tensor | None = None
 ) -> Tensor:
-    """Mean SSR term over groups (spec §4.2).
+    """Mean SSR term over groups (docs/method.md §4.2).
 
     ``logits`` and ``alive`` are (groups, candidates) (extra leading dims are flattened).
     ``averaging='active'``: mean over groups with more than one alive candidate (and, when
-    ``active`` is given, whose layer/op is still alive; spec §12.5). ``'all'``: the official
+    ``active`` is given, whose layer/op is still alive; docs/method.md §12.5). ``'all'``: the official
     mean over every group, collapsed groups counting 0. Returns 0 when no group is active.
     """
     values, k = ssr_group_terms(logits, alive)
@@ -62,7 +62,7 @@ def ssr_regularizer(
 
 
 def flops_loss(expected: Tensor, maximum: float, cfg: FlopsConfig) -> Tensor:
-    """Penalty on expected MACs normalised by the space's largest sub-network (spec §4.3).
+    """Penalty on expected MACs normalised by the space's largest sub-network (docs/method.md §4.3).
 
     ``l2``: ``(E/max - target)^2`` (the official active branch); ``l1``: ``|E/max - target|``;
     ``band``: zero while ``E/(target*max)`` is within [0.95, 1.0], ``|log|`` distance outside

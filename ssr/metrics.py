@@ -1,4 +1,4 @@
-"""Confusion matrix -> mIoU, per-class IoU and pixel accuracy (spec §8.3).
+"""Confusion matrix -> mIoU, per-class IoU and pixel accuracy (docs/method.md §8.3).
 
 The matrix is accumulated on the device of the predictions with one ``torch.bincount`` per batch
 (rows = ground truth, columns = prediction); pixels whose ground truth is ``ignore_index`` are
@@ -147,7 +147,7 @@ def iou_from_confusion(conf: torch.Tensor, absent: Absent = "nan") -> torch.Tens
 
 
 class ConfusionMatrix:
-    """Running confusion matrix over batches (spec §8.3): ``update`` then read the scores.
+    """Running confusion matrix over batches (docs/method.md §8.3): ``update`` then read the scores.
 
     The matrix lives on ``device`` (moved to the predictions' device on first update when None).
     """

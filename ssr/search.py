@@ -1,4 +1,4 @@
-"""The SSR search: first-order bi-level optimisation with progressive shrinking (spec §4-§6).
+"""The SSR search: first-order bi-level optimisation with progressive shrinking (docs/method.md §4-§6).
 
 Per iteration one weight step (CE on a weight batch, gradients for weights only) and one
 architecture step (``ce_scale * CE + SSR terms + FLOPs term`` on an architecture batch,
@@ -146,7 +146,7 @@ def _search(
     pin = device.type == "cuda"  # pinned batches: non-blocking copies (ssr/precision.py)
     train_set = build_dataset(cfg.data, "train")
     n = len(train_set)
-    if cfg.arch_split:  # spec §12.2: held-out architecture data (train-A / train-B)
+    if cfg.arch_split:  # docs/method.md §12.2: held-out architecture data (train-A / train-B)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         w_idx, a_idx = sorted(perm[: n // 2]), sorted(perm[n // 2 :])
     else:
@@ -224,7 +224,7 @@ def _search(
             **terms,
             **arch_stats(net),
         }
-        # ---- hierarchical progressive shrinking (spec §5): decide, record, then apply
+        # ---- hierarchical progressive shrinking (docs/method.md §5): decide, record, then apply
         pruned = 0
         sh = cfg.shrink
         if (
@@ -282,7 +282,7 @@ def _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, d
         else evaluate(net, val_loader, info.num_classes, device)["miou"]
     )
     epochs_run = int(history[-1]["epoch"]) if history else 0
-    # budget over before shrinking finished: argmax fallback (spec §12.12)
+    # budget over before shrinking finished: argmax fallback (docs/method.md §12.12)
     fallback = discretize_by_argmax(net) if not net.is_discrete() else []
     events.extend({"epoch": epochs_run, **describe(net, d)} for _, d in fallback)
     genotype = genotype_from_supernet(net, reduction=cfg.reduction_width)

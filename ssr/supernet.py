@@ -1,21 +1,21 @@
 """The SSR supernet: joint search over depth, op (dilation x resolution) and two widths.
 
-Structure (spec §2): stem and reductions are fixed; every stage holds ``max_depth`` shared
+Structure (docs/method.md §2): stem and reductions are fixed; every stage holds ``max_depth`` shared
 layers; every layer holds one :class:`~ssr.ops.FactorizedOp` per (dilation, pool) candidate
-at the stage's maximum width. Architecture parameters (spec §3) are registered
+at the stage's maximum width. Architecture parameters (docs/method.md §3) are registered
 ``nn.Parameter``s in their own container :attr:`Supernet.arch`:
 
 - ``op``    (L, O)     one group per layer over its ops;
 - ``out``   (L, O, K)  one group per (layer, op) over output widths (FBNetV2 prefix masks);
 - ``mid``   (L, O, K)  the same for the width between the two convs;
-- ``depth`` (S, D)     one group per stage over depths 1..D (spec §2.5).
+- ``depth`` (S, D)     one group per stage over depths 1..D (docs/method.md §2.5).
 
 Probabilities are element-wise sigmoids normalised over the alive candidates of a group. Alive
 masks are boolean buffers (saved in checkpoints) mirrored on the host, so the forward pass
 never synchronises with the device to decide what to run, and pruned candidates are never
 computed.
 
-Per layer (spec §2.4), with ``S_o = p_o * m_out_o`` (op weight times expected output mask)::
+Per layer (docs/method.md §2.4), with ``S_o = p_o * m_out_o`` (op weight times expected output mask)::
 
     y = ReLU( sum_o S_o * (f_o(x) + x) ) = ReLU( sum_o S_o * f_o(x) + (sum_o S_o) * x )
 
@@ -38,7 +38,7 @@ DIMENSIONS = ("depth", "op", "out", "mid")
 
 
 def normalized_probs(logits: Tensor, alive: Tensor) -> Tensor:
-    """Sigmoid of each logit normalised over the alive candidates of its group (spec §3)."""
+    """Sigmoid of each logit normalised over the alive candidates of its group (docs/method.md §3)."""
     s = torch.sigmoid(logits) * alive
     return s / s.sum(-1, keepdim=True).clamp_min(1e-12)
 
@@ -57,7 +57,7 @@ class LayerRef:
 
 
 class Supernet(nn.Module):
-    """Encoder supernet with a 1x1 classifier at the last stage's stride (spec §2.1)."""
+    """Encoder supernet with a 1x1 classifier at the last stage's stride (docs/method.md §2.1)."""
 
     def __init__(self, space: SpaceConfig, num_classes: int) -> None:
         super().__init__()
@@ -150,7 +150,7 @@ class Supernet(nn.Module):
         """Boolean (groups,) mask, on the buffers' device: groups that still matter.
 
         Layers deeper than every alive depth and the channel groups of pruned ops are
-        collapsed (spec §5 hierarchy) and take no part in SSR or shrinking. Cached by
+        collapsed (docs/method.md §5 hierarchy) and take no part in SSR or shrinking. Cached by
         :meth:`refresh_alive`, so reading it never synchronises with the device.
         """
         return self._active[dim]
@@ -269,7 +269,7 @@ class Supernet(nn.Module):
     ) -> Tensor:
         """Differentiable expected conv MACs of the derived network at ``height x width``.
 
-        Exact under the factorised distribution (spec §12.3 fixed): every group is independent,
+        Exact under the factorised distribution (docs/method.md §12.3 fixed): every group is independent,
         so ``E[c_in * c_mid] = E[c_in] E[c_mid]``; a layer's input width is the expectation of
         the previous layer's output over its ops, ``E[c_out] = sum_o p_o E_o[c_out]`` (the
         official code took the last op's width); a layer at depth ``i`` counts with
@@ -321,6 +321,6 @@ class Supernet(nn.Module):
         return out
 
     def max_macs(self, height: int, width: int) -> float:
-        """Conv MACs of the largest sub-network: the FLOPs normaliser (spec §12.4)."""
+        """Conv MACs of the largest sub-network: the FLOPs normaliser (docs/method.md §12.4)."""
         with torch.no_grad():
             return float(self.expected_macs(height, width, self.max_probs()))

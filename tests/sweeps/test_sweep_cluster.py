@@ -1,7 +1,7 @@
 """The smoke sweep with ``--cluster`` on a real two-node Ray cluster on loopback.
 
 Head on 127.0.0.2, a second node on 127.0.0.3 (Ray rewrites 127.0.0.1 to the routable address;
-stack-notes §3), one CPU and capped memory each, both started with ``ray start --block`` in
+docs/stack.md §3), one CPU and capped memory each, both started with ``ray start --block`` in
 their own sessions so that killing the process groups stops exactly these nodes (never
 ``ray stop``: it would stop every Ray process on the machine). The driver joins through
 ``RAY_ADDRESS``; trials must have run on both nodes.
