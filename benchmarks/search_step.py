@@ -1,21 +1,33 @@
-"""Time one search iteration of the paper's space, against a training step of a derived net.
+"""Time the search's own iteration, and a retraining step, against this machine's limit.
 
-Scenarios (each in its own process, so peak memory is its own; issue 6 reference figures of
-the official implementation on this machine kind in brackets):
+What is timed is the step that ``ssr.search.run_search`` itself runs: the benchmark calls
+``run_search`` (the paper's search config, ``ssr/configs/search_cityscapes.yaml``, on synthetic
+data) and wraps the ``run_epoch`` it calls, so every iteration is run_search's own
+:class:`ssr.search_step.SearchStep`: the weight step (CE, backward into the weights, finiteness
+checks, Adam) followed by the architecture step (CE x ``ce_scale`` + the SSR terms + the FLOPs
+term, backward into the architecture parameters, checks, clipping, Adam), interleaved as in the
+loop. The search stops after the timed iterations (nothing is evaluated or derived). The split
+of an iteration into its weight and architecture parts is the return of
+``SearchStep.weight_step``. Retraining steps are timed the same way through
+``ssr.retrain.run_retrain``.
 
-- ``start``: the whole space (depth search 3-5 / 6-9, 10 ops, 9 x 9 widths), one weight step
-  plus one architecture step at batch 2x3x256x512 [4.1 s = 2.0 + 2.1; peak 3.8 GiB];
-- ``discrete``: the supernet after full shrinking, restricted to the paper's 4+9 genotype,
-  weight step only (the architecture step is skipped once discrete) [0.50 s; weight step 0.24 s];
-- ``derived_max``: one training step of the largest derived network (aggregation head);
-- ``derived_paper``: one training step of the paper network [0.40 s].
+Scenarios (each in its own process, so peak memory is its own):
 
-Usage::
+- ``start``: the whole space (depth 3-5 / 6-9, 10 ops, 9 x 9 widths), batch 2x3x256x512;
+- ``shrunk``: the supernet restricted to the paper genotype (every layer decided, run at its
+  own widths); the architecture step still runs, as in the epoch the net becomes discrete. Its
+  weight part is the weight step a discrete search runs alone (``skip_arch_when_discrete``);
+- ``derived_max``: one retraining step of the largest derived network (aggregation head);
+- ``derived_paper``: one retraining step of the paper network.
 
-    python benchmarks/search_step.py [--threads 2] [--iters 5] [--passes 3] [--json]
+Each iteration is timed alone (``perf_counter`` around the step; data loading is outside and
+reported as ``data_s``); the figures are the median over ``passes x iters`` iterations after
+``warmup`` untimed ones, with the range of the per-pass medians and p10/p90. The work is
+counted by ``torch.utils.flop_counter.FlopCounterMode`` on one warm-up iteration (conv forward
+and backward MACs as they ran: the architecture step computes no weight gradients), and set
+against the fp32 probe of ``ssr.roofline`` at the same threads.
 
-Prints a table and, with ``--json``, one JSON object. Medians over ``iters`` iterations per
-pass; the spread is the range of the per-pass medians.
+    python benchmarks/search_step.py [--threads 2] [--iters 3] [--passes 3] [--json]
 """
 
 from __future__ import annotations
@@ -26,103 +38,190 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-SCENARIOS = ("start", "discrete", "derived_max", "derived_paper")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SCENARIOS = ("start", "shrunk", "derived_max", "derived_paper")
+CONFIG = Path(__file__).resolve().parents[1] / "ssr" / "configs" / "search_cityscapes.yaml"
 
 
-def run_scenario(
-    name: str, threads: int, iters: int, passes: int, batch: int, h: int, w: int
-) -> dict:
+class _Stop(Exception):
+    """Raised by the timing wrapper once the timed iterations are done."""
+
+
+class StepTimer:
+    """Wraps a loop's ``step``: warm-up, one counted iteration, then timed iterations."""
+
+    def __init__(self, warmup: int, n: int) -> None:
+        self.warmup, self.n = max(warmup, 1), n
+        self.calls = 0
+        self.times: list[float] = []
+        self.weight_part: list[float] = []
+        self.data: list[float] = []
+        self.flops: dict[str, int] = {}
+        self._t0 = 0.0
+        self._weight_done: float | None = None
+        self._last_end: float | None = None
+
+    def mark_weight_step(self) -> None:
+        if self._weight_done is None:
+            self._weight_done = time.perf_counter()
+
+    def wrap(self, step: Any) -> Any:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def timed(batch: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:  # count the work once, untimed
+                with FlopCounterMode(display=False) as fc:
+                    out = step(batch)
+                self.flops = {str(k): int(v) for k, v in fc.get_flop_counts()["Global"].items()}
+                return out
+            start = time.perf_counter()
+            timed_call = self.calls > self.warmup
+            if timed_call and self._last_end is not None:
+                self.data.append(start - self._last_end)
+            self._weight_done = None
+            out = step(batch)
+            end = time.perf_counter()
+            self._last_end = end
+            if timed_call:
+                self.times.append(end - start)
+                if self._weight_done is not None:
+                    self.weight_part.append(self._weight_done - start)
+                if len(self.times) == self.n:
+                    raise _Stop
+            return out
+
+        return timed
+
+
+def _patch_loop(module: Any, timer: StepTimer) -> None:
+    original = module.run_epoch
+
+    def run_epoch(batches: Any, step: Any, **kw: Any) -> Any:
+        return original(batches, timer.wrap(step), **kw)
+
+    module.run_epoch = run_epoch
+
+
+def _data(batch: int, h: int, w: int, n_batches: int) -> list[str]:
+    return [
+        "data.name=synthetic", "data.root=null", f"data.height={h}", f"data.width={w}",
+        f"data.batch_size={batch}", f"data.train_size={batch * (n_batches + 2)}",
+        f"data.val_size={batch}", "data.num_workers=0", "device=cpu",
+    ]  # fmt: skip
+
+
+def run_search_scenario(name: str, timer: StepTimer, batch: int, h: int, w: int) -> None:
+    import ssr.search as search
+    from ssr.config import SearchConfig, load_config
+
+    n = timer.warmup + timer.n + 1
+    cfg = load_config(SearchConfig, CONFIG, [*_data(batch, h, w, n), "epochs=1"])
+    _patch_loop(search, timer)
+    from ssr.search_step import SearchStep
+
+    weight_step = SearchStep.weight_step
+
+    def timed_weight_step(self: Any, *a: Any, **kw: Any) -> Any:
+        out = weight_step(self, *a, **kw)
+        timer.mark_weight_step()
+        return out
+
+    SearchStep.weight_step = timed_weight_step  # type: ignore[method-assign]
+    if name == "shrunk":
+        from ssr.derive import restrict_to
+        from ssr.genotype import Genotype
+
+        base = search.Supernet
+
+        class Shrunk(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *a: Any, **kw: Any) -> None:
+                super().__init__(*a, **kw)
+                restrict_to(self, Genotype.load("ssr_cityscapes"))
+
+        search.Supernet = Shrunk
+    try:
+        search.run_search(cfg, out_dir=None, progress=False)
+    except _Stop:
+        return
+    raise RuntimeError("the search ended before the timed iterations were done")
+
+
+def run_retrain_scenario(name: str, timer: StepTimer, batch: int, h: int, w: int) -> None:
+    import ssr.retrain as retrain
+    from ssr.config import RetrainConfig, SearchConfig, load_config
+    from ssr.genotype import Genotype
+
+    geno = Genotype.load("ssr_cityscapes")
+    if name == "derived_max":
+        from ssr.derive import genotype_from_supernet
+        from ssr.supernet import Supernet
+
+        space = load_config(SearchConfig, CONFIG, ["device=cpu"]).space
+        net = Supernet(space, 19)
+        for d, p in net.max_probs().items():
+            net.alive(d).copy_(p > 0)
+        net.refresh_alive()
+        geno = genotype_from_supernet(net)
+    n = timer.warmup + timer.n + 1
+    cfg = load_config(RetrainConfig, None, [*_data(batch, h, w, n), "epochs=1"])
+    _patch_loop(retrain, timer)
+    try:
+        retrain.run_retrain(cfg, geno, None, progress=False)
+    except _Stop:
+        return
+    raise RuntimeError("retraining ended before the timed iterations were done")
+
+
+def _stats(values: list[float], iters: int) -> dict[str, Any]:
+    passes = [values[i : i + iters] for i in range(0, len(values), iters)]
+    medians = [statistics.median(p) for p in passes]
+    vals = sorted(values)
+    return {
+        "median_s": round(statistics.median(vals), 4),
+        "pass_medians_s": [round(m, 4) for m in medians],
+        "spread_s": [round(min(medians), 4), round(max(medians), 4)],
+        "p10_s": round(vals[int(0.1 * (len(vals) - 1))], 4),
+        "p90_s": round(vals[round(0.9 * (len(vals) - 1))], 4),
+    }
+
+
+def child(args: argparse.Namespace, h: int, w: int) -> dict[str, Any]:
     import resource
 
     import torch
 
-    from ssr.config import SpaceConfig
-    from ssr.derive import restrict_to
-    from ssr.genotype import Genotype
-    from ssr.loss import weighted_ce
-    from ssr.network import DerivedNet
-    from ssr.supernet import Supernet
-
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x = torch.randn(batch, 3, h, w)
-    y = torch.randint(0, 19, (batch, h, w))
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    timings: dict[str, list[list[float]]] = {}
-
-    if name in ("start", "discrete"):
-        net = Supernet(SpaceConfig(), 19).train()
-        if name == "discrete":
-            restrict_to(net, Genotype.load("ssr_cityscapes"))
-        wp, ap = net.weight_parameters(), net.arch_parameters()
-        w_opt = torch.optim.Adam(wp, 3e-4, weight_decay=1e-4)
-        a_opt = torch.optim.Adam(ap, 2e-3, weight_decay=1e-3)
-        y8 = y[:, 4::8, 4::8]  # cell centres, as ssr.search._labels
-
-        def weight_step() -> None:
-            loss = weighted_ce(net(x), y8)
-            w_opt.zero_grad(set_to_none=True)
-            loss.backward(inputs=wp)
-            w_opt.step()
-
-        def arch_step() -> None:
-            e = net.expected_macs(512, 1024) / 1e9
-            loss = 100 * weighted_ce(net(x), y8) + 1e-3 * e
-            a_opt.zero_grad(set_to_none=True)
-            loss.backward(inputs=ap)
-            torch.nn.utils.clip_grad_norm_(ap, 5.0)
-            a_opt.step()
-
-        steps = {"weight_step": weight_step}
-        if name == "start":
-            steps["arch_step"] = arch_step
+    timer = StepTimer(args.warmup, args.iters * args.passes)
+    name = args.child
+    if name in ("start", "shrunk"):
+        run_search_scenario(name, timer, args.batch, h, w)
     else:
-        geno = Genotype.load("ssr_cityscapes")
-        if name == "derived_max":
-            net = Supernet(SpaceConfig(), 19)
-            from ssr.derive import genotype_from_supernet
-
-            probs = net.max_probs()
-            for d, p in probs.items():
-                net.alive(d).copy_(p > 0)
-            net.refresh_alive()
-            geno = genotype_from_supernet(net)
-        model = DerivedNet(geno, 19).train()
-        opt = torch.optim.Adam(model.parameters(), 5e-4, weight_decay=1e-4)
-
-        def train_step() -> None:
-            loss = weighted_ce(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        steps = {"train_step": train_step}
-
-    for f in steps.values():  # warm-up: oneDNN primitive creation, allocator
-        f()
-    for key in steps:
-        timings[key] = []
-    for _ in range(passes):
-        for key, f in steps.items():
-            ts = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                f()
-                ts.append(time.perf_counter() - t0)
-            timings[key].append(ts)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    out: dict = {"scenario": name, "threads": threads, "batch": f"{batch}x3x{h}x{w}"}
-    total = 0.0
-    for key, per_pass in timings.items():
-        medians = [statistics.median(p) for p in per_pass]
-        med = statistics.median([t for p in per_pass for t in p])
-        out[f"{key}_s"] = med
-        out[f"{key}_spread_s"] = [min(medians), max(medians)]
-        total += med
-    out["iteration_s"] = total
-    out["peak_rss_gib"] = rss
-    out["rss_before_model_gib"] = rss0
+        run_retrain_scenario(name, timer, args.batch, h, w)
+    conv_flops = sum(v for k, v in timer.flops.items() if "convolution" in k)
+    total_flops = sum(timer.flops.values())
+    it = _stats(timer.times, args.iters)
+    out: dict[str, Any] = {
+        "scenario": name,
+        "threads": args.threads,
+        "batch": f"{args.batch}x3x{h}x{w}",
+        "iteration": it,
+        "data_s_median": round(statistics.median(timer.data), 4) if timer.data else None,
+        "conv_gmacs": round(conv_flops / 2e9, 2),
+        "all_gmacs": round(total_flops / 2e9, 2),
+        "flops_by_op": timer.flops,
+        "gmacs_per_s": round(conv_flops / 2e9 / it["median_s"], 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+    if timer.weight_part:
+        arch = [t - wp for t, wp in zip(timer.times, timer.weight_part)]
+        out["weight_part"] = _stats(timer.weight_part, args.iters)
+        out["arch_part"] = _stats(arch, args.iters)
     return out
 
 
@@ -131,7 +230,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations (first: counted)")
+    ap.add_argument("--iters", type=int, default=3, help="timed iterations per pass")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--input", default="256x512")
@@ -141,33 +241,52 @@ def main() -> None:
     args = ap.parse_args()
     h, w = (int(v) for v in args.input.split("x"))
     if args.child:
-        res = run_scenario(args.child, args.threads, args.iters, args.passes, args.batch, h, w)
-        print(json.dumps(res))
+        print(json.dumps(child(args, h, w)))
         return
+    from ssr.host import cpu_info
+    from ssr.roofline import probe
+
+    pr = probe(args.threads)  # once, before the scenarios: one reference for all of them
+    ref = pr.fp32_gmacs_per_s
     results = []
     for name in args.scenarios.split(","):
+        if name not in SCENARIOS:
+            ap.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
         cmd = [sys.executable, __file__, "--child", name, "--threads", str(args.threads),
-               "--iters", str(args.iters), "--passes", str(args.passes),
-               "--batch", str(args.batch), "--input", args.input]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    from ssr.host import cpu_name
-
-    report = {"machine": cpu_name(), "threads": args.threads, "results": results}
+               "--warmup", str(args.warmup), "--iters", str(args.iters),
+               "--passes", str(args.passes), "--batch", str(args.batch),
+               "--input", args.input]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"scenario {name} failed:\n{out.stderr[-2000:]}")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["pct_of_probe"] = round(100 * row["gmacs_per_s"] / ref, 1)
+        results.append(row)
+    report = {
+        "cpu": cpu_info(),
+        "probe": pr.to_dict(),
+        "threads": args.threads,
+        "results": results,
+    }
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=1))
         return
-    print(
-        f"machine: {report['machine']}, threads {args.threads}, input {args.batch}x3x{args.input}"
-    )
-    print(f"{'scenario':<15}{'step':<13}{'median s':>10}{'pass range s':>18}{'peak RSS GiB':>14}")
+    c = report["cpu"]
+    print(f"{c['model']} ({' '.join(c['simd'])}), {args.threads} threads, input "
+          f"{args.batch}x3x{args.input}; fp32 probe {ref:.0f} GMAC/s "
+          f"(other load {pr.other_load})")  # fmt: skip
+    print(f"{'scenario':<14}{'part':<11}{'median s':>9}{'pass range s':>16}{'conv GMAC':>10}"
+          f"{'GMAC/s':>8}{'% probe':>8}{'peak GiB':>9}")  # fmt: skip
     for r in results:
-        for key in ("weight_step", "arch_step", "train_step"):
-            if f"{key}_s" in r:
-                lo, hi = r[f"{key}_spread_s"]
-                print(f"{r['scenario']:<15}{key:<13}{r[key + '_s']:>10.3f}{f'{lo:.3f}-{hi:.3f}':>18}"
-                      f"{r['peak_rss_gib']:>14.2f}")  # fmt: skip
-        print(f"{r['scenario']:<15}{'iteration':<13}{r['iteration_s']:>10.3f}")
+        it = r["iteration"]
+        lo, hi = it["spread_s"]
+        print(f"{r['scenario']:<14}{'iteration':<11}{it['median_s']:>9.3f}"
+              f"{f'{lo:.3f}-{hi:.3f}':>16}{r['conv_gmacs']:>10.1f}{r['gmacs_per_s']:>8.1f}"
+              f"{r['pct_of_probe']:>7.1f}%{r['peak_rss_gib']:>9.2f}")  # fmt: skip
+        for part in ("weight_part", "arch_part"):
+            if part in r:
+                lo, hi = r[part]["spread_s"]
+                print(f"{'':<14}{part:<11}{r[part]['median_s']:>9.3f}{f'{lo:.3f}-{hi:.3f}':>16}")
 
 
 if __name__ == "__main__":
