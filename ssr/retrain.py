@@ -39,7 +39,7 @@ from ssr.loss import weighted_ce
 from ssr.optim import make_adam, poly_lr
 from ssr.precision import Stepper, autocast, cuda_habits, memory_format, to_device
 
-__all__ = ["Reporter", "RetrainResult", "run_retrain"]
+__all__ = ["Reporter", "RetrainResult", "TrainStep", "run_retrain"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,37 @@ class RetrainResult:
     checkpoint: Path | None
     precision: str = "fp32"
     channels_last: bool = False
+
+
+class TrainStep:
+    """One retraining step of ``model`` (on ``device``): autocast forward, the weighted CE on
+    fp32 logits, (scaled) backward, the divergence check, clipping, the Adam step.
+
+    Returns 0-d tensors (``loss``; with fp16 ``skipped``, 1 for a step the scaler skipped). Set
+    ``weights`` (the class weights, on ``device``) before the first call. ``run_retrain``,
+    ``benchmarks/gpu_check.py`` and ``sweeps/plan.py`` time this same step.
+    """
+
+    def __init__(self, model: nn.Module, cfg: RetrainConfig, device: torch.device) -> None:
+        self.model, self.cfg, self.device = model, cfg, device
+        self.optimizer = make_adam(model.parameters(), cfg.optim)
+        self.stepper = Stepper(
+            list(model.parameters()), self.optimizer, device, cfg.precision, cfg.optim.grad_clip
+        )
+        self.checks = StepChecks("retraining", deferred=device.type == "cuda")
+        self.weights: Tensor | None = None
+        self.advice = f"lower optim.lr ({cfg.optim.lr}) or set optim.grad_clip"
+
+    def __call__(self, batch: Any) -> dict[str, Tensor]:
+        cfg, device = self.cfg, self.device
+        x, y = to_device(batch[0], device, cfg.channels_last), to_device(batch[1], device)
+        with autocast(device, cfg.precision):
+            logits = self.model(x)
+        loss = weighted_ce(logits.float(), y, self.weights)  # the loss in fp32
+        norm = self.stepper.backward(loss)
+        self.checks.check([("training loss", loss)], self.advice)
+        skipped = self.stepper.step(norm)
+        return {"loss": loss.detach(), **({"skipped": skipped} if self.stepper.fp16 else {})}
 
 
 def _size(model: nn.Module, height: int, width: int) -> tuple[float, float]:
@@ -114,11 +145,8 @@ def _retrain(
     torch.manual_seed(cfg.seed)
     model = DerivedNet(genotype, num_classes=info.num_classes)
     model = model.to(device, memory_format=memory_format(cfg.channels_last))
-    optimizer = make_adam(model.parameters(), cfg.optim)
-    stepper = Stepper(
-        list(model.parameters()), optimizer, device, cfg.precision, cfg.optim.grad_clip
-    )
-    checks = StepChecks("retraining", deferred=device.type == "cuda")
+    step = TrainStep(model, cfg, device)
+    optimizer, stepper, checks = step.optimizer, step.stepper, step.checks
     pin = device.type == "cuda"
     train_set = build_dataset(cfg.data, "train")
     train_loader = build_loader(cfg.data, "train", dataset=train_set, seed=cfg.seed, pin_memory=pin)
@@ -146,24 +174,12 @@ def _retrain(
         log.info("resume requested but %s does not exist: starting from scratch", last)
     if weights is None:
         weights = class_weights(cfg.data, train_set)
-    weights = weights.to(device)
+    weights = step.weights = weights.to(device)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, out / "config.resolved.yaml")
         genotype.save(out / "genotype.json")
         write_jsonl(out / "history.jsonl", history)
-
-    advice = f"lower optim.lr ({cfg.optim.lr}) or set optim.grad_clip"
-
-    def step(batch: Any) -> dict[str, Tensor]:
-        x, y = to_device(batch[0], device, cfg.channels_last), to_device(batch[1], device)
-        with autocast(device, cfg.precision):
-            logits = model(x)
-        loss = weighted_ce(logits.float(), y, weights)  # the loss in fp32 (ssr/precision.py)
-        norm = stepper.backward(loss)
-        checks.check([("training loss", loss)], advice)
-        skipped = stepper.step(norm)
-        return {"loss": loss.detach(), **({"skipped": skipped} if stepper.fp16 else {})}
 
     last_eval: dict[str, Any] = history[-1] if history else {}
     for epoch in range(start, cfg.epochs):
