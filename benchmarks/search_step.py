@@ -28,6 +28,11 @@ and backward MACs as they ran: the architecture step computes no weight gradient
 against the fp32 probe of ``ssr.roofline`` at the same threads.
 
     python benchmarks/search_step.py [--threads 2] [--iters 3] [--passes 3] [--json]
+    python benchmarks/search_step.py --scenarios start --profile     # where the time goes
+
+``--profile`` runs ``torch.profiler`` over the timed iterations (which it slows by a few per
+cent) and splits the self CPU time of the iteration into operator groups (:data:`GROUPS`); the
+conv rate is the counted conv MACs over the time in convolution kernels, forward and backward.
 """
 
 from __future__ import annotations
@@ -47,6 +52,22 @@ SCENARIOS = ("start", "shrunk", "derived_max", "derived_paper")
 CONFIG = Path(__file__).resolve().parents[1] / "ssr" / "configs" / "search_cityscapes.yaml"
 
 
+#: Operator groups of ``--profile``, by substring of the aten op name (first match wins).
+GROUPS = (
+    ("conv backward", ("convolution_backward",)),
+    ("conv forward", ("mkldnn_convolution", "conv2d_forward", "aten::_convolution")),
+    ("batch norm", ("batch_norm",)),
+    ("relu / threshold", ("relu", "threshold")),
+    ("pool / upsample", ("pool", "upsample", "interpolate")),
+    ("copies (copy_, cat, clone, pad)", ("copy", "cat", "clone", "pad", "contiguous")),
+    ("elementwise (add, mul, fill, sum)", (
+        "add", "mul", "fill", "zero", "sum", "div", "sub", "where", "sigmoid",
+    )),
+    ("optimizer (Adam, clipping, norms)", ("_foreach", "norm", "sqrt", "lerp", "Optimizer")),
+    ("loss", ("nll", "log_softmax", "cross_entropy")),
+)  # fmt: skip
+
+
 class _Stop(Exception):
     """Raised by the timing wrapper once the timed iterations are done."""
 
@@ -54,8 +75,10 @@ class _Stop(Exception):
 class StepTimer:
     """Wraps a loop's ``step``: warm-up, one counted iteration, then timed iterations."""
 
-    def __init__(self, warmup: int, n: int) -> None:
+    def __init__(self, warmup: int, n: int, profile: bool = False) -> None:
         self.warmup, self.n = max(warmup, 1), n
+        self.profile = profile
+        self.prof: Any = None
         self.calls = 0
         self.times: list[float] = []
         self.weight_part: list[float] = []
@@ -84,6 +107,11 @@ class StepTimer:
             if timed_call and self._last_end is not None:
                 self.data.append(start - self._last_end)
             self._weight_done = None
+            if timed_call and self.profile and self.prof is None:
+                from torch.profiler import ProfilerActivity, profile
+
+                self.prof = profile(activities=[ProfilerActivity.CPU])
+                self.prof.__enter__()
             out = step(batch)
             end = time.perf_counter()
             self._last_end = end
@@ -92,6 +120,8 @@ class StepTimer:
                 if self._weight_done is not None:
                     self.weight_part.append(self._weight_done - start)
                 if len(self.times) == self.n:
+                    if self.prof is not None:
+                        self.prof.__exit__(None, None, None)
                     raise _Stop
             return out
 
@@ -190,6 +220,24 @@ def _stats(values: list[float], iters: int) -> dict[str, Any]:
     }
 
 
+def profile_summary(prof: Any, n: int, conv_macs: float) -> dict[str, Any]:
+    """Self CPU time per iteration by operator group (:data:`GROUPS`) and the top operators."""
+    ops = [(e.key, e.self_cpu_time_total / 1e6 / n) for e in prof.key_averages()]
+    ops = [(k, t) for k, t in ops if t > 0 and not k.startswith("enumerate(DataLoader)")]
+    total = sum(t for _, t in ops)
+    groups: dict[str, float] = {}
+    for key, t in ops:
+        group = next((g for g, subs in GROUPS if any(s in key for s in subs)), "other")
+        groups[group] = groups.get(group, 0.0) + t
+    conv_s = groups.get("conv forward", 0.0) + groups.get("conv backward", 0.0)
+    return {
+        "self_cpu_s_per_iteration": round(total, 3),
+        "groups_s": {k: round(v, 3) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "top_ops_s": {k: round(t, 4) for k, t in sorted(ops, key=lambda kt: -kt[1])[:15]},
+        "conv_gmacs_per_s_in_kernels": round(conv_macs / 1e9 / conv_s, 1) if conv_s else None,
+    }
+
+
 def child(args: argparse.Namespace, h: int, w: int) -> dict[str, Any]:
     import resource
 
@@ -197,7 +245,7 @@ def child(args: argparse.Namespace, h: int, w: int) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    timer = StepTimer(args.warmup, args.iters * args.passes)
+    timer = StepTimer(args.warmup, args.iters * args.passes, args.profile)
     name = args.child
     if name in ("start", "shrunk"):
         run_search_scenario(name, timer, args.batch, h, w)
@@ -218,6 +266,8 @@ def child(args: argparse.Namespace, h: int, w: int) -> dict[str, Any]:
         "gmacs_per_s": round(conv_flops / 2e9 / it["median_s"], 2),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
+    if timer.prof is not None:
+        out["profile"] = profile_summary(timer.prof, len(timer.times), conv_flops / 2)
     if timer.weight_part:
         arch = [t - wp for t, wp in zip(timer.times, timer.weight_part)]
         out["weight_part"] = _stats(timer.weight_part, args.iters)
@@ -236,6 +286,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--input", default="256x512")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--profile", action="store_true", help="torch.profiler: time by op group")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -255,7 +306,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", name, "--threads", str(args.threads),
                "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--passes", str(args.passes), "--batch", str(args.batch),
-               "--input", args.input]  # fmt: skip
+               "--input", args.input] + (["--profile"] if args.profile else [])  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             sys.exit(f"scenario {name} failed:\n{out.stderr[-2000:]}")
@@ -287,6 +338,14 @@ def main() -> None:
             if part in r:
                 lo, hi = r[part]["spread_s"]
                 print(f"{'':<14}{part:<11}{r[part]['median_s']:>9.3f}{f'{lo:.3f}-{hi:.3f}':>16}")
+        if "profile" in r:
+            pf = r["profile"]
+            print(
+                f"  profile: {pf['self_cpu_s_per_iteration']} s of self CPU time per iteration;"
+                f" convs at {pf['conv_gmacs_per_s_in_kernels']} GMAC/s inside their kernels"
+            )
+            for g, t in pf["groups_s"].items():
+                print(f"    {g:<42}{t:>8.3f} s")
 
 
 if __name__ == "__main__":
