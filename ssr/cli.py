@@ -5,9 +5,11 @@ each under :mod:`ssr.commands`); :func:`build_parser` is the one place the parse
 :func:`main` the one entry point. ``main`` is also the only place in ``ssr`` that configures
 logging: the library's modules only log through ``logging.getLogger(__name__)``.
 
-User errors (a bad config or genotype, a missing file or dataset, a missing optional package)
-print one ``error: ...`` line on stderr and exit with status 2, without a traceback; a run that
-diverged (:class:`ssr.errors.DivergenceError`) prints its one line and exits with status 1.
+User errors (a bad option, config or genotype, an input that does not fit in memory, a missing
+or unreadable file, a weights file that is not tensors, a missing optional package) print one
+``error: ...`` line on stderr and exit with status 2, without a traceback; a run that diverged
+(:class:`ssr.errors.DivergenceError`) prints its one line and exits with status 1; Ctrl-C exits
+with 130.
 """
 
 from __future__ import annotations
@@ -17,13 +19,24 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import NoReturn
 
 from ssr.commands import Command, bench, export, pipeline, retrain, search
 
-__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_USAGE", "build_parser", "configure_logging", "main"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "OneLineParser",
+    "build_parser",
+    "configure_logging",
+    "main",
+]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 # name -> command, in the order ``--help`` lists them.
 COMMANDS: Mapping[str, Command] = MappingProxyType(
@@ -40,9 +53,17 @@ COMMANDS: Mapping[str, Command] = MappingProxyType(
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit status 2), like
+    every other error of the command line, instead of the usage block and the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.ArgumentParser:
     """The parser of ``python -m ssr``: one sub-parser per row of ``commands`` (default table)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ssr", description="SSR: search, derived networks, retraining, measurement."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,8 +84,7 @@ def configure_logging() -> None:
 
 def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 the run diverged, 2 user error)."""
-    from ssr.config import ConfigError  # GenotypeError and DatasetError derive from it
-    from ssr.errors import DivergenceError
+    from ssr.errors import ConfigError, DivergenceError  # GenotypeError, DatasetError: Config
 
     parser = build_parser(commands)
     args = parser.parse_args(argv)
@@ -74,9 +94,21 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
     configure_logging()
     try:
         return int(args._command.run(args) or 0)
-    except (ConfigError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, OSError, ImportError) as exc:  # bad input, a file, a package
+        _error(exc)
         return EXIT_USAGE
     except DivergenceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_FAILED
+    except MemoryError as exc:  # what the estimate of ssr.footprint did not foresee
+        _error(f"out of memory ({exc or 'the allocator refused'}); use a smaller input or batch")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _error(exc: BaseException | str) -> None:
+    """One ``error: ...`` line on stderr, whatever line breaks the message holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    print(f"error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr.config import ConfigError, SpaceConfig
+from ssr.validate import MAX_CHANNELS  # the widest layer a space or a genotype may ask for
 
 GENOTYPE_FORMAT = "ssr-genotype/1"
 HEADS = ("aggregation", "search")
@@ -167,9 +168,11 @@ class Genotype:
     @classmethod
     def from_json(cls, text: str, where: str = "genotype") -> Genotype:
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise GenotypeError(f"{where}: not valid JSON ({exc})") from None
+        except _DuplicateKey as exc:
+            raise GenotypeError(f"{where}: duplicate key {exc.args[0]!r}") from None
         return cls.from_dict(data, where)
 
     def save(self, path: str | Path) -> None:
@@ -190,7 +193,25 @@ class Genotype:
                 raise GenotypeError(
                     f"genotype file {path} does not exist (shipped genotypes: {', '.join(names)})"
                 )
-        return cls.from_json(p.read_text(), where=str(p))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GenotypeError(f"genotype file {p} cannot be read as JSON text: {exc}") from None
+        return cls.from_json(text, where=str(p))
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a JSON object, refusing a key given twice (JSON keeps the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -217,13 +238,33 @@ def _fields(obj: Any, keys: tuple[str, ...], where: str) -> dict[str, int]:
 
 
 def validate_genotype(g: Genotype) -> None:
-    """Check sizes are positive, ops are known and widths chain through the network."""
+    """Check that the network can be built: sizes positive and at most :data:`MAX_CHANNELS`,
+    ops known, widths chaining through the network, and enough stages for the head (the
+    aggregation head fuses the first stage's output with the last's: two stages at least)."""
     if g.stem < 4:
         raise GenotypeError(f"stem width {g.stem} must be >= 4 (3 input channels + conv)")
     if g.head not in HEADS:
         raise GenotypeError(f"unknown head {g.head!r}; expected one of {HEADS}")
     if not g.reductions:
         raise GenotypeError("a genotype needs at least one reduction/stage")
+    if g.head == "aggregation" and len(g.reductions) < 2:
+        raise GenotypeError(
+            f"the aggregation head needs at least two stages, this genotype has "
+            f"{len(g.reductions)}; use head 'search' or add a stage"
+        )
+    widths = [("stem", g.stem)]
+    widths += [(f"reductions[{i}].c_conv", r.c_conv) for i, r in enumerate(g.reductions)]
+    widths += [
+        (f"layers[{i}].{k}", getattr(layer, k))
+        for i, layer in enumerate(g.layers)
+        for k in ("c_mid", "c_out")
+    ]
+    for where, width in widths:
+        if width > MAX_CHANNELS:
+            raise GenotypeError(
+                f"{where}={width} channels is more than {MAX_CHANNELS}: not a network this "
+                "library builds (the paper's widest layer has 128)"
+            )
     prev = g.stem
     stage_of_prev = -1
     for i, r in enumerate(g.reductions):

@@ -1,9 +1,9 @@
-"""Derived networks: a :class:`~ssr.genotype.Genotype` turned into an ``nn.Module`` (spec §7, §8.1).
+"""Derived networks: a :class:`~ssr.genotype.Genotype` turned into an ``nn.Module`` (docs/method.md §7, §8.1).
 
 The encoder is ERFNet-style: a stem downsampler (1/2), then per stage a reduction (1/4, 1/8,
 ...) followed by the searched layers. Two heads:
 
-- ``aggregation`` (the retraining network, spec §8.1): PSP pooling on the last stage, fused with
+- ``aggregation`` (the retraining network, docs/method.md §8.1): PSP pooling on the last stage, fused with
   the 1/4 features and the pooled stem features, classifier, bilinear upsampling to the input
   size. The low path's width is derived from the genotype (``c(x1) + stem``), not hard-coded.
 - ``search``: the supernet's 1x1 classifier at the last stage's stride, used to evaluate a
@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssr.genotype import Genotype
+from ssr.errors import ConfigError
+from ssr.genotype import Genotype, GenotypeError
 from ssr.ops import BN_EPS, Downsampler, FactorizedOp, adaptive_avg_pool
 
 PSP_BINS = (1, 2, 3, 6, 9)
@@ -65,7 +66,7 @@ class Encoder(nn.Module):
 
 
 class AggregationHead(nn.Module):
-    """Hand-designed aggregation block of the retraining network (spec §8.1)."""
+    """Hand-designed aggregation block of the retraining network (docs/method.md §8.1)."""
 
     def __init__(self, c_stem: int, c_low: int, c_last: int, num_classes: int) -> None:
         super().__init__()
@@ -106,8 +107,10 @@ class DerivedNet(nn.Module):
         self, genotype: Genotype, num_classes: int, dropout: Sequence[float] = DEFAULT_DROPOUT
     ) -> None:
         super().__init__()
-        if genotype.head == "aggregation" and genotype.num_stages < 2:
-            raise ValueError("the aggregation head needs at least two stages")
+        if genotype.head == "aggregation" and genotype.num_stages < 2:  # validated genotypes pass
+            raise GenotypeError("the aggregation head needs at least two stages")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         self.genotype = genotype
         self.num_classes = num_classes
         self.encoder = Encoder(genotype, dropout)

@@ -41,6 +41,9 @@ __all__ = [
     "validate_space",
 ]
 
+#: The widest layer a space or a genotype may ask for. The paper's widest is 128 channels; one
+#: 3x1 conv at this width already holds 200 M weights (0.8 GB), so more is a typo, not a network.
+MAX_CHANNELS = 8192
 #: The search's architecture dimensions, in the names ``shrink.order`` uses.
 DIMENSIONS = ("depth", "op", "out", "mid")
 
@@ -69,6 +72,18 @@ def check_finite_fields(cfg: Any, prefix: str = "") -> None:
                 check_finite_fields(v, f"{where}.")
             elif isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{where} must be a finite number, got {v}")
+
+
+def _fits_stride(height: int, width: int, stages: int, prefix: str) -> None:
+    """The input of an ``stages``-stage network: the stem and one stride-2 reduction per stage
+    (docs/method.md §2.1) must each halve an even size, or the conv and the max-pool halves of
+    a reduction differ by one pixel."""
+    stride = 2 ** (stages + 1)
+    _check(
+        height % stride == 0 and width % stride == 0,
+        f"{prefix}height/width ({height}x{width}) must be multiples of {stride} (the stride of "
+        f"a {stages}-stage network)",
+    )
 
 
 def validate_data(data: DataConfig, prefix: str = "data.") -> None:
@@ -112,6 +127,10 @@ def validate_space(space: SpaceConfig, prefix: str = "space.") -> None:
     p = prefix
     _check(len(space.stages) >= 1, f"{p}stages must not be empty")
     _at_least(space.stem_width, 4, f"{p}stem_width")
+    _check(
+        max(st.width for st in space.stages) <= MAX_CHANNELS,
+        f"{p}stages: a width above {MAX_CHANNELS} channels is not a network this library builds",
+    )
     prev = space.stem_width
     for i, st in enumerate(space.stages):
         _check(
@@ -165,7 +184,14 @@ def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
     p = prefix
     check_finite_fields(cfg, p)
     validate_space(cfg.space, f"{p}space.")
+    n = len(cfg.space.stages)
+    _check(
+        n >= 2,
+        f"{p}space.stages: a search needs at least two stages, got {n} (the network it derives "
+        "has the aggregation head, which fuses the first stage's output with the last's)",
+    )
     validate_data(cfg.data, f"{p}data.")
+    _fits_stride(cfg.data.height, cfg.data.width, n, f"{p}data.")
     for k in ("op", "out", "mid", "depth"):
         _check(getattr(cfg.ssr, k) >= 0, f"{p}ssr.{k} must be >= 0")
     _at_least(cfg.ssr.warmup_epochs, 0, f"{p}ssr.warmup_epochs")
@@ -226,11 +252,4 @@ def validate_pipeline(cfg: PipelineConfig) -> None:
     if cfg.retrain.epochs > 0:
         validate_retrain(cfg.retrain, "retrain.")
     validate_bench(cfg.bench, "bench.")
-    # stem, then one stride-2 reduction per stage (docs/method.md §2.1): each must halve an
-    # even size, or the conv and the max-pool halves of a reduction differ by one pixel
-    stride = 2 ** (len(cfg.search.space.stages) + 1)
-    _check(
-        cfg.bench.height % stride == 0 and cfg.bench.width % stride == 0,
-        f"bench.height/width ({cfg.bench.height}x{cfg.bench.width}) must be multiples of "
-        f"{stride} (the stride of a {len(cfg.search.space.stages)}-stage network)",
-    )
+    _fits_stride(cfg.bench.height, cfg.bench.width, len(cfg.search.space.stages), "bench.")

@@ -9,12 +9,12 @@ import argparse
 
 from ssr.atomic import to_json
 from ssr.commands import Command
-from ssr.commands.model_args import add_model_args, build_model
+from ssr.commands.model_args import DEFAULT_INPUT, add_model_args, build_model, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--out", required=True, help="path of the .onnx file")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm first")
     p.add_argument(
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         model = fold_bn(model)
     if args.optimize:
         model = deploy(model)
-    h, w = args.input or (512, 1024)
+    h, w = args.input or DEFAULT_INPUT
     res = export_onnx(model, (args.batch, 3, h, w), args.out, verify=not args.no_verify)
     row = {"genotype_id": genotype.id, **res.to_dict()}
     if args.json:

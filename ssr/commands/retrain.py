@@ -12,13 +12,13 @@ from pathlib import Path
 
 from ssr.cliargs import add_config_args
 from ssr.commands import Command
-from ssr.commands.model_args import load_genotype
+from ssr.commands.model_args import load_genotype, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--genotype", required=True, help="genotype JSON file or shipped name")
     p.add_argument("--data", default=None, help="dataset name (synthetic, cityscapes, camvid)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--out", required=True, help="output folder")
     add_config_args(p, config_help="YAML file of RetrainConfig fields")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, then write ``summary.json`` next to the checkpoints."""
     from ssr.atomic import write_json
     from ssr.config import RetrainConfig, dump_yaml, load_config, to_dict
+    from ssr.footprint import check_retrain_fits
     from ssr.retrain import run_retrain
 
     items = list(args.set)
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
             items.append(f"{key}={value}")
     cfg = load_config(RetrainConfig, args.config, items)
     genotype = load_genotype(args.genotype)
+    check_retrain_fits(cfg, genotype)
     out = Path(args.out)
     result = run_retrain(cfg, genotype, out, None, args.resume)
     out.mkdir(parents=True, exist_ok=True)

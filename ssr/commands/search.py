@@ -41,12 +41,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Search; print the summary (JSON) on stdout and where the genotype went on stderr."""
     from ssr.config import SearchConfig, load_config
+    from ssr.footprint import check_search_fits
     from ssr.search import run_search
 
     items = list(args.set)
     if args.device:
         items.append(f"device={args.device}")
     cfg = load_config(SearchConfig, args.config, items)
+    check_search_fits(cfg)
     result = run_search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     summary = {k: result.summary.get(k) for k in SUMMARY_KEYS}
     print(to_json(summary, indent=2))
