@@ -145,12 +145,14 @@ def _data(batch: int, h: int, w: int, n_batches: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run_search_scenario(name: str, timer: StepTimer, batch: int, h: int, w: int) -> None:
+def run_search_scenario(
+    name: str, timer: StepTimer, batch: int, h: int, w: int, overrides: list[str]
+) -> None:
     import ssr.search as search
     from ssr.config import SearchConfig, load_config
 
     n = timer.warmup + timer.n + 1
-    cfg = load_config(SearchConfig, CONFIG, [*_data(batch, h, w, n), "epochs=1"])
+    cfg = load_config(SearchConfig, CONFIG, [*_data(batch, h, w, n), "epochs=1", *overrides])
     _patch_loop(search, timer)
     from ssr.search_step import SearchStep
 
@@ -181,7 +183,9 @@ def run_search_scenario(name: str, timer: StepTimer, batch: int, h: int, w: int)
     raise RuntimeError("the search ended before the timed iterations were done")
 
 
-def run_retrain_scenario(name: str, timer: StepTimer, batch: int, h: int, w: int) -> None:
+def run_retrain_scenario(
+    name: str, timer: StepTimer, batch: int, h: int, w: int, overrides: list[str]
+) -> None:
     import ssr.retrain as retrain
     from ssr.config import RetrainConfig, SearchConfig, load_config
     from ssr.genotype import Genotype
@@ -198,7 +202,7 @@ def run_retrain_scenario(name: str, timer: StepTimer, batch: int, h: int, w: int
         net.refresh_alive()
         geno = genotype_from_supernet(net)
     n = timer.warmup + timer.n + 1
-    cfg = load_config(RetrainConfig, None, [*_data(batch, h, w, n), "epochs=1"])
+    cfg = load_config(RetrainConfig, None, [*_data(batch, h, w, n), "epochs=1", *overrides])
     _patch_loop(retrain, timer)
     try:
         retrain.run_retrain(cfg, geno, None, progress=False)
@@ -248,9 +252,9 @@ def child(args: argparse.Namespace, h: int, w: int) -> dict[str, Any]:
     timer = StepTimer(args.warmup, args.iters * args.passes, args.profile)
     name = args.child
     if name in ("start", "shrunk"):
-        run_search_scenario(name, timer, args.batch, h, w)
+        run_search_scenario(name, timer, args.batch, h, w, args.set)
     else:
-        run_retrain_scenario(name, timer, args.batch, h, w)
+        run_retrain_scenario(name, timer, args.batch, h, w, args.set)
     conv_flops = sum(v for k, v in timer.flops.items() if "convolution" in k)
     total_flops = sum(timer.flops.values())
     it = _stats(timer.times, args.iters)
@@ -286,6 +290,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--input", default="256x512")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override for every scenario, e.g. --set precision=bf16 "
+        "--set channels_last=true (SearchConfig / RetrainConfig keys)",
+    )  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="torch.profiler: time by op group")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -307,6 +316,7 @@ def main() -> None:
                "--warmup", str(args.warmup), "--iters", str(args.iters),
                "--passes", str(args.passes), "--batch", str(args.batch),
                "--input", args.input] + (["--profile"] if args.profile else [])  # fmt: skip
+        cmd += [f"--set={item}" for item in args.set]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             sys.exit(f"scenario {name} failed:\n{out.stderr[-2000:]}")
@@ -317,6 +327,7 @@ def main() -> None:
         "cpu": cpu_info(),
         "probe": pr.to_dict(),
         "threads": args.threads,
+        "overrides": args.set,
         "results": results,
     }
     if args.json:
