@@ -95,7 +95,7 @@ def cluster_sweep(cluster: dict) -> dict:
 def test_cluster_sweep_completes(cluster_sweep: dict) -> None:
     assert cluster_sweep["code"] == 0, cluster_sweep["out"][-4000:]
     run_dir: Path = cluster_sweep["run_dir"]
-    check_sweep(f"sqlite:///{run_dir / 'mlflow.db'}", "ssr-smoke", run_dir, N)
+    check_sweep(f"sqlite:///{run_dir.parent / 'mlflow.db'}", "ssr-smoke", run_dir, N)
 
 
 def test_trials_ran_on_both_nodes(cluster_sweep: dict) -> None:

@@ -102,8 +102,27 @@ def test_the_optuna_study_is_continued_by_the_resume(resumed: dict) -> None:
     study = optuna.load_study(
         study_name="smoke-sqlite", storage=f"sqlite:///{run_dir / 'optuna.db'}"
     )
+    assert study.metric_names == ["derived_miou", "fps_shared"]
     assert not [t.number for t in study.trials if t.state.name == "RUNNING"]  # orphans: FAIL
     told = {t.user_attrs.get("trial_id"): t for t in study.trials}
     rows = pd.read_parquet(run_dir / "results.parquet")
-    for trial_id, status in zip(rows["trial_id"], rows["status"]):
-        assert told[trial_id].user_attrs["status"] == status  # one study across both drivers
+    for row in rows.to_dict("records"):  # one study across both drivers, labelled
+        t = told[row["trial_id"]]
+        assert t.user_attrs["status"] == row["status"]
+        assert t.user_attrs["baseline"] == row["baseline"]
+        if row["status"] == "complete":
+            assert t.state.name == "COMPLETE"
+            assert t.values == pytest.approx([row["derived_miou"], row["fps_shared"]])
+            assert t.user_attrs["genotype_id"] == row["genotype_id"]
+
+
+def test_the_console_shows_a_live_sweep(resumed: dict) -> None:
+    first, out = resumed["first"], resumed["out"]
+    starts = [ln for ln in first.splitlines() if " start  " in ln]
+    assert starts and all(len(ln) <= 100 for ln in starts)
+    assert starts[0].startswith("#01 start  ") and "op=" in starts[0]
+    assert "[1/4] " in first and "elapsed" in first  # progress lines after each end
+    assert "[4/4] " in out
+    # the default MLflow store sits beside the run folders, not in them
+    run_dir: Path = resumed["run_dir"]
+    assert (run_dir.parent / "mlflow.db").is_file() and not (run_dir / "mlflow.db").exists()
