@@ -31,6 +31,19 @@ MAX_EXAMPLE_VALUES = 1 << 19
 MODEL_TYPE = "ssr-derived-net"
 
 
+def bind_process_uri(uri: str) -> None:
+    """Make ``uri`` MLflow's process-wide tracking URI.
+
+    NOTE: ``Model.log`` resolves its client from the process-wide URI, and a SQLite registry
+    resolves a version's ``models:/<id>`` source through it too; the driver tracks to one store,
+    so binding it for the process is safe (the client of :class:`Tracker` is explicit anyway).
+    """
+    import mlflow
+
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
+
+
 def model_filter(tracker: Tracker, trial_id: str) -> str:
     """The search filter of a trial's logged model."""
     return f"tags.`ssr.trial_id` = '{trial_id}' AND tags.`ssr.sweep` = '{tracker.sweep}'"
@@ -132,8 +145,7 @@ def save_model(tracker: Tracker, model: Any, run_id: str, onnx_path: Path, step:
         example = np.zeros(shape, dtype=signature.inputs.inputs[0].type)
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")]
     providers = [p for p in providers if p in ort.get_available_providers()]
-    # NOTE: Model.log resolves its client from the process-wide tracking URI
-    mlflow.set_tracking_uri(tracker.uri)
+    bind_process_uri(tracker.uri)
     mlflow.onnx.log_model(
         onnx_model,
         name=model.name,

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.tracking.models import model_of
+from sweeps.tracking.models import bind_process_uri, model_of
 from sweeps.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ def register_front(
         return result
 
     def register() -> None:
+        bind_process_uri(tracker.uri)
         client = tracker.client
         try:
             client.create_registered_model(

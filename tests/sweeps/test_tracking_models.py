@@ -106,7 +106,11 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )  # fmt: skip
     objectives = [("derived_miou", True), ("fps_exclusive", True)]
     first = register_front(tracker, front, objectives)
-    # a resumed sweep: a new tracker finds everything again; the front shrank to t2
+    # a resumed sweep: a new driver (its process-wide MLflow URI is not the sweep's) and a new
+    # tracker find everything again; the front shrank to t2
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'elsewhere.db'}")
     again = Tracker(uri, "exp", "sw", tmp / "mlartifacts", varied)
     again.start(params={}, tags={}, artifacts=[], resume=True)
     assert "t1" in again.final_logged
