@@ -10,3 +10,8 @@ class AnalysisInputError(ValueError):
     The message always says what was missing and what to do about it; entry points print it as a
     single line and exit with status 2 instead of showing a traceback.
     """
+
+
+class TrackingUnreachableError(AnalysisInputError):
+    """The MLflow tracking store does not answer (a dead server, a network that drops the
+    connection): entry points exit with status 3 instead of 2, as the sweep driver does."""

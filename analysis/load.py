@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.errors import AnalysisInputError
+from analysis.errors import AnalysisInputError, TrackingUnreachableError
 from analysis.objectives import (
     OBJECTIVE_ALIASES,
     OBJECTIVES_KEY,
@@ -25,6 +25,7 @@ from analysis.objectives import (
     resolve_objectives_with_notes,
     set_recorded_objectives,
 )
+from analysis.probe import one_line, probe, within
 from analysis.schema import COLUMNS, coerce_records, is_cfg_column, validate_records
 
 __all__ = [
@@ -125,13 +126,6 @@ def from_mlflow(tracking_uri: str, experiment: str, sweep: str | None = None) ->
     NOTE: runs are listed with ``MlflowClient(tracking_uri).search_runs`` (same filter syntax as
     ``mlflow.search_runs``), which leaves the process-wide tracking URI untouched.
     """
-    try:
-        import mlflow
-        from mlflow.exceptions import MlflowException
-    except ImportError:
-        raise AnalysisInputError(
-            "reading MLflow needs the mlflow package: pip install mlflow==3.17.2"
-        ) from None
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         if not db.is_file():  # MLflow would silently create an empty store here
@@ -139,8 +133,17 @@ def from_mlflow(tracking_uri: str, experiment: str, sweep: str | None = None) ->
                 f"no MLflow database at {str(db)!r}: pass the sqlite URI of the sweep's "
                 "mlflow.db (sqlite:////abs/path/mlflow.db) or a tracking server URL"
             )
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    try:
+    probe(tracking_uri)  # a dead server: one line in seconds, not MLflow's minutes of retries
+    try:  # after the checks above: importing mlflow alone takes seconds
+        import mlflow
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        raise AnalysisInputError(
+            "reading MLflow needs the mlflow package: pip install mlflow==3.17.2"
+        ) from None
+
+    def first_request() -> tuple[Any, Any]:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = [e.name for e in client.search_experiments(max_results=20)]
@@ -148,10 +151,20 @@ def from_mlflow(tracking_uri: str, experiment: str, sweep: str | None = None) ->
                 f"no MLflow experiment named {experiment!r} at {tracking_uri}; "
                 f"experiments there: {names or 'none'}; pass one of them with --experiment"
             )
+        return client, exp
+
+    # a server proved alive answers in seconds; a local database may first check its schema
+    remote = tracking_uri.startswith(("http://", "https://"))
+    client, exp = within(first_request, tracking_uri, 10.0 if remote else 60.0)
+    try:
         parents = _search(client, exp.experiment_id, "tags.`ssr.role` = 'sweep'")
         children = _search(client, exp.experiment_id, "tags.`ssr.role` = 'trial'")
     except MlflowException as exc:
-        raise AnalysisInputError(f"cannot read MLflow at {tracking_uri}: {exc.message}") from None
+        raise AnalysisInputError(f"cannot read MLflow at {tracking_uri}: {one_line(exc)}") from None
+    except OSError as exc:  # the connection broke after the first request
+        raise TrackingUnreachableError(
+            f"lost MLflow at {tracking_uri} while reading: {one_line(exc)}"
+        ) from None
     sweeps = {r.info.run_id: r.data.tags.get("ssr.sweep", r.info.run_name) for r in parents}
     frame = pd.DataFrame([_row_from_run(r, sweeps) for r in children])
     if sweep is not None and len(frame):

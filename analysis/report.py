@@ -1,8 +1,10 @@
 """``python -m analysis.report``: records -> pareto.csv, trials.parquet, PNGs, HTML, report.md.
 
 The sweep driver calls the same :func:`write_report` at the end of a sweep and prints
-:func:`format_front_table`. Bad input ends the command with a one-line message on stderr and
-exit status 2.
+:func:`format_front_table`. Bad input (a missing or damaged file, an unknown experiment or
+objective, a bad option) ends the command with a one-line message on stderr and exit status 2;
+a tracking store that does not answer (probed in seconds, :mod:`analysis.probe`) with exit
+status 3.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
-from analysis.errors import AnalysisInputError
+from analysis.errors import AnalysisInputError, TrackingUnreachableError
 from analysis.front import FrontAnalysis, analyze_front
 from analysis.load import (
     canonical_records,
@@ -26,7 +28,11 @@ from analysis.load import (
 )
 from analysis.page import write_front_html
 from analysis.plots import plot_front, plot_gap, plot_history
+from analysis.probe import limit_http
 from analysis.tables import report_markdown, text_table
+
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 
 
 @dataclass(frozen=True)
@@ -122,9 +128,23 @@ def _parse_reference(text: str | None) -> list[float] | None:
         raise AnalysisInputError(f"--reference must be numbers like 0.3,20, got {text!r}") from None
 
 
+def _error(exc: BaseException | str) -> None:
+    """One ``error: ...`` line on stderr, whatever line breaks the message holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    print(f"error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit status 2), like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
+    """Command line entry point; returns the exit status (0 ok, 2 bad input, 3 unreachable
+    tracking store)."""
+    parser = _OneLineParser(
         prog="python -m analysis.report",
         description="Pareto front report of an SSR sweep: pareto.csv, trials.parquet, "
         "pareto.png, pareto.html and report.md from a results.parquet or an MLflow experiment.",
@@ -153,11 +173,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif not args.experiment:
             raise AnalysisInputError("--tracking-uri needs --experiment NAME")
         else:
+            limit_http()
             df = from_mlflow(args.tracking_uri, args.experiment, args.sweep)
         result = write_report(df, args.objectives, args.out, _parse_reference(args.reference))
+    except TrackingUnreachableError as exc:
+        _error(exc)
+        return EXIT_UNREACHABLE
     except AnalysisInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        _error(exc)
+        return EXIT_USAGE
+    except OSError as exc:  # writing the report: a full disk, a folder that is a file
+        _error(f"cannot write the report into {str(args.out)!r}: {exc}")
+        return EXIT_USAGE
     print(format_front_table(result))
     print(f"report written to {result.paths['markdown'].parent}")
     return 0

@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
         return EXIT_USAGE
     configure_logging()
     try:
+        precheck = getattr(args, "_precheck", None)
+        if precheck is not None:  # what options alone can show wrong, before heavy imports
+            precheck(args)
         return int(args._command.run(args) or 0)
     except (ConfigError, OSError, ImportError) as exc:  # bad input, a file, a package
         _error(exc)

@@ -20,6 +20,7 @@ __all__ = [
     "load_genotype",
     "load_weights",
     "positive_int",
+    "precheck",
 ]
 
 DEFAULT_INPUT = (512, 1024)
@@ -53,6 +54,30 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=input_size, default=None, metavar="HxW", help="default 512x1024")
     p.add_argument("--num-classes", type=positive_int, default=19)
     p.add_argument("--weights", default=None, help="state dict / checkpoint to load (optional)")
+    p.set_defaults(_precheck=precheck)
+
+
+def precheck(args: argparse.Namespace) -> None:
+    """What :func:`ssr.cli.main` checks before a command's heavy imports (torch): the genotype,
+    the input, batch and memory (:func:`check_model_fits`) and that ``--weights`` exists, so a
+    bad input is refused in a fraction of a second."""
+    _genotype_of(args)
+    if args.weights and not Path(args.weights).is_file():
+        raise FileNotFoundError(f"weights file {args.weights} does not exist")
+
+
+def _genotype_of(args: argparse.Namespace) -> Any:
+    """The genotype of ``--genotype``, loaded and checked against the input once per run."""
+    cached = getattr(args, "_genotype", None)
+    if cached is not None:
+        return cached
+    genotype = load_genotype(args.genotype)
+    hw = getattr(args, "input", None) or DEFAULT_INPUT
+    n = getattr(args, "batch", None)
+    device = getattr(args, "device", None) or "cpu"
+    check_model_fits(genotype, args.num_classes, hw, 1 if n is None else n, device)
+    args._genotype = genotype
+    return genotype
 
 
 def load_genotype(name: str) -> Any:
@@ -95,13 +120,14 @@ def build_model(
     ``batch`` (default ``--batch`` or 1) are checked against the network
     (:func:`check_model_fits`).
     """
-    from ssr.network import DerivedNet
+    genotype = _genotype_of(args)
+    if input_hw is not None or batch is not None:  # sizes other than the options' own
+        hw = input_hw or getattr(args, "input", None) or DEFAULT_INPUT
+        n = batch if batch is not None else getattr(args, "batch", None)
+        device = getattr(args, "device", None) or "cpu"
+        check_model_fits(genotype, args.num_classes, hw, 1 if n is None else n, device)
+    from ssr.network import DerivedNet  # torch loads once the input is known to be good
 
-    genotype = load_genotype(args.genotype)
-    hw = input_hw or getattr(args, "input", None) or DEFAULT_INPUT
-    n = batch if batch is not None else getattr(args, "batch", None)
-    device = getattr(args, "device", None) or "cpu"
-    check_model_fits(genotype, args.num_classes, hw, 1 if n is None else n, device)
     model = DerivedNet(genotype, args.num_classes).eval()
     if args.weights:
         load_weights(model, Path(args.weights))

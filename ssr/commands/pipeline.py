@@ -18,13 +18,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the trial; print its record."""
     from ssr.config import PipelineConfig, load_config
     from ssr.footprint import check_search_fits
-    from ssr.pipeline import run_pipeline
 
     items = list(args.set)
     if args.device:
         items += [f"search.device={args.device}", f"retrain.device={args.device}"]
     cfg = load_config(PipelineConfig, args.config, items)
     check_search_fits(cfg.search)
+    from ssr.pipeline import run_pipeline  # torch loads once the config is known to be good
+
     record = run_pipeline(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(to_json({k: v for k, v in record.items() if k != "genotype"}, indent=2))
     return 0

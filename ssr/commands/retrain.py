@@ -13,6 +13,7 @@ from pathlib import Path
 from ssr.cliargs import add_config_args
 from ssr.commands import Command
 from ssr.commands.model_args import load_genotype, positive_int
+from ssr.commands.search import check_out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, config_help="YAML file of RetrainConfig fields")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    p.set_defaults(_precheck=check_out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
     from ssr.atomic import write_json
     from ssr.config import RetrainConfig, dump_yaml, load_config, to_dict
     from ssr.footprint import check_retrain_fits
-    from ssr.retrain import run_retrain
 
     items = list(args.set)
     for key, value in (("data.name", args.data), ("epochs", args.epochs), ("device", args.device)):
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(RetrainConfig, args.config, items)
     genotype = load_genotype(args.genotype)
     check_retrain_fits(cfg, genotype)
+    from ssr.retrain import run_retrain  # torch loads once the input is known to be good
+
     out = Path(args.out)
     result = run_retrain(cfg, genotype, out, None, args.resume)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,19 +36,33 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--device", help="cpu or cuda[:i] (shortcut for --set device=...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(_precheck=check_out)
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """``--out`` is a folder or can become one (checked before torch loads)."""
+    from ssr.errors import ConfigError
+
+    out = Path(args.out)
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"--out {out}: {folder} is a file, not a folder")
+            break
 
 
 def run(args: argparse.Namespace) -> int:
     """Search; print the summary (JSON) on stdout and where the genotype went on stderr."""
     from ssr.config import SearchConfig, load_config
     from ssr.footprint import check_search_fits
-    from ssr.search import run_search
 
     items = list(args.set)
     if args.device:
         items.append(f"device={args.device}")
-    cfg = load_config(SearchConfig, args.config, items)
+    cfg = load_config(SearchConfig, args.config, items)  # bad input is refused before torch loads
     check_search_fits(cfg)
+    from ssr.search import run_search
+
     result = run_search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     summary = {k: result.summary.get(k) for k in SUMMARY_KEYS}
     print(to_json(summary, indent=2))
