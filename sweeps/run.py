@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress on the console: no trial start/end lines, progress/ETA lines or "
         "heartbeats (warnings, errors, the front table and the final summary still print)",
     )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="no sweep: run a few steps of each phase of one trial on --device and print its "
+        "memory and hours and the sweep's GPU-hours and wall time on --gpus GPUs "
+        "(sweeps/plan.py; no Ray or tracking store needed)",
+    )
+    p.add_argument("--device", metavar="D", help="with --plan: cpu, cuda or cuda:N "
+                   "(default: the sweep's search device)")  # fmt: skip
+    p.add_argument("--gpus", type=int, metavar="N", help="with --plan: GPUs of the cluster (1)")
     return p
 
 
@@ -184,6 +194,10 @@ def quiet_mlflow() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, check everything a sweep needs, run it; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.plan:  # before Ray and tracking: what one trial and the sweep cost (sweeps/plan.py)
+        from sweeps.plan import run_plan
+
+        return run_plan(args, load_definition)
     if args.address:
         args.cluster = True
     configure_logging()
