@@ -43,6 +43,9 @@ __all__ = [
 
 GIB = 2**30
 FLOAT_BYTES = 4
+#: The share of the tensors counted per block that autograd keeps for the backward pass
+#: (measured on the paper network, 128x256: 0.70; in-place ReLUs and views keep no copy).
+TRAINING_KEPT = 0.6
 # the aggregation head's widths (ssr.network): PSP branches, fused features, low path
 _PSP_BINS, _PSP_WIDTH, _AGG_WIDTH, _LOW_WIDTH = 5, 40, 128, 64
 
@@ -71,20 +74,27 @@ def check_input_size(genotype: Genotype, height: int, width: int, what: str = "i
         )
 
 
-def _layer_tensors(g: LayerGene, h: int, w: int) -> list[int]:
-    """Element counts of the tensors one factorized op produces (per image)."""
+def _layer_tensors(g: LayerGene, h: int, w: int, branch_only: bool = False) -> list[int]:
+    """Element counts of the tensors one factorized op produces (per image); ``branch_only``:
+    without the residual sum and ReLU (a supernet's candidate ops share those)."""
     ph, pw = -(-h // g.pool), -(-w // g.pool)
     inner = [g.c_mid * ph * pw] * 2 + [g.c_out * ph * pw] * 2  # conv1, bn1, conv2, bn2
     if g.pool > 1:
         inner += [g.c_in * ph * pw, g.c_out * h * w]  # pooled input, upsampled output
-    return [*inner, g.c_out * h * w, g.c_out * h * w]  # residual sum, ReLU
+    return inner if branch_only else [*inner, g.c_out * h * w, g.c_out * h * w]  # sum, ReLU
 
 
 def _blocks(
-    genotype: Genotype, num_classes: int, height: int, width: int
+    genotype: Genotype, num_classes: int, height: int, width: int, branches: bool = False
 ) -> tuple[list[list[int]], list[int]]:
     """Per block (stem, reductions, layers, head), the element counts of its tensors; and the
-    outputs kept for the head (stem and stage outputs)."""
+    outputs kept for the head (stem and stage outputs). ``branches``: only the layers' op
+    branches (another candidate op of a supernet, which shares all else)."""
+    if branches:
+        sizes = [
+            (height // 2 ** (s + 2), width // 2 ** (s + 2)) for s in range(genotype.num_stages)
+        ]
+        return [_layer_tensors(g, *sizes[g.stage], branch_only=True) for g in genotype.layers], []
     h, w = height // 2, width // 2
     stem = genotype.stem * h * w
     blocks = [[(genotype.stem - 3) * h * w, stem, stem]]  # conv, BN, ReLU
@@ -110,13 +120,19 @@ def _blocks(
     return blocks, kept
 
 
-def _params(genotype: Genotype, num_classes: int) -> int:
-    """Weights of the network (convs, biases and BatchNorm), counted from the genotype."""
+def _layer_params(g: LayerGene) -> int:
+    return g.c_in * g.c_mid * 3 + g.c_mid * g.c_out * 3 + 5 * (g.c_mid + g.c_out)
+
+
+def _params(genotype: Genotype, num_classes: int, branches: bool = False) -> int:
+    """Weights of the network (convs, biases and BatchNorm), counted from the genotype;
+    ``branches``: of its layers only."""
+    if branches:
+        return sum(map(_layer_params, genotype.layers))
     n = 3 * (genotype.stem - 3) * 9 + (genotype.stem - 3) + 4 * genotype.stem
     for red in genotype.reductions:
         n += red.c_in * red.c_conv * 9 + red.c_conv + 4 * red.c_out
-    for g in genotype.layers:
-        n += g.c_in * g.c_mid * 3 + g.c_mid * g.c_out * 3 + 5 * (g.c_mid + g.c_out)
+    n += sum(map(_layer_params, genotype.layers))
     c_last = genotype.stage_out(genotype.num_stages - 1)
     if genotype.head == "aggregation":
         n += _PSP_BINS * c_last * _PSP_WIDTH + (c_last + _PSP_BINS * _PSP_WIDTH) * _AGG_WIDTH
@@ -136,15 +152,17 @@ def estimate(
     *,
     training: bool = False,
 ) -> Footprint:
-    """Bytes of the parameters and activations of one network (or of several computed side by
-    side: the candidate ops of a supernet) on a ``batch x 3 x height x width`` input."""
+    """Bytes of the parameters and activations of one network on a ``batch x 3 x height x
+    width`` input; or of a supernet given as its candidate ops (:func:`supernet_genotypes`):
+    the first whole, the others' op branches only (they share stem, reductions, residuals and
+    head)."""
     nets = [genotypes] if isinstance(genotypes, Genotype) else list(genotypes)
-    params = sum(_params(g, num_classes) for g in nets)
-    parts = [_blocks(g, num_classes, height, width) for g in nets]
+    params = sum(_params(g, num_classes, i > 0) for i, g in enumerate(nets))
+    parts = [_blocks(g, num_classes, height, width, i > 0) for i, g in enumerate(nets)]
     blocks = [b for bs, _ in parts for b in bs]
     image = 3 * height * width
-    if training:  # autograd keeps every block's tensors
-        per_image = image + sum(map(sum, blocks))
+    if training:  # autograd keeps most of every block's tensors for the backward pass
+        per_image = image + int(TRAINING_KEPT * sum(map(sum, blocks)))
         params *= 4  # weights, gradients, Adam's two moments
     else:  # the head's inputs stay alive; blocks run one at a time
         per_image = image + sum(sum(k) for _, k in parts) + max(map(sum, blocks))
@@ -155,7 +173,8 @@ def supernet_genotypes(
     stem: int, widths: Iterable[int], depths: Iterable[int], ops: Iterable[tuple[int, int]]
 ) -> list[Genotype]:
     """A supernet as networks side by side, one per candidate op ``(dilation, pool)``: each at
-    full width and depth, with the search head (for :func:`estimate` of a search)."""
+    full width and depth, with the search head (for :func:`estimate` of a search, which counts
+    what they share once)."""
     widths, depths, ops = list(widths), list(depths), list(ops)
     nets = []
     for dilation, pool in ops:

@@ -43,6 +43,26 @@ def test_overrides_are_yaml_scalars_and_lists() -> None:
         ("gap_epochs=[201]", "gap_epochs"),
         ("reduction_width=nearest", "not one of"),
         ("weight_optim.lr=.inf", "weight_optim.lr must be a finite number"),
+        ("weight_optim.lr=1e400", "weight_optim.lr must be a finite number"),  # overflows
+        ("ssr.depth=.nan", "ssr.depth must be a finite number"),
+        ("flops.target=.nan", "flops.target must be a finite number"),
+        (
+            "space.stages=[{width: 64, max_depth: 5, min_depth: 3, dropout: .inf}]",
+            r"space.stages\[0\].dropout must be a finite number",
+        ),
+        ("epochs=0", "epochs must be >= 1"),
+        ("epochs=1e3", "epochs: expected an integer, got 1000.0"),  # a number, not a string
+        ("data.train_size=0", "data.train_size must be >= 1"),
+        ("data.val_size=-1", "data.val_size must be >= 1"),
+        ("data.train_size=null", "train_size must be set for the synthetic dataset"),
+        ("data.batch_size=0", "data.batch_size must be >= 1"),
+        ("shrink.every=0", "shrink.every must be >= 1"),
+        ("shrink.max_per_decision=0", "shrink.max_per_decision must be >= 1"),
+        ("checkpoint_every=0", "checkpoint_every must be >= 1"),
+        ("arch_optim.grad_clip=0", "arch_optim.grad_clip must be > 0"),
+        ("weight_optim.betas=[0.9, 1.0]", "weight_optim.betas"),
+        ("space.stages=[{width: 64, max_depth: 5, min_depth: 3, dropout: 0}]", "two stages"),
+        ("data.height=408", "multiples of 16"),
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:
@@ -66,3 +86,82 @@ def test_the_paper_config_uses_the_official_choices() -> None:
     assert cfg.ssr.averaging == "all" and cfg.reduction_width == "official"
     assert (cfg.arch_optim.lr, cfg.arch_optim.weight_decay) == (2e-3, 1e-3)
     assert SearchConfig().reduction_width == "exact" and SearchConfig().gap_epochs == ()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bench.iters=0", "bench.iters must be >= 1"),
+        ("bench.repeats=0", "bench.repeats must be >= 1"),
+        ("bench.batch=0", "bench.batch must be >= 1"),
+        ("bench.warmup=-1", "bench.warmup must be >= 0"),
+        ("bench.threads=-1", "bench.threads must be >= 0"),
+        ("bench.height=100", "bench.height/width .100x1024. must be multiples of 8"),
+        ("search.data.train_size=0", "search.data.train_size must be >= 1"),
+        ("search.ssr.op=.inf", "search.ssr.op must be a finite number"),
+        ("retrain.epochs=-1", "retrain.epochs must be >= 0"),
+        ("retrain.epochs=2", None),  # 0 skips retraining; >0 is a whole retraining config
+        ("retrain.epochs=2 retrain.optim.lr=0", "retrain.optim.lr must be > 0"),
+    ],
+)
+def test_a_pipeline_is_checked_whole(override: str, message: str | None) -> None:
+    """Bench and retraining settings are checked with the search, before hours of search."""
+    if message is None:
+        load_config(PipelineConfig, None, override.split())
+        return
+    with pytest.raises(ConfigError, match=message):
+        load_config(PipelineConfig, None, override.split())
+
+
+def test_scientific_notation_is_a_number() -> None:
+    """YAML 1.1 reads 1e30 and 5e-4 as strings; the strict loader reads them as floats."""
+    from ssr.config import load_yaml_text
+
+    d = parse_overrides(["a=1e30", "b=5e-4", "c=1.5e3", "d=-2E+2", "e=.5e1", "f=1e", "g=e5"])
+    assert d == {"a": 1e30, "b": 5e-4, "c": 1500.0, "d": -200.0, "e": 5.0, "f": "1e", "g": "e5"}
+    assert load_yaml_text("lr: 5e-4\nn: 10\nname: 1e3x\n", "t") == {
+        "lr": 5e-4, "n": 10, "name": "1e3x"
+    }  # fmt: skip
+    cfg = load_config(SearchConfig, None, ["weight_optim.lr=5e-4", "ssr.op=1e1"])
+    assert cfg.weight_optim.lr == 5e-4 and cfg.ssr.op == 10.0
+
+
+def test_duplicate_yaml_keys_are_an_error(tmp_path) -> None:
+    from ssr.config import load_yaml, load_yaml_text
+
+    p = tmp_path / "c.yaml"
+    p.write_text("epochs: 3\nssr:\n  op: 1\n  op: 2\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'op' \(line 4"):
+        load_config(SearchConfig, p)
+    with pytest.raises(ConfigError, match="duplicate key 'x'"):
+        parse_overrides(["ssr={x: 1, x: 2}"])
+    # a merge key may be overridden on purpose; the error message is one line
+    assert load_yaml_text("a: &b {x: 1}\nc: {<<: *b, x: 2}\n", "t")["c"] == {"x": 2}
+    p.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(p)
+    assert "not valid YAML" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_split_modules_are_one_api() -> None:
+    """Every name importers use is still in ssr.config, and the modules import in one direction."""
+    import ast
+    from pathlib import Path
+
+    import ssr.config as config
+
+    for name in config.__all__:
+        assert hasattr(config, name), name
+    root = Path(config.__file__).parent
+    ours = {"ssr.errors", "ssr.yamlload", "ssr.configload", "ssr.validate", "ssr.config"}
+    order = ["ssr.errors", "ssr.yamlload", "ssr.configload", "ssr.validate", "ssr.config"]
+    for module in ours:
+        tree = ast.parse((root / (module.split(".")[1] + ".py")).read_text())
+        imported = {
+            n.module
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom)
+            and n.module in ours
+            and not any(isinstance(p, ast.If) for p in ast.walk(tree) if n in ast.walk(p))
+        }
+        assert all(order.index(m) < order.index(module) for m in imported), (module, imported)

@@ -56,6 +56,9 @@ def _mutate(**changes) -> dict:
         ({"reductions__1__c_in": 64}, "reductions[1].c_in=64"),
         ({"head": "fpn"}, "unknown head"),
         ({"layers__0__c_out": "64"}, "expected an integer"),
+        ({"layers__0__c_mid": 10**9}, "more than 8192"),  # a typo, not a network
+        ({"layers__0__c_mid": 1e9}, "expected an integer"),
+        ({"stem": 10**6, "reductions__0__c_in": 10**6}, "more than 8192"),
     ],
 )
 def test_validation_errors_name_the_problem(changes, message) -> None:
@@ -74,6 +77,24 @@ def test_broken_json_and_missing_file_give_clear_errors(tmp_path) -> None:
         Genotype.from_dict({**paper().to_dict(), "colour": 1})
     with pytest.raises(GenotypeError, match="does not match its content"):
         Genotype.from_dict({**paper().to_dict(), "id": "0000000000"})
+
+
+def test_what_the_network_cannot_build_is_refused_at_load(tmp_path) -> None:
+    """A one-stage genotype cannot have the aggregation head (it fuses stage 1 with the last);
+    a JSON key given twice is refused (JSON itself keeps the last); a binary file is one line."""
+    one = paper().to_dict()
+    one["reductions"] = one["reductions"][:1]
+    one["layers"] = [x for x in one["layers"] if x["stage"] == 0]
+    with pytest.raises(GenotypeError, match="aggregation head needs at least two stages"):
+        Genotype.from_dict(one)
+    assert Genotype.from_dict({**one, "head": "search"}).num_stages == 1
+    text = paper().to_json()
+    with pytest.raises(GenotypeError, match="duplicate key 'stem'"):
+        Genotype.from_json(text[: text.rindex("}")] + ', "stem": 16}')
+    binary = tmp_path / "g.json"
+    binary.write_bytes(b"\xff\xfe\x81" * 8)
+    with pytest.raises(GenotypeError, match="cannot be read"):
+        Genotype.load(binary)
 
 
 def test_space_size_counts_depth_choices() -> None:
