@@ -26,6 +26,7 @@ from typing import Any
 from ssr.atomic import write_json
 from sweeps import tracking
 from sweeps.definition import Sweep
+from sweeps.interrupts import Interrupts
 from sweeps.progress import ProgressCallback
 from sweeps.protocol import (
     COMPLETE,
@@ -36,6 +37,7 @@ from sweeps.protocol import (
     STATUSES,
     trial_dirname,
 )
+from sweeps.recovery import failed_trials, rebuild_rows, settle_failed
 from sweeps.results import ResultsCallback, ResultsTable, result_trial_id, row_from_result
 from sweeps.rundir import EXCLUSIVE_FILE, REPORT_DIR, RESULTS_FILE
 from sweeps.tracking import MlflowCallback, Tracker
@@ -51,11 +53,14 @@ def make_tuner(
     resume: bool,
     quiet: bool,
     run_dir: Path | None = None,
+    retry_failed: bool = False,
 ) -> Any:
     """A new Tuner, or the restored one of ``<storage>/<name>`` when resuming.
 
     With ``run_dir`` the Optuna study is stored (``<run_dir>/optuna.db`` unless the sweep file
     names a storage); a restored tuner reconnects to the study its searcher was pickled with.
+    A restored tuner leaves failed trials failed (:func:`sweeps.recovery.settle_failed`) unless
+    ``retry_failed``: then they resume from their last checkpoints.
     """
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -68,7 +73,10 @@ def make_tuner(
     all_callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
     path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
-        return restore_tuner(path, trainable, all_callbacks)
+        if run_dir is not None and Path(path) == run_dir:  # a local folder (not s3:// ...)
+            failed = failed_trials(run_dir, run_dir / RESULTS_FILE, sweep.spec.max_failures)
+            settle_failed(run_dir, failed)
+        return restore_tuner(path, trainable, all_callbacks, resume_errored=retry_failed)
     return tune.Tuner(
         trainable,
         param_space=sweep.param_space(),
@@ -91,8 +99,10 @@ def make_tuner(
     )
 
 
-def unfinished_trials(storage: str, name: str) -> list[str]:
-    """Trial ids the saved experiment state does not mark finished (an interrupted fit).
+def unfinished_trials(storage: str, name: str, table: ResultsTable | None = None) -> list[str]:
+    """Trial ids the saved experiment state does not mark finished (an interrupted fit), less
+    those with a row in ``table`` (Tune's state can list a failed trial as RUNNING,
+    :mod:`sweeps.recovery`).
 
     NOTE: after an interrupted fit Tune's in-memory trials read TERMINATED (its cleanup stops
     them); the experiment state it saved just before says PENDING/RUNNING.
@@ -104,7 +114,11 @@ def unfinished_trials(storage: str, name: str) -> list[str]:
     except Exception as exc:  # no readable state: treat the fit as finished, keep going
         log.warning("cannot read Tune's experiment state: %s", exc)
         return []
-    return [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+    return [
+        t.trial_id
+        for t in analysis.trials
+        if t.status not in ("TERMINATED", "ERROR") and (table is None or t.trial_id not in table)
+    ]
 
 
 def reconcile(table: ResultsTable, grid: Any, sweep_name: str) -> dict[str, Any]:
@@ -189,6 +203,23 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
     return measured
 
 
+def forget_failed(tracker: Tracker, trial_ids: list[str]) -> None:
+    """Before failed trials run again: their child runs lose the error and take a new record."""
+    from mlflow.entities import RunStatus
+
+    for t in trial_ids:
+        tracker.final_logged.discard(t)
+        run_id = tracker.children.get(t)
+        if run_id:
+            tracker.store.call(
+                f"reopening the run of {t}",
+                lambda r=run_id: (
+                    tracker.client.delete_tag(r, "ssr.error"),
+                    tracker.client.update_run(r, status=RunStatus.to_string(RunStatus.RUNNING)),
+                ),
+            )
+
+
 def report(sweep: Sweep, table: ResultsTable, run_dir: Path) -> tuple[Any, str | None]:
     """Write ``report/`` with analysis.report and return (result, problem)."""
     from analysis.errors import AnalysisInputError
@@ -211,30 +242,57 @@ def run_sweep(
     tracker: Tracker,
     resume: bool,
     quiet: bool,
+    retry_failed: bool = False,
+    interrupts: Interrupts | None = None,
 ) -> int:
-    """Fit, reconcile, re-measure, sync, report; returns the exit status."""
+    """Fit, reconcile, re-measure, sync, report; returns the exit status.
+
+    A trial that fails (it raised, its worker or its node died) is a result: its row and child
+    run say ``failed`` with the error and the sweep goes on to the end. Only an interrupt of the
+    driver (``interrupts`` received SIGINT/SIGTERM, or the fit itself raised) ends it early, with
+    exit 130 and the command that resumes it. ``retry_failed`` (on resume): failed trials run
+    again from their last checkpoints.
+    """
     t0 = time.monotonic()
     table_path = run_dir / RESULTS_FILE
     objectives = sweep.report_objectives()
-    results_cb = ResultsCallback(ResultsTable(table_path, objectives), name)
+    table = ResultsTable(table_path, objectives)  # sweeps/run.py set a damaged file aside
+    if resume:
+        rebuild_rows(table, run_dir, name)
+        if retry_failed:
+            forget_failed(
+                tracker, [r["trial_id"] for r in table.rows() if r.get("status") == FAILED]
+            )
+    results_cb = ResultsCallback(table, name)
     progress_cb = ProgressCallback(sweep, results_cb.table, tracker.varied, verbose=not quiet)
     mlflow_cb = MlflowCallback(tracker, results_cb.table)
     callbacks = [results_cb, progress_cb, mlflow_cb]  # NOTE: progress reads the rows just written
-    tuner = make_tuner(sweep, storage, name, callbacks, resume, quiet, run_dir)
-    grid = tuner.fit()
-
-    unfinished = unfinished_trials(storage, name)
-    table = ResultsTable(table_path, objectives)  # what the callbacks wrote (whichever ran)
-    if unfinished:
+    interrupts = interrupts or Interrupts()
+    stopped = ""
+    try:
+        tuner = make_tuner(sweep, storage, name, callbacks, resume, quiet, run_dir, retry_failed)
+        with interrupts.fit():
+            grid = tuner.fit()
+    except KeyboardInterrupt:
+        tracker.finish({}, [], "KILLED")
+        raise
+    except Exception as exc:  # Tune itself failed (not a trial): the state on disk is resumable
+        stopped = f"the Tune run stopped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if interrupts.received and not stopped:
+        stopped = f"interrupted ({interrupts.received})"
+    if stopped:
+        table = ResultsTable(table_path, objectives)  # what the callbacks wrote
+        unfinished = unfinished_trials(storage, name, table)
         tracker.finish({}, [table_path] if table_path.is_file() else [], "KILLED")
         print(
-            f"interrupted with {len(unfinished)} unfinished trial(s); {len(table)} result "
+            f"{stopped} with {len(unfinished)} unfinished trial(s); {len(table)} result "
             f"row(s) saved in {table_path}\ncontinue with: python sweeps/run.py --resume "
             f"--name {name} --storage {storage}",
             flush=True,
         )
         return 130
 
+    table = ResultsTable(table_path, objectives)  # what the callbacks wrote (whichever ran)
     results = reconcile(table, grid, name)
     if sweep.spec.remeasure:
         remeasure(sweep, table, run_dir, tracker)
@@ -258,8 +316,11 @@ def run_sweep(
     rows = table.rows()
     counts = {s: sum(1 for r in rows if r.get("status") == s) for s in STATUSES}
     summary = {"trials": len(rows), **counts, "wall_s": time.monotonic() - t0}
+    aliases: dict[str, str] = {}
     if result is not None:
         summary["hypervolume"] = result.hypervolume
+        # the front's architectures in MLflow's registry, aliases knee/most-accurate/fastest
+        aliases = tracking.register_front(tracker, result.front, result.objectives)
     artifacts = [table_path] + ([run_dir / REPORT_DIR] if result is not None else [])
     tracker.finish(summary, artifacts, "FINISHED" if counts[COMPLETE] else "FAILED")
 
@@ -270,6 +331,9 @@ def run_sweep(
     )
     if result is not None:
         print(f"report:  {result.paths['markdown']}  (plot: {result.paths['png']})")
+        if aliases:
+            named = ", ".join(f"{a} = v{v}" for a, v in aliases.items())
+            print(f"models:  {tracker.experiment}-front in the MLflow registry ({named})")
     else:
         print(f"report:  not written ({problem})")
     print(f"view the runs: {tracking.view_line(tracker.uri, tracker.experiment_id)}", flush=True)

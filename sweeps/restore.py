@@ -34,13 +34,18 @@ def replace_callbacks(tuner: Any, callbacks: list[Any]) -> bool:
     return True
 
 
-def restore_tuner(path: str, trainable: Callable[..., Any] | Any, callbacks: list[Any]) -> Any:
+def restore_tuner(
+    path: str,
+    trainable: Callable[..., Any] | Any,
+    callbacks: list[Any],
+    resume_errored: bool = False,
+) -> Any:
     """``Tuner.restore`` of the experiment at ``path`` (unfinished trials resume, errored ones
-    stay as they are), running ``callbacks``."""
+    stay as they are unless ``resume_errored``), running ``callbacks``."""
     from ray import tune
 
     tuner = tune.Tuner.restore(
-        path, trainable=trainable, resume_unfinished=True, resume_errored=False
+        path, trainable=trainable, resume_unfinished=True, resume_errored=resume_errored
     )
     replace_callbacks(tuner, callbacks)
     return tuner

@@ -102,22 +102,45 @@ def build_row(
     return row
 
 
-class ResultsTable:
-    """The rows of one sweep, keyed by trial id, mirrored to Parquet on every change."""
+class DamagedResults(RuntimeError):
+    """``results.parquet`` exists but cannot be read (truncated, not Parquet, no trial ids)."""
 
-    def __init__(self, path: Path, objectives: list[tuple[str, bool]] | None = None) -> None:
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file, missing values left out; :class:`DamagedResults` (one line
+    naming the file) when it cannot be read."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+        if "trial_id" not in frame.columns:
+            raise ValueError("no trial_id column")
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError, ValueError, ...
+        why = " ".join(str(exc).split())[:200]
+        raise DamagedResults(f"{path} cannot be read ({type(exc).__name__}: {why})") from None
+    return [{k: v for k, v in rec.items() if v is not None} for rec in records]
+
+
+class ResultsTable:
+    """The rows of one sweep, keyed by trial id, mirrored to Parquet on every change.
+
+    A file that cannot be read raises :class:`DamagedResults`; a resumed driver then rebuilds
+    the rows from Tune's records (:func:`sweeps.driver.set_aside_damaged`).
+    """
+
+    def __init__(
+        self, path: Path, objectives: list[tuple[str, bool]] | None = None, load: bool = True
+    ) -> None:
         self.path = Path(path)
         #: The columns the sweep's front ranks, (column, maximise): recorded in the file's
         #: schema metadata (``ssr.objectives``) so that every view ranks the same front.
         self.objectives = list(objectives) if objectives is not None else None
         self._rows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        if self.path.is_file():
-            import pandas as pd
-
-            frame = pd.read_parquet(self.path)
-            for rec in frame.astype(object).where(frame.notna(), None).to_dict("records"):
-                self._rows[str(rec["trial_id"])] = {k: v for k, v in rec.items() if v is not None}
+        if load and self.path.is_file():
+            for rec in read_rows(self.path):
+                self._rows[str(rec["trial_id"])] = rec
 
     def __contains__(self, trial_id: str) -> bool:
         return trial_id in self._rows
@@ -136,6 +159,8 @@ class ResultsTable:
         with self._lock:
             old = self._rows.get(row["trial_id"], {})
             merged = {**old, **{k: v for k, v in row.items() if v is not None}}
+            if row.get("status") is not None and row.get("error") is None:
+                merged.pop("error", None)  # a trial that ran again keeps no old error
             if "completion_order" not in merged:
                 orders = [r.get("completion_order", 0) for r in self._rows.values()]
                 merged["completion_order"] = int(max(orders, default=0)) + 1
@@ -153,7 +178,10 @@ class ResultsTable:
         return {"path": str(self.path), "objectives": self.objectives}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(Path(state["path"]), state.get("objectives"))
+        try:
+            self.__init__(Path(state["path"]), state.get("objectives"))
+        except DamagedResults:  # NOTE: unpickled with Tune's state; the driver says what to do
+            self.__init__(Path(state["path"]), state.get("objectives"), load=False)
 
     def frame(self) -> Any:
         """Canonical DataFrame (:func:`analysis.schema.coerce_records`, validated)."""

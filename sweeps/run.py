@@ -9,12 +9,18 @@ printed, the report written and the ``mlflow ui`` command to view the runs. The 
 study), ``report/``. While it runs, :mod:`sweeps.progress` prints each trial's start and end, the
 progress with an ETA, and a heartbeat every 30 s (``--quiet``: none of it).
 
-Order of work: validate the sweep file -> check the dataset -> probe the tracking store -> join
-or start Ray -> Tune (Optuna/ASHA, trials of :mod:`sweeps.trial`, MLflow and results callbacks)
--> fill any missing rows -> re-measure unique genotypes exclusively -> sync MLflow -> report.
-Problems found before the first trial end the command within seconds with one line on stderr:
-exit 2 for a bad sweep file, options or dataset, exit 3 for an unreachable tracking store or
-Ray cluster. Exit 130 when interrupted (resume with ``--resume``), 1 when no trial completed.
+Order of work: validate the sweep file -> check the dataset -> claim the run folder (created
+0700 and locked for the driver's lifetime, :func:`sweeps.rundir.claim_run`; nothing is written
+there before) -> probe the tracking store -> join or start Ray (token authentication unless
+``--insecure``, :mod:`sweeps.cluster`; a local instance dies with the driver,
+:mod:`sweeps.reaper`) -> write the run definition -> Tune (Optuna/ASHA, trials of
+:mod:`sweeps.trial`, MLflow and results callbacks) -> fill any missing rows -> re-measure unique
+genotypes exclusively -> sync MLflow -> report. A failed trial is a result (a ``failed`` row),
+not an interruption. Problems found before the first trial end the command within seconds with
+one line on stderr: exit 2 for a bad sweep file, options, dataset or a run folder in use, exit 3
+for an unreachable tracking store or Ray cluster. Exit 130 when the driver is interrupted
+(SIGINT, SIGTERM; resume with ``--resume``), 1 when no trial completed. No input ends in a
+traceback.
 
 This module holds the options and that order only: Ray lives in :mod:`sweeps.cluster`, run
 folders in :mod:`sweeps.rundir`, the sweep file in :mod:`sweeps.spec`, the tracking store in
@@ -25,25 +31,33 @@ changes nothing: :func:`main` sets the process environment Ray, Tune and MLflow 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 from ssr.cliargs import add_config_args
 from ssr.config import ConfigError
-from sweeps import cluster
+from sweeps import cluster, reaper
 from sweeps.cluster import Unreachable
 from sweeps.definition import Sweep
+from sweeps.interrupts import Interrupts
 from sweeps.rundir import (
+    RESULTS_FILE,
+    RUN_FILE,
     SWEEP_FILE,
+    RunLocation,
+    claim_run,
     read_run_file,
     resolve_run,
     write_run_file,
 )
-from sweeps.spec import DEFAULT_CONFIG, dump_sweep, load_sweep
+from sweeps.spec import DEFAULT_CONFIG, dump_sweep, flat_source, load_sweep
 
 log = logging.getLogger("sweeps")
 EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_NO_RESULTS, EXIT_INTERRUPTED = 2, 3, 1, 130
@@ -121,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
         "their checkpoints, MLflow runs are reused",
     )
     p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run the failed trials again from their last checkpoints "
+        "(by default a resumed sweep keeps them as failed results)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run Ray without token authentication (RAY_AUTH_MODE=disabled), e.g. to join a "
+        "cluster started that way; anyone who reaches Ray's ports can then run code here",
+    )
+    p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress on the console: no trial start/end lines, progress/ETA lines or "
@@ -191,39 +217,84 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def load_run(args: argparse.Namespace) -> tuple[Sweep, RunLocation]:
+    """The validated sweep and where its run lives (ConfigError if bad); writes nothing.
+
+    A resume reloads the definition saved in the run folder; differing --config/--set are
+    ignored with a warning.
+    """
+    if args.resume and args.name:  # the saved definition is all a resume needs
+        location = resolve_run(args.storage, args.name, args.resume, "")
+        given = load_definition(args) if (args.config or args.set) else None
+    else:
+        given = load_definition(args)
+        location = resolve_run(args.storage, args.name, args.resume, given.spec.name)
+    if not args.resume:
+        assert given is not None
+        return given, location
+    sweep = load_sweep(location.run_dir / SWEEP_FILE)
+    if given is not None and given.source != sweep.source:
+        log.warning(
+            "--resume continues %s with its saved definition (%s); the differing "
+            "--config/--set/options are ignored",
+            location.run_dir,
+            SWEEP_FILE,
+        )
+    return sweep, location
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the options, check everything a sweep needs, run it; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Parse the options, check everything a sweep needs, run it; returns the exit status.
+
+    Whatever happens, the command ends with one line on stderr and an exit status, never a
+    traceback: an unexpected error's traceback goes to ``<run folder>/driver_error.txt``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.plan:  # before Ray and tracking: what one trial and the sweep cost (sweeps/plan.py)
         from sweeps.plan import run_plan
 
         return run_plan(args, load_definition)
     if args.address:
         args.cluster = True
+    if args.retry_failed and not args.resume:
+        parser.error("--retry-failed runs the failed trials of a sweep again: add --resume")
     configure_logging()
+    interrupts = Interrupts().install()
+    state: dict[str, Any] = {}
+    try:
+        return _run(args, interrupts, state)
+    except KeyboardInterrupt as exc:
+        _end_parent(state, "KILLED")
+        resume = ""
+        if state.get("claimed"):
+            resume = (
+                f"; continue with: python sweeps/run.py --resume --name {state['name']} "
+                f"--storage {state['storage']}"
+            )
+        print(f"interrupted ({exc or 'SIGINT'}){resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # not bad input: a bug or the machine; still one line
+        _end_parent(state, "FAILED")
+        where = _save_traceback(state.get("run_dir"))
+        msg = " ".join(str(exc).split())[:400]
+        print(f"error: unexpected {type(exc).__name__}: {msg}{where}", file=sys.stderr)
+        return EXIT_NO_RESULTS
+    finally:
+        cluster.shutdown_ray()
+        interrupts.restore()
+
+
+def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]) -> int:
+    """:func:`main` once the options are parsed: prepare everything, then run the sweep."""
     t0 = time.monotonic()
     from sweeps import tracking
 
     cluster.set_environment({**cluster.RAY_ENV, **tracking.HTTP_LIMITS})
+    written: list[Path] = []  # files this driver created before the sweep started
     try:
-        if args.resume and args.name:  # the saved definition is all a resume needs
-            storage, name, run_dir = resolve_run(args.storage, args.name, args.resume, "")
-            given = load_definition(args) if (args.config or args.set) else None
-        else:
-            given = load_definition(args)
-            storage, name, run_dir = resolve_run(
-                args.storage, args.name, args.resume, given.spec.name
-            )
-        sweep = given
-        if args.resume:
-            sweep = load_sweep(run_dir / SWEEP_FILE)
-            if given is not None and given.source != sweep.source:
-                log.warning(
-                    "--resume continues %s with its saved definition (%s); the "
-                    "differing --config/--set/options are ignored",
-                    run_dir,
-                    SWEEP_FILE,
-                )
+        sweep, location = load_run(args)
+        storage, name, run_dir = location
         check_dataset(sweep)
         saved = read_run_file(run_dir) if args.resume else {}
         uri = args.tracking_uri or saved.get("tracking_uri") or tracking.default_uri(run_dir)
@@ -233,8 +304,16 @@ def main(argv: list[str] | None = None) -> int:
                 saved.get("tracking_uri"),
                 uri,
             )
+        cluster.configure_auth(args.insecure)
         if args.address:  # a cheap check first: a wrong address fails before anything is created
             cluster.tcp_probe(args.address)
+        # From here on the run folder is this driver's: locked, re-checked, then written.
+        state["lock"] = claim_run(location, args.resume)
+        state.update(claimed=True, name=name, storage=storage, run_dir=run_dir)
+        if args.resume:
+            from sweeps.recovery import set_aside_damaged  # NOTE: imports ray: after the auth
+
+            set_aside_damaged(run_dir / RESULTS_FILE)
         quiet_mlflow()
         tracking.probe(uri)
         if sweep.spec.searcher.storage and not args.resume:  # the default is made with the run
@@ -246,18 +325,23 @@ def main(argv: list[str] | None = None) -> int:
             sweep.spec.resources.cpus_per_trial,
             sweep.spec.resources.gpus_per_trial,
         )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        interrupts.install()  # NOTE: again: ray.init replaced the SIGTERM handler
+        if address == "local":
+            reaper.watch()  # its processes go when this driver dies, however it dies
         varied = [p.key for p in sweep.params if p.kind != "const"]
         tracker = tracking.Tracker(
             uri, sweep.spec.experiment, name, tracking.artifact_root(uri), varied
         )
         if not args.resume:
             dump_sweep(sweep, run_dir / SWEEP_FILE)
+            written.append(run_dir / SWEEP_FILE)
+        if not (run_dir / RUN_FILE).is_file():
+            written.append(run_dir / RUN_FILE)
         write_run_file(run_dir, uri, storage)
         from analysis.objectives import objectives_json
 
         tracker.start(
-            params={f"sweep.{k}": v for k, v in _flat(sweep.source).items()},
+            params={f"sweep.{k}": v for k, v in flat_source(sweep.source).items()},
             tags={
                 "ssr.storage": str(run_dir),
                 "ssr.objectives": objectives_json(sweep.report_objectives()),
@@ -265,14 +349,13 @@ def main(argv: list[str] | None = None) -> int:
             artifacts=[run_dir / SWEEP_FILE],
             resume=args.resume,
         )
-    except ConfigError as exc:
+        state["tracker"] = tracker
+    except (ConfigError, Unreachable, tracking.TrackingError) as exc:
         cluster.shutdown_ray()
+        for path in written:  # a sweep that never started leaves no definition behind
+            path.unlink(missing_ok=True)
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (Unreachable, tracking.TrackingError) as exc:
-        cluster.shutdown_ray()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNREACHABLE
     log.info(
         "sweep %s: run folder %s, tracking %s, Ray %s (ready in %.1f s)",
         name,
@@ -283,17 +366,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     from sweeps.driver import run_sweep
 
+    return run_sweep(
+        sweep,
+        storage,
+        name,
+        run_dir,
+        tracker,
+        args.resume,
+        args.quiet,
+        retry_failed=args.retry_failed,
+        interrupts=interrupts,
+    )
+
+
+def _end_parent(state: dict[str, Any], status: str) -> None:
+    """End the sweep's MLflow parent run (if started) with ``status``; never raises."""
+    tracker = state.get("tracker")
+    if tracker is not None:
+        with contextlib.suppress(Exception):
+            tracker.finish({}, [], status)
+
+
+def _save_traceback(run_dir: Path | None) -> str:
+    """Write the current exception's traceback to ``<run_dir>/driver_error.txt``; a note
+    naming the file (empty without a run folder)."""
+    if run_dir is None:
+        return ""
+    path = Path(run_dir) / "driver_error.txt"
     try:
-        return run_sweep(sweep, storage, name, run_dir, tracker, args.resume, args.quiet)
-    except KeyboardInterrupt:
-        print(
-            f"interrupted; continue with: python sweeps/run.py --resume --name {name} "
-            f"--storage {storage}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    finally:
-        cluster.shutdown_ray()
+        path.write_text(traceback.format_exc())
+    except OSError:
+        return ""
+    return f" (traceback in {path})"
 
 
 def _ray_address(args: argparse.Namespace) -> str | None:
@@ -301,20 +405,6 @@ def _ray_address(args: argparse.Namespace) -> str | None:
     if args.address:
         return args.address
     return (os.environ.get("RAY_ADDRESS") or "auto") if args.cluster else None
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted view of the sweep file for the parent run's params (parameters stay whole)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and key != "space":
-            out.update(_flat(v, key + "."))
-        elif isinstance(v, dict):
-            out.update({f"space.{dk}": dv for dk, dv in v.items()})
-        else:
-            out[key] = v
-    return out
 
 
 if __name__ == "__main__":

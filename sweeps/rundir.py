@@ -3,15 +3,26 @@
 A run is ``<storage>/<name>/``: Tune's experiment (one ``trial_<id>/`` folder per trial),
 ``sweep.yaml`` (the definition a resume reloads), ``run.json`` (the tracking URI and storage a
 resume reuses), ``results.parquet``, ``exclusive.json`` (the re-measurement cache),
-``mlflow.db`` and ``mlartifacts/`` (the default SQLite store) and ``report/``. A run name is
-also the MLflow parent run's name; one pattern checks both it and a sweep file's ``name``.
+``report/`` and ``.lock``. A run name is also the MLflow parent run's name; one pattern checks
+both it and a sweep file's ``name``.
+
+A driver claims its run folder before it writes anything there (:func:`claim_run`): the folder is
+created readable by its owner only (0700: it holds pickles that ``--resume`` loads, trusted
+code), and an exclusive ``flock`` on ``<run folder>/.lock`` is held for the driver's lifetime
+(the kernel releases it when the driver dies, however it dies). A second driver of the same run
+is refused without touching a file, and the checks of :func:`resolve_run` are repeated under the
+lock, so two drivers started together cannot both create the run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
+import logging
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +38,9 @@ EXCLUSIVE_FILE = "exclusive.json"
 REPORT_DIR = "report"
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
+LOCK_FILE = ".lock"
+
+log = logging.getLogger("sweeps")
 
 
 class RunLocation(NamedTuple):
@@ -98,10 +112,69 @@ def resolve_run(
 def read_run_file(run_dir: Path) -> dict[str, Any]:
     """What ``run.json`` saved (tracking URI, storage), or ``{}`` for a run without one."""
     path = Path(run_dir) / RUN_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} cannot be read ({exc}): delete it and give --tracking-uri to resume"
+        ) from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: expected a JSON object; delete it and give --tracking-uri")
+    return record
 
 
 def write_run_file(run_dir: Path, tracking_uri: str, storage: str) -> Path:
     """Save the tracking URI and storage of the run for ``--resume`` (atomically)."""
     record = {"tracking_uri": tracking_uri, "storage": storage}
     return write_json(Path(run_dir) / RUN_FILE, record, indent=None)
+
+
+def claim_run(location: RunLocation, resume: bool) -> int:
+    """Create the run folder (0700) and lock it for this driver's lifetime; the lock's fd.
+
+    Raises :class:`ConfigError` when another driver holds the lock, when the folder cannot be
+    written, or when the checks of :func:`resolve_run` no longer hold under the lock (another
+    driver created the run meanwhile). Nothing in the folder is changed before the lock is held.
+    """
+    run_dir = location.run_dir
+    try:
+        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"run folder {run_dir} cannot be created or written ({exc.strerror or exc}): "
+            "choose a writable --storage"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"run folder {run_dir} is in use by another driver (pid {holder}): wait for it to "
+            "end, or choose another --name"
+        ) from None
+    exists = (run_dir / SWEEP_FILE).is_file()
+    if exists != resume:
+        os.close(fd)
+        resolve_run(str(run_dir.parent), location.name, resume, location.name)  # raises
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _warn_if_shared(run_dir)
+    return fd
+
+
+def _warn_if_shared(run_dir: Path) -> None:
+    """Warn when others may write the run folder or its storage (pickles there are code)."""
+    for folder in (run_dir, run_dir.parent):
+        mode = folder.stat().st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            log.warning(
+                "%s is writable by others: --resume loads pickles from the run folder (trusted "
+                "code); make it private (chmod go-w %s)",
+                folder,
+                folder,
+            )

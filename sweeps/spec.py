@@ -167,6 +167,11 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
     build_pipeline(base, {p.key: p.probe_values()[0] for p in params}, where="space (first values)")
     _check_searcher(spec, params)
     s = spec.scheduler
+    _check(  # NOTE: checked for every kind: each trial's reports carry it
+        s.metric in EPOCH_METRICS,
+        f"scheduler.metric: {s.metric!r} is not reported by every epoch of a trial; "
+        f"use one of {', '.join(EPOCH_METRICS)}",
+    )
     if s.kind in ("asha", "moasha"):
         max_t = b.search_epochs + b.retrain_epochs + 1
         _check(s.grace_period >= 1, f"scheduler.grace_period must be >= 1, got {s.grace_period}")
@@ -182,11 +187,6 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
             not base_cfg.search.stop_when_discrete,
             f"scheduler {s.kind} needs a fixed number of search epochs: "
             "base.search.stop_when_discrete must be false",
-        )
-        _check(
-            s.metric in EPOCH_METRICS,
-            f"scheduler.metric: {s.metric!r} is not reported by every epoch of a trial; "
-            f"use one of {', '.join(EPOCH_METRICS)}",
         )
         if s.kind == "moasha":
             _check(
@@ -268,3 +268,17 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] | None = Non
 def dump_sweep(sweep: Sweep, path: Path) -> None:
     """Write the sweep's source mapping (what ``--resume`` reloads), atomically."""
     atomic_write(path, yaml.safe_dump(sweep.source, sort_keys=False))
+
+
+def flat_source(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted view of the sweep file for the parent run's params (parameters stay whole)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key != "space":
+            out.update(flat_source(v, key + "."))
+        elif isinstance(v, dict):
+            out.update({f"space.{dk}": dv for dk, dv in v.items()})
+        else:
+            out[key] = v
+    return out

@@ -28,9 +28,14 @@ BIN = Path(sys.executable).parent
 
 
 def sweep_env(**extra: str) -> dict[str, str]:
+    """The environment of a test's sweep or Ray process: token authentication, as users run it
+    (the token is made where Ray keeps it, ``~/.ray/auth_token``, if it is missing)."""
+    from sweeps.cluster import ensure_token
+
+    ensure_token({})
     env = dict(os.environ)
     env.update(
-        RAY_AUTH_MODE="disabled",
+        RAY_AUTH_MODE="token",
         RAY_USAGE_STATS_ENABLED="0",
         PYTHONUNBUFFERED="1",
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
