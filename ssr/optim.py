@@ -34,13 +34,22 @@ def poly_lr(
 
 
 def make_adam(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Adam:
-    """Adam with the settings of ``cfg`` (docs/method.md §6: lr, betas, eps, L2 weight decay)."""
+    """Adam with the settings of ``cfg`` (docs/method.md §6: lr, betas, eps, L2 weight decay).
+
+    Parameters all on CUDA get the fused implementation: one kernel per step, and with an fp16
+    gradient scaler the skip of an overflowing step happens on the device, without reading the
+    scaler's flag on the host (ssr/precision.py). On CPU the default implementation is kept.
+    """
     if len(cfg.betas) != 2:
         raise ConfigError(f"optim.betas must have two values, got {list(cfg.betas)}")
+    params = list(params)
+    tensors = [p for p in params if isinstance(p, torch.Tensor)]
+    fused = bool(tensors) and len(tensors) == len(params) and all(p.is_cuda for p in tensors)
     return torch.optim.Adam(
         params,
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
+        fused=True if fused else None,
     )

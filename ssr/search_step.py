@@ -171,10 +171,10 @@ class SearchStep:
 
     @torch.no_grad()
     def check_parameters(self, weights: bool = True) -> None:
-        """Refuse non-finite architecture parameters (after every architecture step) or
-        weights (``weights=True``: at the end of an epoch, one host read)."""
+        """Refuse non-finite architecture parameters (after every architecture step: deferred
+        on CUDA) and, with ``weights=True`` (the end of an epoch: read at once), the weights."""
         net, epoch, advice = self.net, self.epoch + 1, arch_advice(self.cfg)
-        if self.checks.deferred:
+        if self.checks.deferred and not weights:
             self.checks.check(
                 [(f"architecture parameter alpha.{d}", net.arch[d].norm()) for d in DIMENSIONS],
                 advice,

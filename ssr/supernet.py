@@ -281,7 +281,7 @@ class Supernet(nn.Module):
         h, w = (height + 1) // 2, (width + 1) // 2
         c_stem = self.space.stem_width
         total = torch.zeros((), device=probs["op"].device) + 9 * 3 * (c_stem - 3) * h * w
-        c_prev: Tensor = torch.tensor(float(c_stem), device=total.device)
+        c_prev: Tensor = total.new_full((), float(c_stem))  # no host-to-device copy
         prev_max = c_stem
         for s, st in enumerate(self.space.stages):
             h, w = (h + 1) // 2, (w + 1) // 2
@@ -294,17 +294,23 @@ class Supernet(nn.Module):
             for i, li in enumerate(self.stage_layers(s)):
                 e_mid = probs["mid"][li] @ keep  # (O,)
                 e_out = probs["out"][li] @ keep
-                hw = torch.tensor(
-                    [((h + p - 1) // p) * ((w + p - 1) // p) for _, p in self.ops],
-                    device=total.device,
-                    dtype=total.dtype,
-                )
+                hw = self._op_pixels(h, w, total)
                 macs = 3 * (c_in * e_mid + e_mid * e_out) * hw
                 total = total + reach[i] * (probs["op"][li] * macs).sum()
                 c_in = (probs["op"][li] * e_out).sum()
                 c_stage = c_stage + probs["depth"][s, i] * c_in
             c_prev, prev_max = c_stage, st.width
         return total + c_prev * self.num_classes * h * w
+
+    def _op_pixels(self, h: int, w: int, like: Tensor) -> Tensor:
+        """Output pixels of each op at ``h x w``, cached per size and device: building it from a
+        list every architecture step would copy from the host and wait for a GPU (issue 13)."""
+        key = (h, w, like.device, like.dtype)
+        cache = self.__dict__.setdefault("_pixels", {})
+        if key not in cache:
+            pixels = [((h + p - 1) // p) * ((w + p - 1) // p) for _, p in self.ops]
+            cache[key] = torch.tensor(pixels, dtype=like.dtype).to(like.device)
+        return cache[key]
 
     def max_probs(self) -> dict[str, Tensor]:
         """One-hot probabilities of the largest sub-network: deepest, widest, full resolution."""

@@ -207,3 +207,33 @@ def test_evaluate_under_bf16_matches_fp32_and_autocast_is_a_no_op_for_fp32() -> 
     before = torch.backends.cudnn.benchmark
     with cuda_habits(CPU):  # CPU: nothing changes
         assert torch.backends.cudnn.benchmark == before
+
+
+def test_deferred_checks_as_on_cuda_give_the_same_search_and_fail_the_same_epoch(
+    tiny_space, tmp_path, monkeypatch
+) -> None:
+    """The CUDA mode of the divergence checks (read once per epoch), run on CPU."""
+    import ssr.retrain as retrain_mod
+    import ssr.search_step as step_mod
+    from ssr.config import OptimConfig
+
+    torch.set_num_threads(1)
+    cfg = tiny_cfg(tiny_space, epochs=2)
+    now = run_search(cfg, tmp_path / "now", progress=False)
+    for mod in (step_mod, retrain_mod):
+        monkeypatch.setattr(mod, "StepChecks", lambda phase, deferred: StepChecks(phase, True))
+    later = run_search(cfg, tmp_path / "later", progress=False)
+    assert later.genotype == now.genotype
+    assert later.history[-1]["train_loss"] == now.history[-1]["train_loss"]
+    bad = tiny_cfg(tiny_space, weight_optim=OptimConfig(lr=1e30))
+    with pytest.raises(DivergenceError) as info:
+        run_search(bad, tmp_path / "bad", progress=False)
+    msg = str(info.value)
+    assert msg.startswith("search diverged at epoch 1: ") and "weight_optim.lr" in msg
+    rcfg = RetrainConfig(
+        data=DataConfig(height=32, width=64, train_size=8, val_size=4, batch_size=4),
+        epochs=1,
+        optim=OptimConfig(lr=1e30),
+    )
+    with pytest.raises(DivergenceError, match="retraining diverged at epoch 1: training loss"):
+        run_retrain(rcfg, Genotype.load("ssr_cityscapes"), None, progress=False)
