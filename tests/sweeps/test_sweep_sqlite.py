@@ -120,7 +120,8 @@ def test_the_console_shows_a_live_sweep(resumed: dict) -> None:
     first, out = resumed["first"], resumed["out"]
     starts = [ln for ln in first.splitlines() if " start  " in ln]
     assert starts and all(len(ln) <= 100 for ln in starts)
-    assert starts[0].startswith("#01 start  ") and "op=" in starts[0]
+    # two trials start together: either may print first
+    assert any(ln.startswith("#01 start  ") for ln in starts) and all("op=" in ln for ln in starts)
     assert "[1/4] " in first and "elapsed" in first  # progress lines after each end
     assert "[4/4] " in out
     # the default MLflow store sits beside the run folders, not in them
