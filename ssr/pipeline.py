@@ -10,7 +10,8 @@ Besides the results, the record says how the trial ran: the search's and retrain
 benchmark's, a column of the result record), the devices asked for, ``visible_devices`` (the
 ``CUDA_VISIBLE_DEVICES`` a scheduler such as Ray gave the process, None when unset) and the
 wall-clock seconds of each phase (``search_seconds``, ``retrain_seconds``, ``measure_seconds``,
-which ``sweeps/plan.py``'s estimates are checked against).
+which ``sweeps/plan.py``'s estimates are checked against) and when the trial ran
+(``started_at``, ``finished_at``: Unix seconds).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def run_pipeline(
         return json.loads((out / RECORD).read_text())
     dump_yaml(cfg, out / "config.resolved.yaml")
 
+    started_at = time.time()
     t0 = time.perf_counter()
     search = run_search(cfg.search, out / "search", reporter, resume=resume, progress=progress)
     search_seconds = time.perf_counter() - t0
@@ -130,6 +132,7 @@ def run_pipeline(
     t0 = time.perf_counter()
     record.update(measure_record(genotype, cfg, out, search.supernet.num_classes))
     record["measure_seconds"] = time.perf_counter() - t0
+    record.update(started_at=started_at, finished_at=time.time())
     write_json(out / RECORD, record)
     return record
 
