@@ -23,6 +23,7 @@ from analysis.pareto import (
     knee_index,
     pareto_mask,
 )
+from analysis.schema import RESULT_COLUMNS
 
 #: SSR regularisation weights whose effect on the discretization gap is tabulated and plotted.
 SSR_WEIGHT_COLUMNS = ("cfg.ssr.op", "cfg.ssr.out", "cfg.ssr.mid", "cfg.ssr.depth")
@@ -50,15 +51,29 @@ class FrontAnalysis:
     notes: list[str] = field(default_factory=list)
 
 
-def excluded_reasons(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+def result_columns(trials: pd.DataFrame) -> list[str]:
+    """The measured result columns present (:data:`analysis.schema.RESULT_COLUMNS` and
+    ``gap_at_<epoch>``): a non-finite value in any of them marks a broken record."""
+    fixed = [c for c in RESULT_COLUMNS if c in trials.columns]
+    return fixed + [c for c in trials.columns if str(c).startswith("gap_at_") and c not in fixed]
+
+
+def excluded_reasons(
+    trials: pd.DataFrame, columns: Sequence[str], results: Sequence[str] = ()
+) -> pd.Series:
     """Why each trial stays off the front (NA when it competes): early-stopped (stopped at a lower
-    rung by the scheduler: low-fidelity values), failed (first line of its error), or a missing or non-finite
-    objective value (never drawn, never ranked)."""
+    rung by the scheduler: low-fidelity values), failed (first line of its error), a missing or
+    non-finite objective value (never drawn, never ranked), or a non-finite value in another of
+    the ``results`` columns (a record that is broken: nothing non-finite reaches a front; a
+    missing value there is fine, e.g. no retraining)."""
     status = trials["status"]
+    others = [c for c in results if c not in columns]
     missing = trials[list(columns)].isna().to_numpy()
-    values = trials[list(columns)].to_numpy(dtype=float, na_value=np.nan)
-    infinite = ~missing & ~np.isfinite(values)  # inf, or a NaN that is not NA
-    names = np.asarray(columns, dtype=object)
+    values = trials[[*columns, *others]].to_numpy(dtype=float, na_value=np.nan)
+    present = ~trials[[*columns, *others]].isna().to_numpy()
+    infinite = present & ~np.isfinite(values)  # inf, or a NaN that is not NA
+    names = np.asarray([*columns, *others], dtype=object)
+    missing = np.concatenate([missing, np.zeros((len(trials), len(others)), bool)], axis=1)
     reason = [
         "; ".join(
             [f"missing {', '.join(names[m])}"] * bool(m.any())
@@ -174,7 +189,7 @@ def analyze_front(
     columns = [c for c, _ in objectives]
     maximize = [m for _, m in objectives]
     trials = df.copy()
-    trials["excluded_reason"] = excluded_reasons(trials, columns)
+    trials["excluded_reason"] = excluded_reasons(trials, columns, result_columns(trials))
     candidate = trials["excluded_reason"].isna().to_numpy()
     if not candidate.any():
         reasons = trials["excluded_reason"].str.split(":").str[0].value_counts()
