@@ -21,7 +21,9 @@ Scenarios (each in its own process, so peak memory is its own):
 - ``derived_paper``: one retraining step of the paper network.
 
 Each iteration is timed alone (``perf_counter`` around the step; data loading is outside and
-reported as ``data_s``); the figures are the median over ``passes x iters`` iterations after
+reported as ``data_s_median``; ``cpu_s_median`` is the process's CPU time per iteration, which at one
+thread counts the work and not the time other processes held the core, so variants can be
+compared on a busy machine); the figures are the median over ``passes x iters`` iterations after
 ``warmup`` untimed ones, with the range of the per-pass medians and p10/p90. The work is
 counted by ``torch.utils.flop_counter.FlopCounterMode`` on one warm-up iteration (conv forward
 and backward MACs as they ran: the architecture step computes no weight gradients), and set
@@ -81,6 +83,7 @@ class StepTimer:
         self.prof: Any = None
         self.calls = 0
         self.times: list[float] = []
+        self.cpu: list[float] = []
         self.weight_part: list[float] = []
         self.data: list[float] = []
         self.flops: dict[str, int] = {}
@@ -102,7 +105,7 @@ class StepTimer:
                     out = step(batch)
                 self.flops = {str(k): int(v) for k, v in fc.get_flop_counts()["Global"].items()}
                 return out
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             timed_call = self.calls > self.warmup
             if timed_call and self._last_end is not None:
                 self.data.append(start - self._last_end)
@@ -113,10 +116,11 @@ class StepTimer:
                 self.prof = profile(activities=[ProfilerActivity.CPU])
                 self.prof.__enter__()
             out = step(batch)
-            end = time.perf_counter()
+            end, cpu1 = time.perf_counter(), time.process_time()
             self._last_end = end
             if timed_call:
                 self.times.append(end - start)
+                self.cpu.append(cpu1 - cpu0)
                 if self._weight_done is not None:
                     self.weight_part.append(self._weight_done - start)
                 if len(self.times) == self.n:
@@ -263,6 +267,7 @@ def child(args: argparse.Namespace, h: int, w: int) -> dict[str, Any]:
         "threads": args.threads,
         "batch": f"{args.batch}x3x{h}x{w}",
         "iteration": it,
+        "cpu_s_median": round(statistics.median(timer.cpu), 4),
         "data_s_median": round(statistics.median(timer.data), 4) if timer.data else None,
         "conv_gmacs": round(conv_flops / 2e9, 2),
         "all_gmacs": round(total_flops / 2e9, 2),
@@ -338,13 +343,14 @@ def main() -> None:
           f"{args.batch}x3x{args.input}; fp32 probe {ref:.0f} GMAC/s "
           f"(other load {pr.other_load})")  # fmt: skip
     print(f"{'scenario':<14}{'part':<11}{'median s':>9}{'pass range s':>16}{'conv GMAC':>10}"
-          f"{'GMAC/s':>8}{'% probe':>8}{'peak GiB':>9}")  # fmt: skip
+          f"{'GMAC/s':>8}{'% probe':>8}{'peak GiB':>9}{'CPU s':>8}")  # fmt: skip
     for r in results:
         it = r["iteration"]
         lo, hi = it["spread_s"]
         print(f"{r['scenario']:<14}{'iteration':<11}{it['median_s']:>9.3f}"
               f"{f'{lo:.3f}-{hi:.3f}':>16}{r['conv_gmacs']:>10.1f}{r['gmacs_per_s']:>8.1f}"
-              f"{r['pct_of_probe']:>7.1f}%{r['peak_rss_gib']:>9.2f}")  # fmt: skip
+              f"{r['pct_of_probe']:>7.1f}%{r['peak_rss_gib']:>9.2f}"
+              f"{r['cpu_s_median']:>8.3f}")  # fmt: skip
         for part in ("weight_part", "arch_part"):
             if part in r:
                 lo, hi = r[part]["spread_s"]

@@ -14,8 +14,12 @@ the same work, measured by :func:`probe` at the same thread count:
 
 The fp32 reference (:attr:`Probe.fp32_gmacs_per_s`) is the fastest of the three fp32 rates; the
 int8 reference is ``ort_int8_conv``. Each rate is the best of ``iters`` timed runs after warm-up:
-noise from other processes only adds time, so the best run estimates the undisturbed machine.
-Results are cached per process and thread count. BatchNorm, activations, pooling and resizing
+noise from other processes only adds time, so the best run estimates the undisturbed machine. At
+one thread the runs are timed in CPU time of the calling thread (``time.thread_time``: both
+libraries then compute on that thread), which the time other processes hold the core does not
+inflate, so the one-thread probe holds on a busy machine; with more threads they are timed in
+wall time, and ``other_load`` says how far to trust it. Results are cached per process and thread
+count. BatchNorm, activations, pooling and resizing
 are not counted as work, so a network's share of the probe also shows what its other ops cost.
 """
 
@@ -73,13 +77,15 @@ class Probe:
 
 
 def _best_seconds(fn: Callable[[], object], iters: int, warmup: int = 2) -> float:
+    """Best of ``iters`` runs: thread CPU time at one torch thread, wall time otherwise."""
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
     for _ in range(warmup):
         fn()
     best = float("inf")
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
