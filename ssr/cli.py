@@ -104,7 +104,9 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
         _error(exc)
         return EXIT_FAILED
     except MemoryError as exc:  # what the estimate of ssr.footprint did not foresee
-        _error(f"out of memory ({exc or 'the allocator refused'}); use a smaller input or batch")
+        _error(
+            f"out of memory ({str(exc) or 'the allocator refused'}); use a smaller input or batch"
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

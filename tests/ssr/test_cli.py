@@ -246,3 +246,69 @@ def test_bench_reads_a_config_file(capsys, tmp_path) -> None:
     )
     row = json.loads(out)
     assert code == 0 and row["input"] == "64x128" and row["batch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "line"),
+    [
+        (MemoryError(), 2, "error: out of memory (the allocator refused); use a smaller"),
+        (KeyboardInterrupt(), 130, "error: interrupted"),
+        (PermissionError("[Errno 13] Permission denied: '/x'"), 2, "error: [Errno 13]"),
+        (ValueError("a\nmulti-line\n"), None, None),  # not bad input: a bug keeps its traceback
+    ],
+)
+def test_failures_become_one_line(capsys, exc, code, line) -> None:
+    from ssr.errors import ConfigError
+
+    def run(args: argparse.Namespace) -> int:
+        raise exc
+
+    boom = Command("boom", "fail", "Fail.", lambda p: None, run)
+    if code is None:
+        with pytest.raises(type(exc)):
+            cli.main(["boom"], commands={"boom": boom})
+        return
+    assert cli.main(["boom"], commands={"boom": boom}) == code
+    _, err = capsys.readouterr()
+    assert err.startswith(line) and err.count("\n") == 1
+    multi = Command("multi", "fail", "Fail.", lambda p: None, lambda a: _raise(ConfigError("a\nb")))
+    assert cli.main(["multi"], commands={"multi": multi}) == 2
+    assert capsys.readouterr()[1] == "error: a; b\n"
+
+
+def _raise(exc: BaseException) -> int:
+    raise exc
+
+
+def test_usage_errors_are_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--genotype", "ssr_cityscapes", "--num-classes", "0"])
+    _, err = capsys.readouterr()
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: python -m ssr bench: argument --num-classes: must be >= 1")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--genotype", "ssr_cityscapes", "--input", "99999x99999"],
+        ["bench", "--genotype", "ssr_cityscapes", "--batch", "0"],
+        ["export", "--genotype", "ssr_cityscapes", "--input", "33x64", "--out", "m.onnx"],
+        ["search", "--out", "o", "--set", "epochs=0"],
+        ["retrain", "--genotype", "no_such_genotype", "--out", "o"],
+        ["pipeline", "--out", "o", "--set", "bench.iters=0"],
+    ],
+)
+def test_bad_input_is_refused_before_torch_loads(argv: list[str], tmp_path) -> None:
+    """Options that are wrong on their own are checked before a command imports torch, so the
+    answer comes in a fraction of a second."""
+    code = (
+        "import sys; from ssr.cli import main; rc = main(sys.argv[1:]);"
+        "print(rc, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path,
+        timeout=60, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
