@@ -230,7 +230,7 @@ def split_sizes(cfg: PipelineConfig, notes: list[str]) -> tuple[int, int, float 
     d = cfg.search.data
     try:
         train, val = build_dataset(d, "train"), build_dataset(d, "val")
-    except (OSError, ValueError) as exc:  # no data.root here: the full splits, no read time
+    except (OSError, ValueError, ImportError) as exc:  # no data here: full splits, no read time
         if d.name not in KNOWN_SIZES:
             raise
         full_train, full_val = KNOWN_SIZES[d.name]
@@ -263,7 +263,7 @@ def probe_trial(
     t0 = time.perf_counter()
     n_train, n_val, read_s = split_sizes(cfg, notes)
     # what search and retraining each do first: datasets and class weights
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, ImportError):
         class_weights(s.data, build_dataset(s.data, "train"))
     once["setup"] = time.perf_counter() - t0
     geno = largest_genotype(cfg, classes)
