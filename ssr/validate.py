@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from ssr.errors import ConfigError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "check_device",
     "check_finite_fields",
     "validate_bench",
     "validate_data",
@@ -44,6 +46,8 @@ __all__ = [
 #: The widest layer a space or a genotype may ask for. The paper's widest is 128 channels; one
 #: 3x1 conv at this width already holds 200 M weights (0.8 GB), so more is a typo, not a network.
 MAX_CHANNELS = 8192
+#: Device names a config may give (what :func:`ssr.device.resolve_device` accepts).
+DEVICE = re.compile(r"^(cpu|cuda(:[0-9]+)?)$")
 #: The search's architecture dimensions, in the names ``shrink.order`` uses.
 DIMENSIONS = ("depth", "op", "out", "mid")
 
@@ -58,6 +62,11 @@ def _at_least(value: int | None, low: int, key: str, none: str = "") -> None:
     if value is None and none:
         return
     _check(value is not None and value >= low, f"{key} must be >= {low}{none}, got {value}")
+
+
+def check_device(name: str, key: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:<index>`` (whether CUDA is there is checked when used)."""
+    _check(bool(DEVICE.match(name)), f"{key} {name!r} is not valid; use cpu, cuda or cuda:<index>")
 
 
 def check_finite_fields(cfg: Any, prefix: str = "") -> None:
@@ -214,6 +223,7 @@ def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
     _at_least(cfg.bn_recalibration_batches, 1, f"{p}bn_recalibration_batches")
     _at_least(cfg.checkpoint_every, 1, f"{p}checkpoint_every")
     _at_least(cfg.seed, 0, f"{p}seed")
+    check_device(cfg.device, f"{p}device")
     bad_gap = [e for e in cfg.gap_epochs if not 1 <= e <= cfg.epochs]
     _check(not bad_gap, f"{p}gap_epochs: {bad_gap[:1]} not in 1..epochs ({cfg.epochs})")
 
@@ -229,6 +239,7 @@ def validate_retrain(cfg: RetrainConfig, prefix: str = "") -> None:
     _at_least(cfg.eval_every, 1, f"{p}eval_every")
     _at_least(cfg.checkpoint_every, 1, f"{p}checkpoint_every")
     _at_least(cfg.seed, 0, f"{p}seed")
+    check_device(cfg.device, f"{p}device")
 
 
 def validate_bench(cfg: BenchConfig, prefix: str = "") -> None:
@@ -242,6 +253,7 @@ def validate_bench(cfg: BenchConfig, prefix: str = "") -> None:
     _at_least(cfg.iters, 1, f"{p}iters")
     _at_least(cfg.repeats, 1, f"{p}repeats")
     _at_least(cfg.threads, 0, f"{p}threads", " (0: torch's default)")
+    check_device(cfg.device, f"{p}device")
 
 
 def validate_pipeline(cfg: PipelineConfig) -> None:

@@ -61,6 +61,11 @@ def precheck(args: argparse.Namespace) -> None:
     """What :func:`ssr.cli.main` checks before a command's heavy imports (torch): the genotype,
     the input, batch and memory (:func:`check_model_fits`) and that ``--weights`` exists, so a
     bad input is refused in a fraction of a second."""
+    device = getattr(args, "device", None)
+    if device is not None:
+        from ssr.validate import check_device
+
+        check_device(device, "--device")
     _genotype_of(args)
     if args.weights and not Path(args.weights).is_file():
         raise FileNotFoundError(f"weights file {args.weights} does not exist")
