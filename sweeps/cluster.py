@@ -90,7 +90,7 @@ def ensure_token(env: Mapping[str, str] = os.environ) -> Path | None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32))  # NOTE: what `ray get-auth-token --generate` writes
-            log.info("generated the Ray authentication token %s", path)
+            log.debug("generated the Ray authentication token %s", path)
         mode = path.stat()
         if mode.st_uid == os.getuid() and mode.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             path.chmod(0o600)  # NOTE: Ray writes it with the umask (often world-readable)

@@ -39,7 +39,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ssr.cliargs import add_config_args
 from ssr.config import ConfigError
@@ -52,19 +52,27 @@ from sweeps.rundir import (
     RUN_FILE,
     SWEEP_FILE,
     RunLocation,
+    abandon_run,
     claim_run,
     read_run_file,
     resolve_run,
     write_run_file,
 )
-from sweeps.spec import DEFAULT_CONFIG, dump_sweep, flat_source, load_sweep
+from sweeps.spec import DEFAULT_CONFIG, check_dataset, dump_sweep, flat_source, load_sweep
 
 log = logging.getLogger("sweeps")
 EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_NO_RESULTS, EXIT_INTERRUPTED = 2, 3, 1, 130
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one ``error:`` line (exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"error: {message} (see python sweeps/run.py --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python sweeps/run.py",
         description="Run a sweep of SSR searches (Ray Tune + Optuna + ASHA), track every trial in "
         "MLflow, write results.parquet and a Pareto report. No arguments: the embedded default "
@@ -183,22 +191,6 @@ def load_definition(args: argparse.Namespace) -> Sweep:
         if value is not None:
             cli.append(f"{key}={json.dumps(value)}")
     return load_sweep(args.config, [*args.set, *cli])
-
-
-def check_dataset(sweep: Sweep) -> None:
-    """A dataset other than the synthetic one must exist before trials start (ConfigError)."""
-    cfg = sweep.base_config
-    datas = [cfg.search.data] + ([cfg.retrain.data] if cfg.retrain.epochs > 0 else [])
-    if all(d.name == "synthetic" for d in datas):
-        return
-    from ssr.data import DATASETS, build_dataset
-
-    for d in datas:
-        if d.name not in DATASETS:
-            raise ConfigError(f"dataset.name {d.name!r}: registered datasets: {sorted(DATASETS)}")
-        if d.name != "synthetic":
-            for split in ("train", "val"):
-                build_dataset(d, split)
 
 
 def configure_logging() -> None:
@@ -333,10 +325,8 @@ def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]
             uri, sweep.spec.experiment, name, tracking.artifact_root(uri), varied
         )
         if not args.resume:
+            written = [run_dir / SWEEP_FILE, run_dir / RUN_FILE]
             dump_sweep(sweep, run_dir / SWEEP_FILE)
-            written.append(run_dir / SWEEP_FILE)
-        if not (run_dir / RUN_FILE).is_file():
-            written.append(run_dir / RUN_FILE)
         write_run_file(run_dir, uri, storage)
         from analysis.objectives import objectives_json
 
@@ -352,8 +342,8 @@ def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]
         state["tracker"] = tracker
     except (ConfigError, Unreachable, tracking.TrackingError) as exc:
         cluster.shutdown_ray()
-        for path in written:  # a sweep that never started leaves no definition behind
-            path.unlink(missing_ok=True)
+        if "lock" in state:  # a sweep that never started leaves no definition behind
+            abandon_run(location, written)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNREACHABLE
     log.info(
@@ -388,16 +378,14 @@ def _end_parent(state: dict[str, Any], status: str) -> None:
 
 
 def _save_traceback(run_dir: Path | None) -> str:
-    """Write the current exception's traceback to ``<run_dir>/driver_error.txt``; a note
-    naming the file (empty without a run folder)."""
+    """The traceback to ``<run_dir>/driver_error.txt``; a note naming it (or nothing)."""
     if run_dir is None:
         return ""
     path = Path(run_dir) / "driver_error.txt"
-    try:
+    with contextlib.suppress(OSError):
         path.write_text(traceback.format_exc())
-    except OSError:
-        return ""
-    return f" (traceback in {path})"
+        return f" (traceback in {path})"
+    return ""
 
 
 def _ray_address(args: argparse.Namespace) -> str | None:

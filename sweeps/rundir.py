@@ -16,6 +16,7 @@ lock, so two drivers started together cannot both create the run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import json
@@ -31,6 +32,8 @@ from ssr.config import ConfigError
 
 #: Names of runs and sweeps: safe as a folder name, an MLflow tag value and a Tune experiment.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Names the records would read as missing values (analysis.schema's null words).
+MISSING_WORDS = frozenset({"nan", "none", "null"})
 SWEEP_FILE = "sweep.yaml"
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.parquet"
@@ -55,6 +58,8 @@ def check_name(name: str, where: str) -> None:
     """Raise :class:`ConfigError` unless ``name`` is a valid run or sweep name."""
     if not NAME_RE.match(name):
         raise ConfigError(f"{where} {name!r}: use letters, digits, '.', '_' and '-' only")
+    if name.lower() in MISSING_WORDS:
+        raise ConfigError(f"{where} {name!r}: reads as a missing value in the records; rename it")
 
 
 def default_storage() -> Path:
@@ -165,6 +170,18 @@ def claim_run(location: RunLocation, resume: bool) -> int:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _warn_if_shared(run_dir)
     return fd
+
+
+def abandon_run(location: RunLocation, written: list[Path]) -> None:
+    """A claimed run that never started: remove the files this driver ``written`` there, and
+    the folder itself when nothing else is left in it but the lock."""
+    for path in written:
+        path.unlink(missing_ok=True)
+    left = {p.name for p in location.run_dir.iterdir()} if location.run_dir.is_dir() else set()
+    if left == {LOCK_FILE}:
+        with contextlib.suppress(OSError):
+            (location.run_dir / LOCK_FILE).unlink()
+            location.run_dir.rmdir()
 
 
 def _warn_if_shared(run_dir: Path) -> None:

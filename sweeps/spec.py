@@ -282,3 +282,19 @@ def flat_source(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def check_dataset(sweep: Sweep) -> None:
+    """A dataset other than the synthetic one must exist before trials start (ConfigError)."""
+    cfg = sweep.base_config
+    datas = [cfg.search.data] + ([cfg.retrain.data] if cfg.retrain.epochs > 0 else [])
+    if all(d.name == "synthetic" for d in datas):
+        return
+    from ssr.data import DATASETS, build_dataset
+
+    for d in datas:
+        if d.name not in DATASETS:
+            raise ConfigError(f"dataset.name {d.name!r}: registered datasets: {sorted(DATASETS)}")
+        if d.name != "synthetic":
+            for split in ("train", "val"):
+                build_dataset(d, split)

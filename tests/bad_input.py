@@ -165,9 +165,47 @@ REPORT = _cases(
     ("host without scheme", "--tracking-uri localhost:5000 --experiment x", "scheme"),
 )  # fmt: skip
 
-#: command name -> its bad inputs. ``sweeps/run.py``: its cases are added with the sweeps half
-#: of issue 10 (a sweep file, options, storage, tracking URIs).
-CASES: dict[str, list[Case]] = {"ssr": SSR, "analysis.report": REPORT, "sweeps/run.py": []}
+S = "--storage {dir}/runs --config sweeps/configs/smoke.yaml "  # a good sweep file, then one fault
+R = "--storage {dir}/runs --resume --name "  # a run folder of make_inputs
+SWEEPS = _cases(
+    ("sweep unknown key", S + "--set bogus=1", "bogus"),
+    ("sweep num_samples 0", S + "--num-samples 0", "num_samples"),
+    ("sweep num_samples 1e30", S + "--set num_samples=1e30", "num_samples"),
+    ("sweep num_samples text", S + "--num-samples abc", "--num-samples"),
+    ("sweep cpus 0", S + "--cpus-per-trial 0", "cpus_per_trial"),
+    ("sweep inf lr", S + "--set base.search.arch_optim.lr=.inf", "finite"),
+    ("sweep nan SSR weight", S + "--set base.search.ssr.op=.nan", "ssr.op"),
+    ("sweep inf range", (*S.split(), "--set", "space.ssr.op={loguniform: [5, .inf]}"),
+     "finite numbers"),
+    ("sweep log range from 0", (*S.split(), "--set", "space.ssr.op={loguniform: [0, 5]}"),
+     "> 0"),
+    ("sweep bench.iters 0", S + "--set base.bench.iters=0", "bench.iters"),
+    ("sweep train_size 0", S + "--set dataset.train_size=0", "train_size"),
+    ("sweep scheduler metric", S + "--set scheduler.metric=val_mIoU", "scheduler.metric"),
+    ("sweep unknown objective", (*S.split(), "--set", "objectives=[nope:max]"), "nope"),
+    ("sweep study storage", S + "--set searcher.storage=bogus://x", "searcher.storage"),
+    ("sweep file missing", "--storage {dir}/runs --config {dir}/absent.yaml", "does not exist"),
+    ("sweep duplicate key", "--storage {dir}/runs --config {dir}/duplicate.yaml",
+     "duplicate key 'iters'"),
+    ("sweep not a mapping", "--storage {dir}/runs --config {dir}/list.yaml", "expected a mapping"),
+    ("sweep not YAML", "--storage {dir}/runs --config {dir}/broken.yaml", "not valid YAML"),
+    ("sweep bad --name", S + "--name a/b", "--name"),
+    ("sweep unknown option", S + "--bogus", "unrecognized"),
+    ("retry without resume", S + "--retry-failed", "--resume"),
+    ("resume of nothing", R + "nothing", "holds no sweep"),
+    ("resume damaged run.json", R + "broken-json", "run.json cannot be read"),
+    ("resume damaged sweep.yaml", R + "broken-yaml", "not valid YAML"),
+    ("sweep dead tracking server", S + "--tracking-uri http://127.0.0.1:{port}", "unreachable",
+     3),
+    ("sweep file tracking store", S + "--tracking-uri file:///{dir}/mlruns", "file stores", 3),
+    ("sweep relative sqlite", S + "--tracking-uri sqlite:///rel.db", "absolute path", 3),
+    ("sweep dead Ray address", S + "--address 127.0.0.1:{port}", "unreachable", 3),
+    ("sweep unwritable storage", "--config sweeps/configs/smoke.yaml --storage /proc/ssr-runs "
+     "--tracking-uri sqlite:///{dir}/t.db", "cannot be created"),
+)  # fmt: skip
+
+#: command name -> its bad inputs.
+CASES: dict[str, list[Case]] = {"ssr": SSR, "analysis.report": REPORT, "sweeps/run.py": SWEEPS}
 
 
 def free_port() -> int:
@@ -238,6 +276,11 @@ def make_inputs(folder: Path, results: Path) -> None:
     frame = pd.read_parquet(results)
     frame.iloc[:0].to_parquet(folder / "no_rows.parquet")
     pd.DataFrame({"a": [1, 2], "status": ["done", "done"]}).to_parquet(folder / "other.parquet")
+    smoke = (ROOT / "sweeps" / "configs" / "smoke.yaml").read_text()
+    for run, damaged in (("broken-json", ("run.json", "{")), ("broken-yaml", ("sweep.yaml", "["))):
+        (folder / "runs" / run).mkdir(parents=True, exist_ok=True)
+        (folder / "runs" / run / "sweep.yaml").write_text(smoke)
+        (folder / "runs" / run / damaged[0]).write_text(damaged[1])
 
 
 def run_case(command: str, case: Case, folder: Path, port: int) -> tuple[int, str, float]:

@@ -23,7 +23,7 @@ def test_good_names(name: str) -> None:
     check_name(name, "--name")
 
 
-@pytest.mark.parametrize("name", ["", "-x", ".hidden", "a/b", "a b", "é"])
+@pytest.mark.parametrize("name", ["", "-x", ".hidden", "a/b", "a b", "é", "nan", "None"])
 def test_bad_names_are_refused_by_the_cli_and_the_sweep_file(name: str) -> None:
     with pytest.raises(ConfigError, match="--name"):
         check_name(name, "--name")
