@@ -144,15 +144,14 @@ def time_step(
 
 
 def _free_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0]) + torch.cuda.memory_allocated(device)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    """Free memory for the planner: :func:`ssr.footprint.available_bytes`, plus on CUDA what
+    this process holds now (its own tensors are freed before the planned trial runs)."""
+    from ssr.footprint import available_bytes
+
+    free = available_bytes(str(device))
+    if free is not None and device.type == "cuda":
+        free += torch.cuda.memory_allocated(device)
+    return free
 
 
 def _line(b: int, b1: int, v1: float, b2: int, v2: float, fixed: float = 0.0) -> float:
