@@ -75,10 +75,14 @@ class _Stop(Exception):
 
 
 class StepTimer:
-    """Wraps a loop's ``step``: warm-up, one counted iteration, then timed iterations."""
+    """Wraps a loop's ``step``: warm-up, timed iterations, then one counted iteration.
+
+    The work is counted last, after the timing, so that the counting (a dispatch mode) cannot
+    affect the timed steps.
+    """
 
     def __init__(self, warmup: int, n: int, profile: bool = False) -> None:
-        self.warmup, self.n = max(warmup, 1), n
+        self.warmup, self.n = warmup, n
         self.profile = profile
         self.prof: Any = None
         self.calls = 0
@@ -100,11 +104,11 @@ class StepTimer:
 
         def timed(batch: Any) -> Any:
             self.calls += 1
-            if self.calls == 1:  # count the work once, untimed
+            if len(self.times) == self.n:  # count the work once, untimed, then stop
                 with FlopCounterMode(display=False) as fc:
-                    out = step(batch)
+                    step(batch)
                 self.flops = {str(k): int(v) for k, v in fc.get_flop_counts()["Global"].items()}
-                return out
+                raise _Stop
             start, cpu0 = time.perf_counter(), time.process_time()
             timed_call = self.calls > self.warmup
             if timed_call and self._last_end is not None:
@@ -123,10 +127,8 @@ class StepTimer:
                 self.cpu.append(cpu1 - cpu0)
                 if self._weight_done is not None:
                     self.weight_part.append(self._weight_done - start)
-                if len(self.times) == self.n:
-                    if self.prof is not None:
-                        self.prof.__exit__(None, None, None)
-                    raise _Stop
+                if len(self.times) == self.n and self.prof is not None:
+                    self.prof.__exit__(None, None, None)
             return out
 
         return timed
@@ -289,7 +291,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations (first: counted)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations before the timed")
     ap.add_argument("--iters", type=int, default=3, help="timed iterations per pass")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2)
