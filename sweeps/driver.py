@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -39,7 +40,7 @@ from sweeps.protocol import (
 )
 from sweeps.recovery import failed_trials, rebuild_rows, settle_failed
 from sweeps.results import ResultsCallback, ResultsTable, result_trial_id, row_from_result
-from sweeps.rundir import EXCLUSIVE_FILE, REPORT_DIR, RESULTS_FILE
+from sweeps.rundir import EXCLUSIVE_FILE, REPORT_DIR, RESULTS_FILE, is_remote
 from sweeps.tracking import MlflowCallback, Tracker
 
 log = logging.getLogger("sweeps")
@@ -271,6 +272,20 @@ def run_sweep(
     stopped = ""
     try:
         tuner = make_tuner(sweep, storage, name, callbacks, resume, quiet, run_dir, retry_failed)
+    except Exception as exc:  # a damaged Tune state on resume, a storage Tune cannot use
+        tracker.finish({}, [], "FAILED")
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        hint = (
+            "; its tuner.pkl or experiment_state-*.json is damaged: start a new sweep (another "
+            "--name) with the same --config"
+            if resume
+            else ""
+        )
+        print(
+            f"error: Tune cannot run the sweep in {storage}/{name} ({why}){hint}", file=sys.stderr
+        )
+        return 3 if is_remote(storage) else 2  # NOTE: sweeps/run.py's exit statuses
+    try:
         with interrupts.fit():
             grid = tuner.fit()
     except KeyboardInterrupt:
