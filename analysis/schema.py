@@ -107,6 +107,7 @@ MEASUREMENT_COLUMNS = MappingProxyType(
         "exclusive_device": "string",
         "exclusive_threads": "Int64",
         "exclusive_backend": "string",  # e.g. "onnxruntime (deploy)": what was timed
+        "exported_weights": "string",  # "initial" or "retrained (best epoch N)": model.onnx
         "search_input_size": "string",  # "HxW"
         "retrain_epochs": "Int64",
     }

@@ -140,13 +140,25 @@ def run_pipeline(
 def measure_record(
     genotype: Genotype, cfg: PipelineConfig, out: Path, num_classes: int
 ) -> dict[str, Any]:
-    """FPS of the derived network on this (possibly shared) device, and its ONNX export."""
+    """FPS of the derived network on this (possibly shared) device, and its ONNX export.
+
+    The exported network carries the best retraining epoch's weights when the trial retrained
+    (``retrain/best.pt``), else its initial weights (``exported_weights`` says which).
+    """
     from ssr.bench import measure
     from ssr.network import DerivedNet
     from ssr.onnx_export import export_onnx
 
     b = cfg.bench
     model = DerivedNet(genotype, num_classes).eval()
+    weights = "initial"  # the architecture only: the search trains the search head, not this one
+    best = out / "retrain" / "best.pt"
+    if best.is_file():  # retrained: measure and export the network with its best weights
+        from ssr.checkpoint import load_checkpoint
+
+        state = load_checkpoint(best)
+        model.load_state_dict(state["model"])
+        weights = f"retrained (best epoch {state.get('epoch', '?')})"
     shape = (b.batch, 3, b.height, b.width)
     # NOTE: the deployment form, as the sweep's exclusive re-measurement (sweeps/trial.py)
     res = measure(model, shape, b, optimize=True).to_dict()
@@ -161,6 +173,7 @@ def measure_record(
         "input_size": f"{b.height}x{b.width}",
         "backend": f"{res.get('backend', b.backend)} ({res.get('form', 'as given')})",
         "fps_shared_device": True,
+        "exported_weights": weights,
     }
     if cfg.export_onnx:
         try:

@@ -31,6 +31,7 @@ REPORT_TEXT_FIELDS = (
     "backend",
     "baseline",
     "search_input_size",
+    "exported_weights",
 )
 #: Text fields of a final report that a results row keeps (``node``: where the trial ran).
 #: ``input_size`` is the bench (deployment) input, ``search_input_size`` the search's.
@@ -43,6 +44,7 @@ TEXT_FIELDS = (
     "node",
     "baseline",
     "search_input_size",
+    "exported_weights",
 )
 #: Numeric record fields of a final report that a results row keeps.
 NUMERIC_FIELDS = (

@@ -8,7 +8,8 @@ requirements, the run's params, and tags ``ssr.trial_id``, ``ssr.sweep``, ``ssr.
 ``ssr.baseline`` by which it is found again (a resume never logs it twice). The trial's final
 metrics are logged with the model's id, which links them to the model (its "Metrics" in the UI).
 
-The weights are the exported network's initial ones (tag ``ssr.weights = initial``): the
+The weights are the best retraining epoch's when the trial retrained, else the network's initial
+ones (tag ``ssr.weights``: ``retrained (best epoch N)`` or ``initial``); with initial weights the
 model is the architecture, for deployment, speed and export checks; its accuracy is the run's
 metrics. The registry of the front is :mod:`sweeps.tracking.registry`.
 """
@@ -85,7 +86,7 @@ def prepare_model(
     tags = {
         "ssr.trial_id": str(row["trial_id"]),
         "ssr.sweep": tracker.sweep,
-        "ssr.weights": "initial",
+        "ssr.weights": str(row.get("exported_weights") or "initial"),
     }
     for key in ("genotype_id", "baseline", "input_size"):
         if row.get(key):
