@@ -24,6 +24,8 @@ CONTEXT_COLUMNS = (
     "discretization_gap",
     "gap_at_discrete",
     "fallback_prunes",
+    "cfg.flops.weight",  # the FLOPs term is what moves a derived network's cost
+    "cfg.flops.target",
     "cfg.ssr.op",
     "cfg.ssr.out",
     "cfg.ssr.mid",
