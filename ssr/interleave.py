@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ssr.bench import measure
+from ssr.complexity import nchw
 from ssr.config import BenchConfig, ConfigError
 
 
@@ -112,6 +115,48 @@ def measure_interleaved(
     if not models:
         raise ConfigError("no models to measure")
     one = dataclasses.replace(cfg, repeats=1)
+    with tempfile.TemporaryDirectory(prefix="ssr-interleave-") as tmp:
+        runnable, form = _prepare(models, nchw(input_shape, cfg.batch), cfg, optimize, Path(tmp))
+        spreads, record = _rounds(runnable, input_shape, one, passes, optimize)
+    if form is not None:
+        record["form"] = form
+    return spreads, record
+
+
+def _prepare(
+    models: Mapping[str, nn.Module],
+    shape: tuple[int, ...],
+    cfg: BenchConfig,
+    optimize: bool,
+    tmp: Path,
+) -> tuple[dict[str, Any], str | None]:
+    """For ONNX Runtime, each model exported once (deploy form with ``optimize``) and opened as
+    a session, so that the passes time inference only; other backends take the modules."""
+    if cfg.backend != "onnxruntime":
+        return dict(models), None
+    from ssr.deploy import deploy
+    from ssr.network import DerivedNet
+    from ssr.onnx_export import export_onnx, ort_session
+
+    sessions: dict[str, Any] = {}
+    form = "as given"
+    for i, (name, model) in enumerate(models.items()):
+        if optimize and isinstance(model, DerivedNet):
+            model, form = deploy(model), "deploy"
+        path = tmp / f"model{i}.onnx"
+        export_onnx(model, shape, path, verify=False)
+        sessions[name] = ort_session(path, cfg.threads, cfg.device)
+    return sessions, form
+
+
+def _rounds(
+    models: Mapping[str, Any],
+    input_shape: Sequence[int],
+    one: BenchConfig,
+    passes: int,
+    optimize: bool,
+) -> tuple[dict[str, Spread], dict[str, Any]]:
+    """``passes`` rotated rounds of one timing pass per model."""
     names = list(models)
     medians: dict[str, list[float]] = {n: [] for n in names}
     p90s: dict[str, list[float]] = {n: [] for n in names}

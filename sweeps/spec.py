@@ -183,6 +183,14 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
             s.reduction_factor >= 2,
             f"scheduler.reduction_factor must be >= 2, got {s.reduction_factor}",
         )
+        rungs = [s.grace_period * s.reduction_factor**k for k in range(64)]
+        last = max_t - 1  # the last epoch report; the final record follows it
+        _check(
+            last not in rungs,
+            f"scheduler: a rung at step {last} (grace_period {s.grace_period} x reduction_factor"
+            f" {s.reduction_factor}^k) would stop trials after their whole budget, before they "
+            "derive and measure; choose grace_period/reduction_factor so that rungs fall earlier",
+        )
         _check(
             not base_cfg.search.stop_when_discrete,
             f"scheduler {s.kind} needs a fixed number of search epochs: "

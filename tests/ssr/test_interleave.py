@@ -45,3 +45,22 @@ def test_needs_two_passes_and_models() -> None:
         measure_interleaved({"a": _net(2, 0)}, (3, 8, 8), cfg, passes=1)
     with pytest.raises(ConfigError, match="no models"):
         measure_interleaved({}, (3, 8, 8), cfg, passes=2)
+
+
+def test_onnxruntime_exports_each_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssr.onnx_export as onnx_export
+
+    exported: list[str] = []
+    real = onnx_export.export_onnx
+
+    def counting(model, shape, path, **kw):  # type: ignore[no-untyped-def]
+        exported.append(str(path))
+        return real(model, shape, path, **kw)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", counting)
+    models = {"small": _net(4, 1), "big": _net(48, 5)}
+    cfg = BenchConfig(height=32, width=64, warmup=1, iters=5, threads=1, backend="onnxruntime")
+    spreads, record = measure_interleaved(models, (3, 32, 64), cfg, passes=3)
+    assert len(exported) == 2  # once per model, not once per pass
+    assert record["backend"] == "onnxruntime" and record["form"] == "as given"
+    assert spreads["big"].latency_ms_median > spreads["small"].latency_ms_median

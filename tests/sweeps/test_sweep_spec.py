@@ -56,6 +56,7 @@ def test_default_is_the_embedded_default() -> None:
         ("space.seed={grid: [0, 1]}", "space.seed"),  # grid with optuna
         ("scheduler={kind: asha, metric: derived_miou}", "scheduler.metric"),
         ("scheduler={kind: asha, metric: val_mIoU}", "scheduler.metric"),  # not reported
+        ("scheduler={kind: asha, grace_period: 1, reduction_factor: 3}", "whole budget"),
         ("scheduler={kind: moasha, cost_metric: gmacs}", "scheduler.cost_metric"),
         ("scheduler={kind: moasha, cost_metric: val_miou}", "scheduler.cost_metric"),
         ("scheduler={kind: asha, grace_period: 9}", "scheduler.grace_period"),
@@ -102,7 +103,7 @@ def test_searchers_and_scheduler() -> None:
     moasha = sweep.scheduler()  # the default: (val_miou max, expected_gmacs min) at each rung
     assert type(moasha).__name__ == "MOASHAScheduler"
     assert moasha.metrics == ("val_miou", "expected_gmacs") and moasha.modes == ("max", "min")
-    assert moasha.milestones == [8, 16]
+    assert moasha.milestones == [6, 12]  # rungs before the last epoch (16)
     asha = build_sweep(apply_overrides(smoke_raw(), ["scheduler={kind: asha}"])).scheduler()
     assert type(asha).__name__ == "AsyncHyperBandScheduler"
     searcher = sweep.searcher()
