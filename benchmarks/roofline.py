@@ -3,6 +3,7 @@
     python benchmarks/roofline.py                      # the probe at 1 and 2 threads
     python benchmarks/roofline.py --profile            # per-op profile of the ORT variants
     python benchmarks/roofline.py --profile --json     # one JSON object
+    python benchmarks/roofline.py --kernels            # the search's conv kernels, alone
 
 The probe (:func:`ssr.roofline.probe`) measures the best achievable conv GMAC/s at each thread
 count: a 3x3 conv of 64 -> 64 channels on 1x64x128x256 in torch (oneDNN, channels-last) and in
@@ -15,6 +16,12 @@ kernels by operator. The conv rate is the network's conv MACs (``ssr.complexity`
 form's zero-padded channels included, since it computes them) over the time in convolution
 kernels (``Conv``, ``FusedConv``, ``QLinearConv``), set against the probe; the rest is the time
 in everything else. The profiler adds 10-25 % to the kernels it times.
+
+``--kernels`` times the search supernet's convolutions alone (:data:`KERNEL_SHAPES`: 3x1 filters
+of 64 and 128 channels at the stages' resolutions for a 2x3x256x512 batch) at one thread, in
+thread CPU time (holds on a busy machine): forward, input gradient and weight gradient, in fp32
+NCHW, fp32 channels-last and bf16 channels-last. It tells what the search's kernels can reach at
+these shapes, against the probe's 3x3 forward conv.
 """
 
 from __future__ import annotations
@@ -31,6 +38,66 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CONV_OPS = ("Conv", "FusedConv", "QLinearConv", "NhwcFusedConv")
+#: (channels, height, width, dilation) of 3x1 convs of the search at batch 2x3x256x512
+KERNEL_SHAPES = ((64, 64, 128, 1), (64, 64, 128, 8), (64, 32, 64, 2), (128, 32, 64, 2),
+                 (128, 32, 64, 16), (128, 16, 32, 4))  # fmt: skip
+
+
+def _cpu_seconds(fn: Any, n: int = 8) -> float:
+    """Median thread CPU time of ``fn`` over ``n`` runs after two warm-up runs."""
+    import time
+
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(n):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return sorted(times)[n // 2]
+
+
+def kernel_table() -> list[dict[str, Any]]:
+    """GMAC/s of forward, input-gradient and weight-gradient 3x1 convs, one thread, CPU time."""
+    import torch
+    import torch.nn.functional as F
+
+    formats = (
+        ("fp32 NCHW", torch.float32, torch.contiguous_format),
+        ("fp32 channels-last", torch.float32, torch.channels_last),
+        ("bf16 channels-last", torch.bfloat16, torch.channels_last),
+    )
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for name, dtype, fmt in formats:
+            for c, h, w, d in KERNEL_SHAPES:
+                x = torch.randn(2, c, h, w, dtype=dtype).contiguous(memory_format=fmt)
+                wt = torch.randn(c, c, 3, 1, dtype=dtype).contiguous(memory_format=fmt)
+                x.requires_grad_()
+                wt.requires_grad_()
+
+                def conv(x: Any = x, wt: Any = wt, d: int = d) -> Any:
+                    return F.conv2d(x, wt, padding=(d, 0), dilation=(d, 1))
+
+                y = conv()
+                g = torch.randn_like(y)
+                seconds = {
+                    "forward": _cpu_seconds(conv),
+                    "input_grad": _cpu_seconds(
+                        lambda y=y, x=x, g=g: torch.autograd.grad(y, x, g, retain_graph=True)
+                    ),
+                    "weight_grad": _cpu_seconds(
+                        lambda y=y, wt=wt, g=g: torch.autograd.grad(y, wt, g, retain_graph=True)
+                    ),
+                }
+                macs = 2 * c * c * 3 * h * w
+                row = {"format": name, "shape": f"{c}ch {h}x{w} d{d}"}
+                rows.append(row | {k: round(macs / t / 1e9, 1) for k, t in seconds.items()})
+    finally:
+        torch.set_num_threads(old)
+    return rows
 
 
 def probe_table(threads: list[int]) -> dict[str, Any]:
@@ -126,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--threads", default="1,2", help="probe: comma-separated thread counts")
     p.add_argument("--profile", action="store_true", help="ORT per-op profile of the variants")
+    p.add_argument("--kernels", action="store_true", help="the search's conv kernels, alone")
     p.add_argument("--genotype", default="ssr_cityscapes")
     p.add_argument("--inputs", default="512x1024")
     p.add_argument("--variants", default="onnxruntime,onnxruntime-opt,onnxruntime-int8")
@@ -135,7 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
-    if args.profile:
+    if args.kernels:
+        out = {"kernels_gmacs_per_s_1thread": kernel_table()}
+        if not args.json:
+            print(f"{'format':<20}{'shape':<18}{'forward':>9}{'grad in':>9}{'grad w':>9}  GMAC/s")
+            for r in out["kernels_gmacs_per_s_1thread"]:
+                print(f"{r['format']:<20}{r['shape']:<18}{r['forward']:>9}{r['input_grad']:>9}"
+                      f"{r['weight_grad']:>9}")  # fmt: skip
+    elif args.profile:
         args.threads = threads[-1]
         out = run_profile(args)
     else:
