@@ -25,7 +25,6 @@ are counted by :mod:`ssr.complexity`; how close a latency comes to the machine's
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -33,7 +32,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from torch import nn
 from ssr.complexity import eval_mode, nchw
 from ssr.config import BenchConfig, ConfigError
 from ssr.deploy import deploy, fold_bn
-from ssr.host import OtherLoad, device_name
+from ssr.host import OtherLoad, device_name, torch_threads
 from ssr.network import DerivedNet
 from ssr.onnx_export import export_onnx, ort_session, require
 
@@ -177,18 +176,6 @@ def _check_cfg(cfg: BenchConfig) -> None:
         )
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[int]:
-    """Set torch's intra-op threads to ``n`` (> 0) for the block; yields the count in use."""
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)
-
-
 def _record(cfg: BenchConfig, shape: tuple[int, ...], backend: str, threads: int) -> dict[str, Any]:
     return {
         "backend": backend,
@@ -220,7 +207,7 @@ def _measure_torch(
     cuda = dev.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
     old_bench = torch.backends.cudnn.benchmark
-    with _torch_threads(cfg.threads) as threads, eval_mode(model), torch.inference_mode():
+    with torch_threads(cfg.threads) as threads, eval_mode(model), torch.inference_mode():
         if cuda:
             torch.backends.cudnn.benchmark = True
         try:

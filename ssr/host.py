@@ -13,6 +13,7 @@ import contextlib
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -106,3 +107,15 @@ class OtherLoad:
         other = (busy1 - self._busy0) - (time.process_time() - self._own0)
         cores = os.cpu_count() or 1
         self.value = round(min(max(other / max(wall * cores, 1e-9), 0.0), 1.0), 3)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """Set torch's intra-op threads to ``n`` (> 0) for the block; yields the count in use."""
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)

@@ -25,16 +25,15 @@ are not counted as work, so a network's share of the probe also shows what its o
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ssr.host import OtherLoad
+from ssr.host import OtherLoad, torch_threads
 
 __all__ = ["PROBE_SHAPE", "Probe", "achieved", "probe"]
 
@@ -87,17 +86,6 @@ def _best_seconds(fn: Callable[[], object], iters: int, warmup: int = 2) -> floa
         fn()
         best = min(best, clock() - t0)
     return best
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[int]:
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)
 
 
 def _conv_macs() -> int:
@@ -188,7 +176,7 @@ def probe(threads: int = 0, *, iters: int = 10, refresh: bool = False) -> Probe:
     a second; later calls with the same thread count return the cached :class:`Probe` unless
     ``refresh``. ``other_load`` says how much of the CPU other processes used meanwhile.
     """
-    with _threads(threads) as n:
+    with torch_threads(threads) as n:
         key = (n, True)
         if key in _CACHE and not refresh:
             return _CACHE[key]

@@ -188,6 +188,16 @@ def validate_optim(opt: OptimConfig, prefix: str) -> None:
     )
 
 
+def _precision_layout(precision: str, channels_last: bool, device: str, prefix: str) -> None:
+    # NOTE: measured (BENCHMARKS.md, machine B): bf16 autocast with channels-last training on
+    # CPU gives a non-finite loss or weight gradient within 20 iterations; each alone is fine
+    _check(
+        not (precision == "bf16" and channels_last and not device.startswith("cuda")),
+        f"{prefix}precision bf16 with {prefix}channels_last on CPU diverges in this torch build; "
+        "use one of them",
+    )
+
+
 def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
     """One search: its space, data, SSR and FLOPs weights, shrinking, optimisers, epochs."""
     p = prefix
@@ -224,6 +234,7 @@ def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
     _at_least(cfg.checkpoint_every, 1, f"{p}checkpoint_every")
     _at_least(cfg.seed, 0, f"{p}seed")
     check_device(cfg.device, f"{p}device")
+    _precision_layout(cfg.precision, cfg.channels_last, cfg.device, p)
     bad_gap = [e for e in cfg.gap_epochs if not 1 <= e <= cfg.epochs]
     _check(not bad_gap, f"{p}gap_epochs: {bad_gap[:1]} not in 1..epochs ({cfg.epochs})")
 
@@ -237,6 +248,7 @@ def validate_retrain(cfg: RetrainConfig, prefix: str = "") -> None:
     _check(cfg.optim.lr > 0, f"{p}optim.lr must be > 0")
     validate_optim(cfg.optim, f"{p}optim.")
     _at_least(cfg.eval_every, 1, f"{p}eval_every")
+    _precision_layout(cfg.precision, cfg.channels_last, cfg.device, p)
     _at_least(cfg.checkpoint_every, 1, f"{p}checkpoint_every")
     _at_least(cfg.seed, 0, f"{p}seed")
     check_device(cfg.device, f"{p}device")

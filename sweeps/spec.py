@@ -172,6 +172,12 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
         f"scheduler.metric: {s.metric!r} is not reported by every epoch of a trial; "
         f"use one of {', '.join(EPOCH_METRICS)}",
     )
+    _check(
+        base_cfg.bench.precision != "int8",
+        "base.bench.precision: int8 needs calibration images and is measured alone with "
+        "`python -m ssr bench --genotype G --backend ort-int8`; a sweep measures fp32, fp16 or "
+        "bf16",
+    )
     if s.kind in ("asha", "moasha"):
         max_t = b.search_epochs + b.retrain_epochs + 1
         _check(s.grace_period >= 1, f"scheduler.grace_period must be >= 1, got {s.grace_period}")

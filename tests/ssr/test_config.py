@@ -165,3 +165,13 @@ def test_the_split_modules_are_one_api() -> None:
             and not any(isinstance(p, ast.If) for p in ast.walk(tree) if n in ast.walk(p))
         }
         assert all(order.index(m) < order.index(module) for m in imported), (module, imported)
+
+
+def test_bf16_with_channels_last_on_cpu_is_refused() -> None:
+    """Measured to diverge on CPU (BENCHMARKS.md); either setting alone is accepted."""
+    from ssr.config import SearchConfig, load_config
+
+    with pytest.raises(ConfigError, match="channels_last"):
+        load_config(SearchConfig, None, ["precision=bf16", "channels_last=true"])
+    load_config(SearchConfig, None, ["precision=bf16"])
+    load_config(SearchConfig, None, ["channels_last=true"])

@@ -61,6 +61,7 @@ def test_default_is_the_embedded_default() -> None:
         ("scheduler={kind: moasha, cost_metric: val_miou}", "scheduler.cost_metric"),
         ("scheduler={kind: asha, grace_period: 9}", "scheduler.grace_period"),
         ("base.search.device=cuda", "gpus_per_trial"),
+        ("base.bench.precision=int8", "base.bench.precision"),
     ],
 )
 def test_validation_names_the_key(override: str, key: str) -> None:
