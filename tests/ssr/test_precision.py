@@ -88,10 +88,11 @@ def test_short_retrain_in_reduced_precision(tmp_path, precision) -> None:
         data=DataConfig(height=32, width=64, train_size=8, val_size=4, batch_size=4),
         epochs=2,
         precision=precision,
-        channels_last=True,
+        # NOTE: bf16 with channels_last is refused on CPU (it diverges: ssr/validate.py)
+        channels_last=precision != "bf16",
     )
     res = run_retrain(cfg, Genotype.load("ssr_cityscapes"), tmp_path, progress=False)
-    assert res.precision == precision and res.channels_last is True
+    assert res.precision == precision and res.channels_last is (precision != "bf16")
     assert _finite([res.miou, res.pixel_acc] + [r["train_loss"] for r in res.history])
     assert ("skipped_steps" in res.history[0]) == (precision == "fp16")
     state = torch.load(tmp_path / "last.pt", weights_only=True)
