@@ -4,7 +4,7 @@ A sweep records the objectives it ranked (:data:`OBJECTIVES_KEY`, JSON
 ``[{"metric": column, "mode": "max" | "min"}, ...]``) in ``results.parquet``'s schema metadata
 and on its MLflow parent run; the loaders put them in ``df.attrs["objectives"]`` (same list of
 dicts). Every view (``python -m analysis.report``, the sweep's own report, the notebook) ranks
-those unless told otherwise, so that all of them draw the same front (docs/design.md §3).
+those unless told otherwise, so that all of them draw the same front (docs/architecture.md §3).
 
 Rules, so that an alias never silently switches to a column the sweep did not rank:
 

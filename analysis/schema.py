@@ -1,4 +1,4 @@
-"""The result record: one row per trial, i.e. per derived architecture (docs/design.md §3).
+"""The result record: one row per trial, i.e. per derived architecture (docs/architecture.md §3).
 
 This module is THE single definition of the record. The sweep driver builds its rows, passes them
 through :func:`coerce_records` / :func:`validate_records` (or simply :func:`write_records`) and
@@ -11,7 +11,7 @@ NaN-valued default ``str``), flags ``"boolean"``, counts ``"Int64"``, measuremen
 Config columns (``cfg.<dotted.key>``) may hold numbers, text or flags; they are coerced to the
 same four dtypes. mIoU values are fractions in [0, 1] (plots may show percent).
 
-Fields that say what a number means (docs/design.md §3, §5):
+Fields that say what a number means (docs/architecture.md §3, §5):
 
 - ``baseline``: which arm of the sweep produced the point: ``ssr`` (SSR weights and shrinking as
   sampled), ``darts_pruning`` (SSR weights 0, shrinking on) or ``no_shrink`` (shrinking off,

@@ -1,4 +1,4 @@
-"""The one latency measurement procedure and its record (docs/design.md §5).
+"""The one latency measurement procedure and its record (docs/architecture.md §5).
 
 Every FPS number of the project goes through :func:`measure`, so numbers are comparable and come
 with the record of what they ran on. The procedure extends the official one (docs/method.md
@@ -58,14 +58,14 @@ BACKENDS = ("torch", "onnxruntime")
 
 @dataclass
 class BenchResult:
-    """One latency measurement and the record of what it ran on (docs/design.md §5).
+    """One latency measurement and the record of what it ran on (docs/architecture.md §5).
 
     ``latency_ms_*`` are over all timed iterations of all passes; ``pass_medians_ms`` holds the
     median of each pass and ``cv_between_passes`` their coefficient of variation (stdev / mean).
     ``latency_ms_p10`` and ``latency_ms_best_pass`` (the lowest pass median) estimate what the
     machine does undisturbed: noise from outside (other processes, other tenants of a virtual
     machine's host) only adds time, so they repeat better than the median on shared machines
-    (BENCHMARKS.md); the median and p90 stay the headline figures (docs/design.md §3).
+    (BENCHMARKS.md); the median and p90 stay the headline figures (docs/architecture.md §3).
     ``other_load`` is the share of the machine's CPU other processes used meanwhile. ``form``
     says what ran: the model ``as given``, an exact inference form (``measure(optimize=True)``)
     or ``int8 QDQ`` (``calibration`` then says on what). ``candidates`` (``auto`` only) holds
@@ -281,7 +281,7 @@ def measure(
     calibration: Any = None,
     calibration_images: int | None = None,
 ) -> BenchResult:
-    """Latency and FPS of a model by the one procedure (docs/design.md §5, docs/method.md §8.3).
+    """Latency and FPS of a model by the one procedure (docs/architecture.md §5, docs/method.md §8.3).
 
     ``model_or_session``: an ``nn.Module``, an onnxruntime ``InferenceSession`` or the path of
     an ``.onnx`` file. ``input_shape``: ``(C, H, W)`` (batch from ``cfg.batch``) or

@@ -1,4 +1,4 @@
-"""The command line of the library: ``python -m ssr <command>`` (docs/design.md §2).
+"""The command line of the library: ``python -m ssr <command>`` (docs/architecture.md §2).
 
 Thin entry points over library calls. :data:`COMMANDS` is the table of commands (one module
 each under :mod:`ssr.commands`); :func:`build_parser` is the one place the parser is built and

@@ -276,7 +276,7 @@ class RetrainConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """The one FPS procedure (docs/design.md §5): fixed input, warm-up, synchronised timed iterations.
+    """The one FPS procedure (docs/architecture.md §5): fixed input, warm-up, synchronised timed iterations.
 
     ``repeats`` independent timing passes of ``iters`` iterations each; the median over all
     iterations and the spread between passes are reported. ``threads=0`` keeps torch's default.

@@ -1,4 +1,4 @@
-"""The two kinds of failure the library reports in one line (docs/design.md §6).
+"""The two kinds of failure the library reports in one line (docs/architecture.md §6).
 
 :class:`ConfigError` is bad input: an unknown key, a wrong type, a value out of range, a missing
 file, a genotype the network cannot build, an input that does not fit in memory. Entry points

@@ -1,4 +1,4 @@
-"""What a measurement ran on, and whether the machine was shared meanwhile (docs/design.md §5).
+"""What a measurement ran on, and whether the machine was shared meanwhile (docs/architecture.md §5).
 
 Every latency figure carries the name of its device (:func:`device_name`: the GPU model, or the
 CPU model from ``/proc/cpuinfo``) and the share of the machine's CPU that *other* processes used

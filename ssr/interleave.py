@@ -6,7 +6,7 @@ measures the machine, not the architectures. Here every network is timed in each
 ``passes`` rounds, in a rotated order, with the one procedure of :func:`ssr.bench.measure`
 (one pass of ``cfg.iters`` timed iterations after ``cfg.warmup`` warm-up iterations). A drift
 then hits every network alike, and each network keeps its pass medians, so that a front can say
-which points are apart and which are tied (docs/design.md §5).
+which points are apart and which are tied (docs/architecture.md §5).
 
 The interval of a network is the range of its pass medians (slowest to fastest pass): a point
 whose interval overlaps another's is not ranked against it.

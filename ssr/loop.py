@@ -1,4 +1,4 @@
-"""The one epoch loop, and evaluation through it (docs/design.md §6, docs/method.md §8.3).
+"""The one epoch loop, and evaluation through it (docs/architecture.md §6, docs/method.md §8.3).
 
 :func:`run_epoch` iterates batches through a ``step`` callable and averages what it returns;
 the search's bi-level step, retraining and evaluation all go through it, so progress bars,

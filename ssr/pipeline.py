@@ -3,7 +3,7 @@
 :func:`run_pipeline` is what a sweep's trial runs (``sweeps/trial.py``) and what
 ``python -m ssr pipeline`` runs by hand. It reports every search and retraining epoch through
 one reporter with a global step, writes everything it computes into ``out_dir`` (so a crashed
-or resumed trial loses nothing), and returns the trial's record (docs/design.md §3).
+or resumed trial loses nothing), and returns the trial's record (docs/architecture.md §3).
 
 Besides the results, the record says how the trial ran: the search's and retraining's
 ``precision`` and ``channels_last`` (``search_precision``, ... ; ``precision`` itself is the

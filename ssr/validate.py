@@ -1,4 +1,4 @@
-"""Range checks of a config: what types alone cannot say (docs/design.md §6).
+"""Range checks of a config: what types alone cannot say (docs/architecture.md §6).
 
 Loading (:mod:`ssr.configload`) checks keys and types; this module checks values, so that a
 config that validates is a config that runs: every float is finite (``.inf`` and ``.nan`` are

@@ -1,6 +1,6 @@
 """Reading YAML strictly: the one loader of every config file, sweep file and ``--set`` value.
 
-PyYAML's ``safe_load`` reads YAML 1.1, which has two traps for configs (docs/design.md §6):
+PyYAML's ``safe_load`` reads YAML 1.1, which has two traps for configs (docs/architecture.md §6):
 
 - a key given twice silently keeps its last value (``lr: 0.1`` ... ``lr: 0.01``);
 - a number in scientific notation without a dot or without an exponent sign (``1e30``,

@@ -1,6 +1,6 @@
 """Sweeps: SSR searches run as a Ray Tune sweep (Optuna, ASHA), tracked in MLflow.
 
-The orchestration half of the project (docs/design.md §1): the only package that imports Ray
+The orchestration half of the project (docs/architecture.md §1): the only package that imports Ray
 (and Optuna through Ray's searcher). ``python sweeps/run.py`` is the entry point. Its modules:
 
 - :mod:`sweeps.run`: the command line and the order of work; :mod:`sweeps.cluster`: Ray start-up;

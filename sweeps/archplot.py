@@ -1,4 +1,4 @@
-"""A picture of a derived architecture, drawn from its genotype JSON (docs/design.md §4).
+"""A picture of a derived architecture, drawn from its genotype JSON (docs/architecture.md §4).
 
 One box per block, left to right: the stem, then per stage its reduction (grey) and its searched
 layers (docs/method.md §7). A layer's box is coloured by its dilation, its height is its output

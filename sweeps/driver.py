@@ -1,7 +1,7 @@
 """The sweep after its checks: Tune fit, missing rows, exclusive re-measurement, sync, report.
 
 Called by ``sweeps/run.py`` once the sweep file, dataset, tracking store and Ray are known to be
-good. Steps (docs/design.md §4-§5; what the driver adds to Tune and MLflow: docs/stack.md §9):
+good. Steps (docs/architecture.md §4-§5; what the driver adds to Tune and MLflow: docs/stack.md §9):
 
 1. ``Tuner.fit()`` (or ``Tuner.restore`` on ``--resume``), with the results and MLflow callbacks
    writing from the driver as trials end;
@@ -142,7 +142,7 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
     """Exclusive FPS of every unique genotype: one Ray task, all genotypes interleaved.
 
     The genotypes are timed together in ``bench.repeats`` rotated passes (at least 2) on one
-    device with nothing else running (docs/design.md §5), so that they are compared like for
+    device with nothing else running (docs/architecture.md §5), so that they are compared like for
     like and each keeps its spread. The values are cached in ``exclusive.json`` with the bench
     settings; when a resumed sweep adds genotypes, all are measured again together.
     """

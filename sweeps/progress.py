@@ -1,6 +1,6 @@
 """A live sweep on the console: trial starts and ends, progress, ETA, and a heartbeat.
 
-:class:`ProgressCallback` is a Tune callback of the driver (docs/design.md §4). It prints
+:class:`ProgressCallback` is a Tune callback of the driver (docs/architecture.md §4). It prints
 
 - a start line per trial, at most :data:`MAX_LINE` characters: its number, baseline and the
   values the sweep varied (``#08 start  ssr op=32 out=12 thr=.15 seed=1``);

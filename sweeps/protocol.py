@@ -1,7 +1,7 @@
 """The names a trial, the results table, the MLflow tracking and the searchers agree on.
 
 A trial (:mod:`sweeps.trial`) talks to the driver only through Tune reports and checkpoints
-(docs/design.md §4); these constants are that protocol: which report carries the final record,
+(docs/architecture.md §4); these constants are that protocol: which report carries the final record,
 which record fields a row and a run take, which files the final checkpoint holds, the statuses a
 finished trial can have and the name of a trial's folder. A leaf module: it imports nothing of
 the project, so every other module of :mod:`sweeps` may import it without a cycle.
@@ -67,7 +67,7 @@ NUMERIC_FIELDS = (
     "batch",
     "space_log10_size",
 )
-#: Fields of the exclusive re-measurement after the sweep (docs/design.md §5).
+#: Fields of the exclusive re-measurement after the sweep (docs/architecture.md §5).
 #: ``fps_exclusive`` is the median over interleaved passes, ``_lo``/``_hi`` the slowest and the
 #: fastest pass (:mod:`ssr.interleave`): points whose ranges overlap are tied, not ranked.
 EXCLUSIVE_FIELDS = (

@@ -1,4 +1,4 @@
-"""The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (docs/design.md §3).
+"""The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (docs/architecture.md §3).
 
 ``run_trial(config)`` turns the Tune trial config (see :meth:`sweeps.definition.Sweep.param_space`)
 into a validated :class:`ssr.config.PipelineConfig`, runs search -> derive -> retrain -> measure
@@ -151,7 +151,7 @@ def measure_exclusive(
 ) -> dict[str, dict[str, Any]]:
     """Exclusive FPS of every genotype, timed alone on one device in interleaved passes.
 
-    Runs as one Ray task after the sweep (docs/design.md §5): each genotype's DerivedNet at the
+    Runs as one Ray task after the sweep (docs/architecture.md §5): each genotype's DerivedNet at the
     sweep's bench input is timed once in each of ``passes`` rotated rounds
     (:func:`ssr.interleave.measure_interleaved`), so that a change in the machine's load hits
     every network alike; each keeps its spread (``fps_exclusive_lo``/``_hi``: slowest and

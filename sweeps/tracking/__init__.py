@@ -1,4 +1,4 @@
-"""MLflow tracking of a sweep, written from the driver (docs/design.md §4, docs/stack.md §4).
+"""MLflow tracking of a sweep, written from the driver (docs/architecture.md §4, docs/stack.md §4).
 
 One parent run per sweep and one nested child run per trial, created by a Tune callback in the
 driver. Resuming reuses runs (found by tag, never created twice); a tracking store that goes

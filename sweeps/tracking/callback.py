@@ -1,6 +1,6 @@
 """The Tune callback that writes a sweep's trials to MLflow from the driver.
 
-Logging from the driver (docs/design.md §4) means one writer, so a SQLite store never locks, and
+Logging from the driver (docs/architecture.md §4) means one writer, so a SQLite store never locks, and
 workers on a cluster need no route to the tracking server: a trial hands its epochs, its final
 record and its artifacts to Tune (reports and checkpoints), and this callback passes them on.
 """

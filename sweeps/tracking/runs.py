@@ -1,7 +1,7 @@
 """The sweep's runs in MLflow: one parent per sweep, one nested child per trial, their ends.
 
 The parent is tagged ``ssr.role=sweep``, ``ssr.sweep=<name>``; a child ``ssr.role=trial``,
-``ssr.trial_id``, ``ssr.baseline`` and ``mlflow.parentRunId`` (docs/design.md §4). Runs are found
+``ssr.trial_id``, ``ssr.baseline`` and ``mlflow.parentRunId`` (docs/architecture.md §4). Runs are found
 by these tags, never created twice: a resumed sweep reuses its parent and each trial's oldest
 child. A child is named by its baseline and the values the sweep varied
 (:func:`~sweeps.tracking.names.trial_label`) and holds as params only those values and the few
