@@ -80,6 +80,63 @@ def start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     )  # fmt: skip
 
 
+#: A loopback Ray cluster: Ray rewrites 127.0.0.1 to the routable address, not 127.0.0.2/3
+#: (docs/stack.md §3); each node gets a capped memory so two fit on the test machine.
+HEAD, WORKER = "127.0.0.2", "127.0.0.3"
+NODE_MEM = ["--memory=3000000000", "--object-store-memory=300000000"]
+
+
+def wait_ray(
+    address: str, expr: str, expected: str, env: dict[str, str], timeout: float = 90
+) -> None:
+    """Wait until ``print(<expr>)`` in a client of the cluster at ``address`` prints ``expected``
+    (e.g. ``sum(1 for x in ray.nodes() if x['Alive'])`` and ``"2"``)."""
+    code = f"import ray; ray.init(address='{address}', logging_level='ERROR'); print({expr})"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [PYTHON, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+            start_new_session=True,
+        )  # fmt: skip
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [expected]:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the Ray cluster at {address} did not reach {expr} == {expected}")
+
+
+def start_cluster(
+    logs: Path,
+    env: dict[str, str],
+    procs: list,
+    head: tuple[str, ...] = (),
+    head_cpus: int = 1,
+    workers: int = 1,
+) -> str:
+    """``ray start`` a head on HEAD with ``head_cpus`` CPUs (``head``: extra options such as
+    ``--num-gpus=2``) and ``workers`` one-CPU nodes on WORKER,
+    appending each process to ``procs`` (stop them with kill_group/reap_group); returns the
+    address once every node is alive."""
+    port = free_port(HEAD)
+    address = f"{HEAD}:{port}"
+    ray = str(BIN / "ray")
+    procs.append(start(
+        [ray, "start", "--head", "--block", f"--node-ip-address={HEAD}", f"--port={port}",
+         f"--num-cpus={head_cpus}", *NODE_MEM, "--include-dashboard=false",
+         "--disable-usage-stats", *head],
+        logs / "head.log", env,
+    ))  # fmt: skip
+    if workers:
+        time.sleep(3)
+    for i in range(workers):
+        procs.append(start(
+            [ray, "start", "--block", f"--address={address}", f"--node-ip-address={WORKER}",
+             "--num-cpus=1", *NODE_MEM],
+            logs / f"worker{i}.log", env,
+        ))  # fmt: skip
+    wait_ray(address, "sum(1 for x in ray.nodes() if x['Alive'])", str(1 + workers), env)
+    return address
+
+
 def run_sweep(
     args: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 420
 ) -> tuple[int, str]:

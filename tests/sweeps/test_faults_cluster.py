@@ -17,22 +17,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sweep_helpers import (
-    BIN,
     PYTHON,
     RUN,
     SMOKE,
-    free_port,
+    WORKER,
     kill_group,
     reap_group,
     start,
+    start_cluster,
     sweep_env,
 )
 
 from sweeps.reaper import descendants
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-HEAD, WORKER = "127.0.0.2", "127.0.0.3"
-MEM = ["--memory=3000000000", "--object-store-memory=300000000"]
 
 
 def cmdline(pid: int) -> str:
@@ -64,42 +62,11 @@ def running_on_worker(run_dir: Path, timeout: float) -> None:
     raise TimeoutError(f"no trial reported from {WORKER} within {timeout} s")
 
 
-def wait_nodes(address: str, n: int, env: dict[str, str], timeout: float = 90) -> None:
-    code = (
-        f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-        "print(sum(1 for x in ray.nodes() if x['Alive']))"
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            [PYTHON, "-c", code], capture_output=True, text=True, env=env, timeout=60,
-            start_new_session=True,
-        )  # fmt: skip
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
-            return
-        time.sleep(2)
-    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes")
-
-
 def test_a_lost_node_fails_its_trial_and_the_sweep_completes(tmp_path: Path) -> None:
-    port = free_port(HEAD)
-    address = f"{HEAD}:{port}"
     env = sweep_env()
-    ray = str(BIN / "ray")
-    nodes = []
+    nodes: list = []
     try:
-        nodes.append(start(
-            [ray, "start", "--head", "--block", f"--node-ip-address={HEAD}", f"--port={port}",
-             "--num-cpus=1", *MEM, "--include-dashboard=false", "--disable-usage-stats"],
-            tmp_path / "head.log", env,
-        ))  # fmt: skip
-        time.sleep(3)
-        nodes.append(start(
-            [ray, "start", "--block", f"--address={address}", f"--node-ip-address={WORKER}",
-             "--num-cpus=1", *MEM],
-            tmp_path / "worker.log", env,
-        ))  # fmt: skip
-        wait_nodes(address, 2, env)
+        address = start_cluster(tmp_path, env, nodes)
         storage = tmp_path / "runs"
         sweep = start(
             [PYTHON, str(RUN), "--config", str(SMOKE), "--num-samples", "3",

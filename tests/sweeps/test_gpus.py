@@ -13,50 +13,33 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from sweep_helpers import BIN, SMOKE, free_port, kill_group, reap_group, run_sweep, start, sweep_env
+from sweep_helpers import (
+    SMOKE,
+    kill_group,
+    reap_group,
+    run_sweep,
+    start_cluster,
+    sweep_env,
+    wait_ray,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
-HEAD = "127.0.0.2"
-MEM = ["--memory=4000000000", "--object-store-memory=300000000"]
-
-
-def _wait_gpus(address: str, env: dict[str, str], timeout: float = 90) -> None:
-    code = (
-        f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-        "print(ray.cluster_resources().get('GPU', 0))"
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            [str(BIN / "python"), "-c", code], capture_output=True, text=True, env=env,
-            timeout=60, start_new_session=True,
-        )  # fmt: skip
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == ["2.0"]:
-            return
-        time.sleep(2)
-    raise RuntimeError(f"the Ray head at {address} did not come up with 2 GPUs")
 
 
 @pytest.fixture(scope="module")
 def gpu_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("gpus")
-    port = free_port(HEAD)
-    address = f"{HEAD}:{port}"
     env = sweep_env()
-    head = start(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--node-ip-address={HEAD}",
-         f"--port={port}", "--num-cpus=4", "--num-gpus=2", *MEM, "--include-dashboard=false",
-         "--disable-usage-stats"],
-        tmp / "head.log", env,
-    )  # fmt: skip
+    procs: list = []
     try:
-        _wait_gpus(address, env)
+        # one node declaring two logical GPUs; ready once the cluster reports them
+        address = start_cluster(tmp, env, procs, head=("--num-gpus=2",), head_cpus=4, workers=0)
+        wait_ray(address, "ray.cluster_resources().get('GPU', 0)", "2.0", env)
         storage = tmp / "runs"
         t0 = time.monotonic()
         code, out = run_sweep(
@@ -69,8 +52,9 @@ def gpu_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
         yield {"code": code, "out": out, "run_dir": storage / "gpus",
                "seconds": time.monotonic() - t0}  # fmt: skip
     finally:
-        kill_group(head, signal.SIGTERM, wait=5)
-        reap_group(head)
+        for p in reversed(procs):
+            kill_group(p, signal.SIGTERM, wait=5)
+            reap_group(p)
 
 
 def _records(run_dir: Path) -> list[dict]:

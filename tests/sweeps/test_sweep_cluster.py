@@ -10,68 +10,33 @@ their own sessions so that killing the process groups stops exactly these nodes 
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from sweep_helpers import (
-    BIN,
+    HEAD,
     SMOKE,
+    WORKER,
     check_sweep,
-    free_port,
     kill_group,
     reap_group,
     run_sweep,
-    start,
+    start_cluster,
     sweep_env,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 N = 4
-HEAD, WORKER = "127.0.0.2", "127.0.0.3"
-MEM = ["--memory=3000000000", "--object-store-memory=300000000"]
-
-
-def _wait_nodes(address: str, n: int, env: dict[str, str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    code = (
-        f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-        "print(sum(1 for x in ray.nodes() if x['Alive']))"
-    )
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            [str(BIN / "python"), "-c", code], capture_output=True, text=True, env=env,
-            timeout=60, start_new_session=True,
-        )  # fmt: skip
-        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(n)]:
-            return
-        time.sleep(2)
-    raise RuntimeError(f"the Ray cluster at {address} did not reach {n} nodes")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("cluster")
-    port = free_port(HEAD)
-    address = f"{HEAD}:{port}"
     env = sweep_env()
-    ray = str(BIN / "ray")
-    procs = []
+    procs: list = []
     try:
-        procs.append(start(
-            [ray, "start", "--head", "--block", f"--node-ip-address={HEAD}", f"--port={port}",
-             "--num-cpus=1", *MEM, "--include-dashboard=false", "--disable-usage-stats"],
-            tmp / "head.log", env,
-        ))  # fmt: skip
-        time.sleep(3)
-        procs.append(start(
-            [ray, "start", "--block", f"--address={address}", f"--node-ip-address={WORKER}",
-             "--num-cpus=1", *MEM],
-            tmp / "worker.log", env,
-        ))  # fmt: skip
-        _wait_nodes(address, 2, env)
+        address = start_cluster(tmp, env, procs)
         yield {"address": address, "tmp": tmp}
     finally:
         for p in reversed(procs):
