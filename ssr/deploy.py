@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr.network import PSP_BINS, AggregationHead, DerivedNet
-from ssr.ops import FactorizedOp, adaptive_avg_pool
+from ssr.ops import FactorizedOp, adaptive_avg_pool, halve
 
 MASK = -1e30  # bias of dropped residual channels: ReLU(MASK + x) == 0 for any |x| < 1e29
 
@@ -186,7 +186,7 @@ class DeployNet(nn.Module):
         psp = F.relu(self.psp_x(x2) + self.psp_p(torch.cat(pooled, 1)))
         # NOTE: the 1x1 fuse conv commutes with bilinear upsampling (weights sum to one)
         z = F.interpolate(self.fuse_y(psp), x1.shape[-2:], mode="bilinear", align_corners=False)
-        low = F.relu(self.low_a(F.avg_pool2d(x0, 2)) + self.low_b(x1))
+        low = F.relu(self.low_a(halve(x0)) + self.low_b(x1))
         y = self.classifier(F.relu(self.fuse_low(low) + z))
         return F.interpolate(y, tuple(size), mode="bilinear", align_corners=False)
 

@@ -63,15 +63,21 @@ class Footprint:
 
 
 def check_input_size(genotype: Genotype, height: int, width: int, what: str = "input") -> None:
-    """``height`` and ``width`` are multiples of the network's stride: the stem and each
-    reduction halve an even size (docs/method.md §2.1), or the conv and the max-pool halves of a
-    reduction differ by one pixel."""
-    stride = 2 ** (genotype.num_stages + 1)
-    if height < 1 or width < 1 or height % stride or width % stride:
+    """``height`` and ``width`` are positive. Any such size runs: the stem and each reduction
+    round an odd side up (``ceil(h / 2)``, docs/method.md §8.3), so CamVid's 360x480 needs no
+    padding."""
+    if height < 1 or width < 1:
         raise ConfigError(
-            f"{what} {height}x{width}: height and width must be positive multiples of {stride} "
-            f"(the stride of this {genotype.num_stages}-stage network)"
+            f"{what} {height}x{width}: height and width must be positive (a "
+            f"{genotype.num_stages}-stage network takes any size from 1x1)"
         )
+
+
+def _down(n: int, times: int) -> int:
+    """A side after ``times`` stride-2 steps that round up, as the network's reductions do."""
+    for _ in range(times):
+        n = -(-n // 2)
+    return n
 
 
 def _layer_tensors(g: LayerGene, h: int, w: int, branch_only: bool = False) -> list[int]:
@@ -91,23 +97,21 @@ def _blocks(
     outputs kept for the head (stem and stage outputs). ``branches``: only the layers' op
     branches (another candidate op of a supernet, which shares all else)."""
     if branches:
-        sizes = [
-            (height // 2 ** (s + 2), width // 2 ** (s + 2)) for s in range(genotype.num_stages)
-        ]
+        sizes = [(_down(height, s + 2), _down(width, s + 2)) for s in range(genotype.num_stages)]
         return [_layer_tensors(g, *sizes[g.stage], branch_only=True) for g in genotype.layers], []
-    h, w = height // 2, width // 2
+    h, w = _down(height, 1), _down(width, 1)
     stem = genotype.stem * h * w
     blocks = [[(genotype.stem - 3) * h * w, stem, stem]]  # conv, BN, ReLU
     kept = [stem]
     for s, red in enumerate(genotype.reductions):
-        h, w = h // 2, w // 2
+        h, w = _down(h, 1), _down(w, 1)
         out = red.c_out * h * w
         blocks.append([red.c_conv * h * w, out, out, out])  # conv, concat, BN, ReLU
         blocks += [_layer_tensors(g, h, w) for g in genotype.stage_layers(s)]
         kept.append(genotype.stage_out(s) * h * w)
     c_last = genotype.stage_out(genotype.num_stages - 1)
     if genotype.head == "aggregation":
-        q = (height // 4) * (width // 4)
+        q = _down(height, 2) * _down(width, 2)
         cat = (c_last + _PSP_BINS * _PSP_WIDTH) * h * w
         low_in = (genotype.stem + genotype.stage_out(0)) * q
         blocks.append([cat, _AGG_WIDTH * h * w, _AGG_WIDTH * q])  # PSP, fuse, upsample

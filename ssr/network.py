@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ssr.errors import ConfigError
 from ssr.genotype import Genotype, GenotypeError
-from ssr.ops import BN_EPS, Downsampler, FactorizedOp, adaptive_avg_pool
+from ssr.ops import BN_EPS, Downsampler, FactorizedOp, adaptive_avg_pool, halve
 
 PSP_BINS = (1, 2, 3, 6, 9)
 PSP_WIDTH = 40
@@ -90,7 +90,7 @@ class AggregationHead(nn.Module):
             pooled.append(F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False))
         y = F.dropout2d(self.psp_fuse(torch.cat(pooled, 1)), 0.1, self.training)
         y = F.interpolate(y, size=x1.shape[-2:], mode="bilinear", align_corners=False)
-        low = self.low(torch.cat([F.avg_pool2d(x0, 2), x1], 1))
+        low = self.low(torch.cat([halve(x0), x1], 1))
         y = F.dropout2d(self.fuse(torch.cat([y, low], 1)), 0.1, self.training)
         y = self.classifier(y)
         return F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)

@@ -47,7 +47,12 @@ def batch_norm(
 
 
 class Downsampler(nn.Module):
-    """ERFNet DownsamplerBlock: ``ReLU(BN([conv3x3/2(x), maxpool2(x)]))`` (docs/method.md §2.1)."""
+    """ERFNet DownsamplerBlock: ``ReLU(BN([conv3x3/2(x), maxpool2(x)]))`` (docs/method.md §2.1).
+
+    The max-pool rounds up (``ceil_mode``) like the stride-2 convolution, so an odd side (45 rows
+    of a 360x480 CamVid image at 1/8) gives ``ceil(h / 2)`` rows on both halves and any input
+    size works (docs/method.md §8.3); at even sizes this is ERFNet's block exactly.
+    """
 
     def __init__(self, c_in: int, c_conv: int) -> None:
         super().__init__()
@@ -62,7 +67,7 @@ class Downsampler(nn.Module):
         architecture weights, this block equals the derived reduction exactly
         (docs/method.md §12.8).
         """
-        y = torch.cat([self.conv(x), F.max_pool2d(x, 2, 2)], 1)
+        y = torch.cat([self.conv(x), F.max_pool2d(x, 2, 2, ceil_mode=True)], 1)
         y = F.relu(self.bn(y))
         if pool_scale is not None:
             ones = pool_scale.new_ones(self.c_conv)
@@ -159,6 +164,12 @@ def pool_input(x: Tensor, pool: int) -> Tensor:
 def upsample_to(v: Tensor, size: Sequence[int]) -> Tensor:
     """Back to full resolution: bilinear, align_corners=True (docs/method.md §2.2)."""
     return F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=True)
+
+
+def halve(x: Tensor) -> Tensor:
+    """2x2 average pooling that rounds up (``ceil(h / 2)``), matching :class:`Downsampler`'s
+    output size at odd sides; the aggregation head brings the 1/2 stem features to 1/4 with it."""
+    return F.avg_pool2d(x, 2, 2, ceil_mode=True)
 
 
 def pool_matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-Split = Literal["train", "val"]
+Split = Literal["train", "val", "test", "trainval"]
+Role = Literal["train", "val"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,12 @@ class DatasetInfo:
     erfnet_weights: tuple[float, ...] | None = None
 
 
-def _synthetic(cfg: DataConfig, split: Split) -> Dataset:
+def _synthetic(cfg: DataConfig, role: Role, split: str) -> Dataset:
     from ssr.data.synthetic import SyntheticStreets
 
-    size = cfg.train_size if split == "train" else cfg.val_size
+    if split not in ("train", "val"):
+        raise ConfigError(f"the synthetic dataset has splits train and val, not {split!r}")
+    size = cfg.train_size if role == "train" else cfg.val_size
     if size is None:
         raise ConfigError(f"data.{split}_size must be set for the synthetic dataset (an integer)")
     if cfg.eval_label_size is not None:
@@ -82,13 +85,13 @@ def _require_root(cfg: DataConfig) -> str:
 _WARNED: set[str] = set()
 
 
-def _capped(ds: Dataset, cfg: DataConfig, split: Split) -> Dataset:
+def _capped(ds: Dataset, cfg: DataConfig, role: Role, split: str) -> Dataset:
     """Warn (once per message) when ``data.<split>_size`` keeps only part of a real split."""
     total, kept = getattr(ds, "total", None), len(ds)  # type: ignore[arg-type]
     if total is not None and kept < total:
         msg = (
-            f"{cfg.name} {split}: data.{split}_size={kept} uses {kept} of {total} images; "
-            f"set data.{split}_size=null to use all of them"
+            f"{cfg.name} {split}: data.{role}_size={kept} uses {kept} of {total} images; "
+            f"set data.{role}_size=null to use all of them"
         )
         if msg not in _WARNED:
             _WARNED.add(msg)
@@ -96,31 +99,31 @@ def _capped(ds: Dataset, cfg: DataConfig, split: Split) -> Dataset:
     return ds
 
 
-def _label_size(cfg: DataConfig, split: Split) -> tuple[int, int] | None:
-    size = cfg.eval_label_size if split == "val" else None
+def _label_size(cfg: DataConfig, role: Role) -> tuple[int, int] | None:
+    size = cfg.eval_label_size if role == "val" else None
     return (int(size[0]), int(size[1])) if size else None
 
 
-def _cityscapes(cfg: DataConfig, split: Split) -> Dataset:
+def _cityscapes(cfg: DataConfig, role: Role, split: str) -> Dataset:
     from ssr.data.cityscapes import Cityscapes
 
-    limit = cfg.train_size if split == "train" else cfg.val_size
-    ds = Cityscapes(
-        _require_root(cfg), split, cfg.height, cfg.width, limit, _label_size(cfg, split)
-    )
-    return _capped(ds, cfg, split)
+    if split not in ("train", "val"):
+        raise ConfigError(f"cityscapes has labelled splits train and val, not {split!r}")
+    limit = cfg.train_size if role == "train" else cfg.val_size
+    ds = Cityscapes(_require_root(cfg), split, cfg.height, cfg.width, limit, _label_size(cfg, role))
+    return _capped(ds, cfg, role, split)
 
 
-def _camvid(cfg: DataConfig, split: Split) -> Dataset:
+def _camvid(cfg: DataConfig, role: Role, split: str) -> Dataset:
     from ssr.data.camvid import CamVid
 
-    limit = cfg.train_size if split == "train" else cfg.val_size
-    ds = CamVid(_require_root(cfg), split, cfg.height, cfg.width, limit, _label_size(cfg, split))
-    return _capped(ds, cfg, split)
+    limit = cfg.train_size if role == "train" else cfg.val_size
+    ds = CamVid(_require_root(cfg), split, cfg.height, cfg.width, limit, _label_size(cfg, role))
+    return _capped(ds, cfg, role, split)
 
 
-# name -> builder(cfg, split) -> Dataset. Read-only; the infos below describe each entry.
-DATASETS: Mapping[str, Callable[[DataConfig, Split], Dataset]] = types.MappingProxyType(
+# name -> builder(cfg, role, split) -> Dataset. Read-only; the infos below describe each entry.
+DATASETS: Mapping[str, Callable[[DataConfig, Role, str], Dataset]] = types.MappingProxyType(
     {"synthetic": _synthetic, "cityscapes": _cityscapes, "camvid": _camvid}
 )
 _INFOS: Mapping[str, DatasetInfo] = types.MappingProxyType(
@@ -176,12 +179,19 @@ class SegmentationDataset(Dataset):
 
 
 def build_dataset(cfg: DataConfig, split: Split) -> SegmentationDataset:
-    """The ``split`` of dataset ``cfg.name``; training data carries the configured augmentation."""
+    """One split of dataset ``cfg.name``.
+
+    ``train`` and ``val`` are roles: the files of ``cfg.train_split`` (with the configured
+    augmentation) and of ``cfg.eval_split`` (unaugmented, labels at ``eval_label_size``).
+    ``test`` and ``trainval`` name files directly and are read as evaluation data.
+    """
     dataset_info(cfg.name)  # clear error for unknown names
-    if split not in ("train", "val"):
-        raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
-    base = DATASETS[cfg.name](cfg, split)
-    transform = train_transform(cfg) if split == "train" else None
+    if split not in ("train", "val", "test", "trainval"):
+        raise ConfigError(f"split must be train, val, test or trainval, got {split!r}")
+    role: Role = "train" if split == "train" else "val"
+    files = {"train": cfg.train_split, "val": cfg.eval_split}.get(split, split)
+    base = DATASETS[cfg.name](cfg, role, files)
+    transform = train_transform(cfg) if role == "train" else None
     return SegmentationDataset(base, transform, cfg.seed)
 
 

@@ -84,10 +84,16 @@ def test_a_huge_input_is_refused_in_one_line() -> None:
         check_fits(Footprint(params=30 * GIB, activations=0), "net", free=20 * GIB)
 
 
-def test_input_must_fit_the_stride() -> None:
-    check_input_size(paper(), 64, 128)
-    with pytest.raises(ConfigError, match="multiples of 8"):
-        check_input_size(paper(), 33, 64)
+def test_any_positive_input_size_is_accepted_and_counted_as_the_network_runs() -> None:
+    for h, w in ((64, 128), (33, 64), (360, 480), (180, 240)):
+        check_input_size(paper(), h, w)
+    with pytest.raises(ConfigError, match="must be positive"):
+        check_input_size(paper(), 0, 64)
+    # odd sides round up at every reduction, as the network does: 45 rows at 1/8 give 23
+    assert (
+        estimate(paper(), 11, 1, 360, 480).activations
+        > estimate(paper(), 11, 1, 352, 480).activations
+    )
 
 
 def test_a_supernet_is_every_candidate_op_at_full_width(tiny_space) -> None:
