@@ -68,3 +68,19 @@ def test_flops_penalty_is_zero_on_target_and_grows_away(form: str) -> None:
     low = flops_loss(torch.tensor(20.0), 100.0, cfg).item()
     assert on == pytest.approx(0.0, abs=1e-9)
     assert far > 0 and low > 0
+
+
+def test_flops_band_is_zero_inside_and_log_distance_outside_on_both_edges() -> None:
+    """``band``: 0 for ``E / (target * max)`` in [0.95, 1.0], both edges included; just outside
+    either edge the penalty is the log distance to that edge (docs/method.md §4.3)."""
+    cfg = FlopsConfig(target=0.5, form="band")
+
+    def band(rel: float) -> float:  # rel = E / (target * max), with max = 100
+        return flops_loss(torch.tensor(50.0 * rel, dtype=torch.float64), 100.0, cfg).item()
+
+    for rel in (0.95, 0.96, 0.975, 0.99, 1.0):  # the zero zone, edges included
+        assert band(rel) == pytest.approx(0.0, abs=1e-12), rel
+    for rel in (1.001, 1.01, 1.2):  # above the upper edge: log(rel / 1.0)
+        assert band(rel) == pytest.approx(math.log(rel), rel=1e-9), rel
+    for rel in (0.949, 0.94, 0.5):  # below the lower edge: log(0.95 / rel)
+        assert band(rel) == pytest.approx(math.log(0.95 / rel), rel=1e-9), rel

@@ -9,6 +9,7 @@ import torch
 
 from ssr.config import DataConfig, OptimConfig, SearchConfig, ShrinkConfig, SpaceConfig, SSRConfig
 from ssr.search import run_search
+from ssr.supernet import DIMENSIONS, Supernet
 
 
 def tiny_cfg(space: SpaceConfig, **changes) -> SearchConfig:
@@ -45,11 +46,25 @@ def test_search_writes_its_outputs(tiny_space, tmp_path) -> None:
     )
     assert [s for _, s in seen] == [1, 2, 3]
     assert {"ssr_op", "entropy_op", "maxprob_out", "alive_mid", "expected_gmacs"} <= set(seen[0][0])
-    assert res.supernet.is_discrete()  # shrinking or the argmax fallback ends discrete
     events = [json.loads(x) for x in (tmp_path / "prune_events.jsonl").read_text().splitlines()]
     assert events and all(
         {"epoch", "dimension", "group", "candidate", "prob"} <= set(e) for e in events
     )
+    # the prune record is the whole discretization: replayed on a fresh supernet, the recorded
+    # decisions (shrinking's, then the argmax fallback's) give exactly the final alive masks,
+    # and those are discrete (docs/method.md §5, §12.12)
+    replay = Supernet(tiny_space, res.supernet.num_classes)
+    for e in events:
+        alive = replay.alive(e["dimension"])
+        alive.view(-1, alive.shape[-1])[e["group"], e["candidate"]] = False
+    replay.refresh_alive()
+    for dim in DIMENSIONS:
+        assert torch.equal(replay.alive(dim), res.supernet.alive(dim)), dim
+    assert replay.is_discrete()
+    fallback = [e for e in events if e["reason"] == "argmax"]
+    assert len(fallback) == res.fallback_prunes == summary["fallback_prunes"]
+    assert all(e["epoch"] == summary["epochs"] for e in fallback)  # decided when the budget ended
+    assert (summary["discrete_at_epoch"] is None) == (res.fallback_prunes > 0)
 
 
 def test_interrupted_search_resumes_to_the_same_genotype(tiny_space, tmp_path) -> None:
@@ -73,17 +88,35 @@ def test_interrupted_search_resumes_to_the_same_genotype(tiny_space, tmp_path) -
         torch.testing.assert_close(a, b, msg=k)
 
 
+def _ssr_part(cfg: SearchConfig, row: dict[str, float]) -> float:
+    """What the SSR terms added to an epoch's mean architecture loss (docs/method.md §4.2):
+    the mean loss minus its CE and FLOPs parts (all three are means over the same steps)."""
+    return row["arch_loss"] - cfg.ce_scale * row["arch_ce"] - cfg.flops.weight * row["flops_loss"]
+
+
 def test_baselines_ssr_off_and_shrink_off(tiny_space, tmp_path) -> None:
     torch.set_num_threads(1)
     off = SSRConfig(op=0, out=0, mid=0, depth=0)
-    darts = run_search(tiny_cfg(tiny_space, ssr=off, epochs=2), progress=False)
+    ssr_cfg, darts_cfg = tiny_cfg(tiny_space, epochs=2), tiny_cfg(tiny_space, ssr=off, epochs=2)
+    ssr = run_search(ssr_cfg, progress=False)
+    darts = run_search(darts_cfg, progress=False)
     plain = run_search(
         tiny_cfg(tiny_space, shrink=ShrinkConfig(enabled=False), epochs=2), progress=False
     )
     # without shrinking every decision is the end-of-budget argmax
     assert all(e["reason"] == "argmax" for e in plain.events)
     assert plain.summary["discrete_at_epoch"] is None
-    assert darts.genotype is not None and plain.supernet.is_discrete()
+    # darts_pruning (every SSR weight 0) differs from SSR exactly in the architecture loss: no
+    # SSR part at all, while SSR's is negative (its terms are -KL(U || p) <= 0, weights > 0)...
+    for d, s in zip(darts.history, ssr.history, strict=True):
+        assert _ssr_part(darts_cfg, d) == pytest.approx(0.0, abs=1e-5 * d["arch_loss"])
+        assert _ssr_part(ssr_cfg, s) < -1e-3
+    # ...so SSR drives every dimension further from uniform than DARTS does in the same steps
+    for dim in DIMENSIONS:
+        assert ssr.history[-1][f"ssr_{dim}"] < darts.history[-1][f"ssr_{dim}"], dim
+        assert not torch.equal(ssr.supernet.arch[dim], darts.supernet.arch[dim]), dim
+    # and it is the same search otherwise: same first weight step (alpha starts uniform in both)
+    assert darts.history[0]["train_loss"] == pytest.approx(ssr.history[0]["train_loss"], rel=1e-3)
 
 
 @pytest.mark.slow
