@@ -1,4 +1,4 @@
-"""Evaluation at full label resolution and visible size caps on real datasets (issue 13)."""
+"""Evaluation at full label resolution and visible size caps on real datasets (docs/method.md §8.3)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from ssr import data as data_mod
+from ssr.checkpoint import load_checkpoint
 from ssr.config import ConfigError, DataConfig, RetrainConfig, load_config
 from ssr.data import build_dataset, build_loader
 from ssr.genotype import Genotype
 from ssr.loop import evaluate
+from ssr.metrics import ConfusionMatrix
+from ssr.network import DerivedNet
 from ssr.retrain import run_retrain
 from tests.ssr.test_data import make_cityscapes
 
@@ -43,13 +46,35 @@ def test_val_labels_at_eval_label_size_and_logits_upsampled_to_them(tmp_path: Pa
     assert 0.5 < out["pixel_acc"] <= 1.0  # scored against 32x64 labels (blocks of 4 survive)
 
 
-def test_retrain_evaluates_at_full_resolution(tmp_path: Path) -> None:
+def test_retrain_evaluates_at_full_resolution(tmp_path: Path, monkeypatch) -> None:
     make_cityscapes(tmp_path / "cs", h=32, w=64)
     cfg = RetrainConfig(
         data=_cfg(tmp_path / "cs", batch_size=2, eval_label_size=(32, 64)), epochs=1
     )
-    res = run_retrain(cfg, Genotype.load("ssr_cityscapes"), tmp_path / "out", progress=False)
-    assert 0.0 <= res.pixel_acc <= 1.0 and res.epochs_run == 1
+    scored: list[tuple[tuple[int, ...], tuple[int, ...]]] = []  # (prediction, label) shapes
+    update = ConfusionMatrix.update
+
+    def spy(self: ConfusionMatrix, pred: torch.Tensor, target: torch.Tensor) -> None:
+        scored.append((tuple(pred.shape), tuple(target.shape)))
+        update(self, pred, target)
+
+    monkeypatch.setattr(ConfusionMatrix, "update", spy)
+    geno = Genotype.load("ssr_cityscapes")
+    res = run_retrain(cfg, geno, tmp_path / "out", progress=False)
+    assert res.epochs_run == 1
+    # every scored batch: predictions upsampled to, and compared with, 32x64 labels
+    assert scored and all(p[-2:] == t[-2:] == (32, 64) for p, t in scored), scored
+    # and the reported score is the network's on the native labels: rebuilt by hand from the
+    # 16x32 inputs and the unresized labels (no eval_label_size involved)
+    model = DerivedNet(geno, 19)
+    model.load_state_dict(load_checkpoint(tmp_path / "out" / "best.pt")["model"])
+    inputs = build_dataset(_cfg(tmp_path / "cs"), "val")
+    native = build_dataset(_cfg(tmp_path / "cs", height=32, width=64), "val")
+    batches = [(inputs[i][0][None], native[i][1][None]) for i in range(len(inputs))]
+    ref = evaluate(model, batches, 19, "cpu", progress=False)
+    assert res.pixel_acc == pytest.approx(ref["pixel_acc"]) and res.miou == pytest.approx(
+        ref["miou"]
+    )
 
 
 def test_a_size_cap_on_a_real_dataset_is_a_warning(tmp_path: Path, caplog) -> None:
