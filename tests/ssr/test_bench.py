@@ -47,16 +47,18 @@ def _randomise_bn(model: nn.Module) -> None:
 
 
 def test_paper_network_params_and_macs(paper_net: nn.Module) -> None:
-    assert count_params(paper_net) / 1e6 == pytest.approx(1.02, abs=0.02)
-    assert count_macs(paper_net, (3, 512, 1024)) / 1e9 == pytest.approx(10.9, abs=0.3)
+    """The anchors docs/method.md §8.1 cites: 1.0226 M parameters, 10.898 conv GMACs at
+    512x1024, to the digits given there (a change of one bias or one 1x1 conv shows)."""
+    assert round(count_params(paper_net) / 1e6, 4) == 1.0226
+    assert round(count_macs(paper_net, (3, 512, 1024)) / 1e9, 3) == 10.898
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("h", "w", "gmacs"), [(768, 1536, 24.5), (1024, 2048, 43.6)])
+@pytest.mark.parametrize(("h", "w", "gmacs"), [(768, 1536, 24.520), (1024, 2048, 43.590)])
 def test_paper_network_macs_large_inputs(
     paper_net: nn.Module, h: int, w: int, gmacs: float
 ) -> None:
-    assert count_macs(paper_net, (1, 3, h, w)) / 1e9 == pytest.approx(gmacs, abs=0.3)
+    assert round(count_macs(paper_net, (1, 3, h, w)) / 1e9, 3) == gmacs
 
 
 def test_count_macs_by_hand() -> None:
