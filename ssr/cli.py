@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import NoReturn
 
-from ssr.commands import Command, bench, data, export, pipeline, retrain, search
+from ssr.commands import Command, bench, data, evaluate, export, pipeline, retrain, search
 
 __all__ = [
     "COMMANDS",
@@ -48,6 +48,7 @@ COMMANDS: Mapping[str, Command] = MappingProxyType(
             bench.COMMAND,
             export.COMMAND,
             pipeline.COMMAND,
+            evaluate.COMMAND,
             data.COMMAND,
         )
     }
