@@ -67,15 +67,19 @@ def nondominated_fronts(
 ) -> list[int]:
     """Front index of every point: 0 = non-dominated, 1 = non-dominated once front 0 is removed...
 
-    Fronts are peeled with :func:`analysis.pareto.pareto_mask` (equal points do not dominate each
-    other, so they share a front). Points with a NaN or infinite objective all go to one front
-    after the last finite one.
+    Equal points do not dominate each other, so they share a front. Points with a NaN or
+    infinite objective all go to one front after the last finite one. Two objectives:
+    :func:`_fronts_2d`, O(n log n); more: fronts peeled with :func:`analysis.pareto.pareto_mask`.
     """
     v = _as_min(points, modes)
     finite = np.all(np.isfinite(v), axis=1)
     front = np.zeros(len(v), dtype=int)
     remaining = np.flatnonzero(finite)
     f = 0
+    if v.shape[1] == 2 and remaining.size:
+        front[remaining] = _fronts_2d(v[remaining])
+        f = int(front[remaining].max()) + 1
+        remaining = remaining[:0]
     while remaining.size:
         on = pareto_mask(v[remaining], maximize=False)
         front[remaining[on]] = f
@@ -83,6 +87,35 @@ def nondominated_fronts(
         f += 1
     front[~finite] = f
     return front.tolist()
+
+
+def _fronts_2d(v: np.ndarray) -> np.ndarray:
+    """Front index of finite 2-D minimisation points in one pass (Jensen's sweep, O(n log n)).
+
+    In the order of (x, y), a point is dominated exactly by the earlier points, other than its
+    equals, whose y is no larger; so its front is the number of fronts whose smallest y so far
+    is at most its y (those smallest values never decrease from one front to the next), found by
+    bisection. Equal points are placed together, before any of them counts.
+    """
+    import bisect
+
+    order = np.lexsort((v[:, 1], v[:, 0]))
+    front = np.zeros(len(v), dtype=int)
+    lowest: list[float] = []  # per front, the smallest y of its members so far
+    i = 0
+    while i < len(order):
+        j = i
+        x, y = v[order[i]]
+        while j + 1 < len(order) and v[order[j + 1], 0] == x and v[order[j + 1], 1] == y:
+            j += 1
+        f = bisect.bisect_right(lowest, y)
+        front[order[i : j + 1]] = f
+        if f == len(lowest):
+            lowest.append(float(y))
+        else:
+            lowest[f] = float(y)
+        i = j + 1
+    return front
 
 
 def crowding_distance(
@@ -132,6 +165,19 @@ def nondominated_rank(
         (fronts[None, :] == fronts[:, None]) & (dist[None, :] > dist[:, None])
     )  # ahead[i, j]: j is strictly ahead of i
     return ahead.sum(axis=1).tolist()
+
+
+def position_of_last(points: Sequence[Sequence[float]] | np.ndarray, modes: Sequence[str]) -> int:
+    """``nondominated_rank(points, modes)[-1]`` without the n x n comparison: the number of
+    points strictly ahead of the last one (crowding distances of its own front only)."""
+    v = _as_min(points, modes)
+    fronts = np.asarray(nondominated_fronts(v, ["min"] * v.shape[1]))
+    f = fronts[-1]
+    members = np.flatnonzero(fronts == f)
+    if not np.all(np.isfinite(v[-1])):
+        return int(np.sum(fronts < f))
+    dist = np.asarray(crowding_distance(v[members], ["min"] * v.shape[1], [0] * len(members)))
+    return int(np.sum(fronts < f) + np.sum(dist > dist[-1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +333,7 @@ class MOASHAScheduler(FIFOScheduler):
             )
             return TrialScheduler.STOP
         points = [*recorded.values(), values]
-        position = nondominated_rank(points, self._modes)[-1]
+        position = position_of_last(points, self._modes)
         recorded[trial_id] = values
         if position < len(points) / self._rf:
             return TrialScheduler.CONTINUE

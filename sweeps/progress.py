@@ -147,6 +147,52 @@ def front_size(rows: Sequence[dict[str, Any]], objectives: Sequence[tuple[str, s
     return int(pareto_mask(np.asarray(pts), [d == "max" for _, d in objectives]).sum())
 
 
+class RunningFront:
+    """The Pareto front of the complete rows so far, kept up to date one finished trial at a
+    time: O(front) per trial where :func:`front_size` over the whole table is O(n log n) per
+    trial, O(n^2 log n) per sweep (``benchmarks/driver_scale.py``). Equal points are all kept
+    and rows with a missing or non-finite objective are left out, as :func:`front_size` does.
+    """
+
+    def __init__(self, objectives: Sequence[tuple[str, str]]) -> None:
+        self.objectives = list(objectives)
+        self.points: dict[str, tuple[float, ...]] = {}  # trial_id -> objectives, all maximised
+        self.rows: Callable[[], Sequence[dict[str, Any]]] | None = None
+
+    def _point(self, row: dict[str, Any]) -> tuple[float, ...] | None:
+        values = [row.get(m) for m, _ in self.objectives]
+        if row.get("status") != COMPLETE or not all(is_finite_number(v) for v in values):
+            return None
+        return tuple(
+            float(v) if d == "max" else -float(v) for v, (_, d) in zip(values, self.objectives)
+        )
+
+    @staticmethod
+    def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    def reset(self, rows: Sequence[dict[str, Any]]) -> None:
+        """The front of ``rows`` from scratch."""
+        self.points = {}
+        for row in rows:
+            self.add(row)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Account for a finished trial's row (a new one, or one that changed)."""
+        trial_id, p = str(row["trial_id"]), self._point(row)
+        old = self.points.get(trial_id)
+        if old is not None and old != p and self.rows is not None:
+            self.reset([r for r in self.rows() if str(r["trial_id"]) != trial_id])  # rare
+        if p is None or any(self._dominates(q, p) for t, q in self.points.items() if t != trial_id):
+            self.points.pop(trial_id, None)
+            return
+        self.points = {t: q for t, q in self.points.items() if not self._dominates(p, q)}
+        self.points[trial_id] = p
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
 class ProgressCallback(Callback):
     """Tune callback (driver side) printing the sweep's progress (see the module docstring)."""
 
@@ -172,6 +218,9 @@ class ProgressCallback(Callback):
         self.t0 = clock()
         self.last_beat = self.t0
         self.progress_at_start = float(len(table))
+        self.front = RunningFront([(o.metric, o.mode) for o in sweep.spec.objectives])
+        self.front.rows = table.rows
+        self.front.reset(table.rows())
 
     def __getstate__(self) -> dict[str, Any]:
         # NOTE: pickled with Tune's experiment state: the settings only
@@ -207,9 +256,9 @@ class ProgressCallback(Callback):
         """The progress line now."""
         elapsed = self.clock() - self.t0
         eta = eta_seconds(elapsed, self._progress(), self.progress_at_start, self.total)
-        objectives = [(o.metric, o.mode) for o in self.sweep.spec.objectives]
-        front = front_size(self.table.rows(), objectives)
-        return progress_line(len(self.table), self.total, len(self._running()), elapsed, eta, front)
+        return progress_line(
+            len(self.table), self.total, len(self._running()), elapsed, eta, len(self.front)
+        )
 
     def heartbeat_line(self) -> str:
         """The progress line with each running trial's phase and epoch."""
@@ -229,6 +278,7 @@ class ProgressCallback(Callback):
             self.total = total_num_samples
         self.t0 = self.last_beat = self.clock()
         self.progress_at_start = float(len(self.table))
+        self.front.reset(self.table.rows())
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         self.trials = trials
@@ -252,6 +302,7 @@ class ProgressCallback(Callback):
         row = self.table.get(trial.trial_id)
         if row is None:  # the results callback runs first; without a row there is nothing to say
             return
+        self.front.add(row)
         s = self.sweep
         objectives = [o.metric for o in s.spec.objectives]
         last = trial.last_result

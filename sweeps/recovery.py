@@ -76,9 +76,9 @@ def failed_trials(exp_dir: Path, table_path: Path, max_failures: int) -> set[str
     folders whose ``error.txt`` records more than ``max_failures`` failures (Tune retries a
     trial up to ``max_failures`` times; -1: forever)."""
     out = set()
-    if table_path.is_file():
-        with contextlib.suppress(DamagedResults):
-            out = {str(r["trial_id"]) for r in read_rows(table_path) if r.get("status") == FAILED}
+    with contextlib.suppress(DamagedResults):  # NOTE: the table with its journal's rows
+        rows = ResultsTable(table_path).rows()
+        out = {str(r["trial_id"]) for r in rows if r.get("status") == FAILED}
     if max_failures >= 0:
         for d in exp_dir.glob(f"{TRIAL_DIR_PREFIX}*"):
             if failure_count(d) > max_failures:

@@ -1,8 +1,13 @@
 """``<run folder>/results.parquet``: one row per trial in the :mod:`analysis.schema` record.
 
-Rows are built in the driver from what Tune hands over (the trial config and its last report)
-and written atomically (:func:`ssr.atomic.atomic_path`) every time a trial ends, so a killed
-driver loses nothing that finished. Early-stopped (ASHA) and failed trials get a row too, marked
+Rows are built in the driver from what Tune hands over (the trial config and its last report).
+Each finished trial's row is appended at once to a journal beside the table,
+``results.journal.jsonl`` (one JSON row per line), so a killed driver loses nothing that
+finished; the table itself is rewritten atomically (:func:`ssr.atomic.atomic_path`) only when the
+journal holds :data:`COMPACT_FRACTION` of the rows or is :data:`COMPACT_S` seconds old, and at
+the end of the sweep, after which the journal is emptied. Rewriting the whole file for every
+trial would cost O(n) per trial, O(n^2) per sweep (``benchmarks/driver_scale.py``). Every reader
+of the table in the driver (:class:`ResultsTable`) replays the journal over the file. Early-stopped (ASHA) and failed trials get a row too, marked
 by ``status`` and ``error``, so that analysis can leave them out of the fronts (an ASHA-stopped
 trial carries low-fidelity values, docs/stack.md §2). A resumed sweep starts from the rows on disk.
 """
@@ -18,7 +23,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from ssr.atomic import atomic_path
+from ssr.atomic import atomic_path, finite
 from sweeps.params import flat_params
 from sweeps.protocol import (
     COMPLETE,
@@ -32,6 +37,36 @@ from sweeps.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The table is rewritten once the journal holds this share of its rows (amortised O(1) per row).
+COMPACT_FRACTION = 0.05
+#: ... or once the oldest row of the journal is this many seconds old (fresh for other readers).
+COMPACT_S = 30.0
+
+
+def journal_path(path: Path) -> Path:
+    """The journal of the results table at ``path`` (``results.journal.jsonl``)."""
+    return Path(path).with_suffix(".journal.jsonl")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value for a numpy scalar (or, failing that, its text)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The rows of a journal in order; a line cut short by a killed driver is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("trial_id") is not None:
+            rows.append({k: v for k, v in rec.items() if v is not None})
+    return rows
 
 
 def trial_status(trial: Any) -> str:
@@ -138,9 +173,19 @@ class ResultsTable:
         self.objectives = list(objectives) if objectives is not None else None
         self._rows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._order = 0  # the largest completion_order so far
+        self._pending = 0  # rows in the journal since the table was last written
+        self._journal_since: float | None = None
         if load and self.path.is_file():
             for rec in read_rows(self.path):
                 self._rows[str(rec["trial_id"])] = rec
+        if load:
+            for rec in read_journal(journal_path(self.path)):
+                self._rows[str(rec["trial_id"])] = rec
+                self._pending += 1
+        self._order = max(
+            (int(r.get("completion_order") or 0) for r in self._rows.values()), default=0
+        )
 
     def __contains__(self, trial_id: str) -> bool:
         return trial_id in self._rows
@@ -162,10 +207,29 @@ class ResultsTable:
             if row.get("status") is not None and row.get("error") is None:
                 merged.pop("error", None)  # a trial that ran again keeps no old error
             if "completion_order" not in merged:
-                orders = [r.get("completion_order", 0) for r in self._rows.values()]
-                merged["completion_order"] = int(max(orders, default=0)) + 1
+                self._order += 1
+                merged["completion_order"] = self._order
             self._rows[row["trial_id"]] = merged
             return dict(merged)
+
+    def record(self, row: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`upsert` a finished trial's row and make it durable: appended to the journal at
+        once, the table rewritten when the journal is due (see the module docstring)."""
+        import time
+
+        merged = self.upsert(row)
+        with self._lock:
+            line = json.dumps(finite(merged), allow_nan=False, default=_plain)
+            with open(journal_path(self.path), "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            self._pending += 1
+            if self._journal_since is None:
+                self._journal_since = time.monotonic()
+            due = self._pending >= max(1.0, COMPACT_FRACTION * len(self._rows))
+            due = due or time.monotonic() - self._journal_since >= COMPACT_S
+        if due:
+            self.write()
+        return merged
 
     def update_many(self, trial_ids: Iterable[str], values: dict[str, Any]) -> None:
         with self._lock:
@@ -190,13 +254,15 @@ class ResultsTable:
         return records_frame(self.rows())
 
     def write(self) -> Path:
-        """Atomically replace ``results.parquet`` with the current rows."""
+        """Atomically replace ``results.parquet`` with the current rows; empty the journal."""
         from analysis.schema import write_records
 
         with self._lock:
             frame = self.frame()
             with atomic_path(self.path) as tmp:
                 write_records(frame, tmp, objectives=self.objectives)
+            journal_path(self.path).unlink(missing_ok=True)  # NOTE: its rows are in the file now
+            self._pending, self._journal_since = 0, None
         return self.path
 
 
@@ -223,9 +289,8 @@ class ResultsCallback(Callback):
         )
         if not row.get("node") and getattr(trial, "node_ip", None):
             row["node"] = trial.node_ip
-        row = self.table.upsert(row)
         try:
-            self.table.write()
+            self.table.record(row)
         except Exception as exc:  # keep the sweep going; the row stays in memory and in Tune
             log.warning("could not write %s: %s", self.table.path, exc)
 
