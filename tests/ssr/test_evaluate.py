@@ -191,3 +191,24 @@ def test_real_camvid_sample(capsys, trial, size) -> None:
     assert row["label_size"] == "360x480" and row["input_size"] == (size or "360x480")
     assert row["images"] == len(list((Path(SAMPLE) / "val").glob("*.png")))
     assert 0 <= row["miou_lo"] <= row["miou_hi"] <= 1 and 0 <= row["pixel_acc"] <= 1
+
+
+def test_a_retrained_trial_scores_what_retraining_recorded(capsys, trial, tmp_path) -> None:
+    """``retrain`` then ``evaluate`` on its best.pt and resolved config: the same val mIoU."""
+    out = tmp_path / "retrain"
+    sets = [f"data.root={trial['root']}", "data.height=48", "data.width=64",
+            "data.eval_label_size=[48, 64]", "data.train_size=null", "data.val_size=null",
+            "data.batch_size=2", "data.num_workers=0"]  # fmt: skip
+    argv = ["retrain", "--genotype", str(trial["genotype"]), "--data", "camvid", "--epochs",
+            "1", "--out", str(out), *(a for s in sets for a in ("--set", s))]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    code = main(["evaluate", "--genotype", str(out / "genotype.json"), "--weights",
+                 str(out / "best.pt"), "--config", str(out / "config.resolved.yaml"), "--json"])  # fmt: skip
+    text = capsys.readouterr()
+    assert code == 0, text.err
+    row = json.loads(text.out)
+    assert row["images"] == 3 and row["label_size"] == "48x64"
+    assert row["miou"] == pytest.approx(summary["best_miou"], abs=1e-9)
+    assert row["pixel_acc"] == pytest.approx(summary["pixel_acc"], abs=1e-9)
