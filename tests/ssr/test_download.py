@@ -241,3 +241,22 @@ def test_interrupted_download_resumes_with_a_range_request(server, tmp_path: Pat
     manifest = download_camvid(dest, _source(server, digest))
     assert manifest["archive_sha256"] == digest
     assert [r for _, r in server.requests] == [None, f"bytes={size // 2}-"]
+
+
+def test_a_zip_mirror_and_a_file_url(server, tmp_path: Path) -> None:
+    """A mirror may serve a .zip; a local copy of the archive is read through a file:// URL."""
+    import zipfile
+
+    files = camvid_files(COUNTS)
+    server.root.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(server.root / "camvid.zip", "w") as zf:
+        for rel, data in files.items():
+            zf.writestr(f"{TOP}/CamVid/{rel}", data)
+    manifest = download_camvid(tmp_path / "a", Source(_url(server, "camvid.zip"), None, COUNTS, {}))
+    assert manifest["counts"] == COUNTS and manifest["archive_sha256_pinned"] is False
+    local = tmp_path / "copy.tar.gz"
+    digest = build_archive(local, files)
+    manifest = download_camvid(tmp_path / "b", Source(local.as_uri(), digest, COUNTS, {}))
+    assert (tmp_path / "b" / "val" / "0001TP_000001.png").read_bytes() == files[
+        "val/0001TP_000001.png"
+    ]
