@@ -1,11 +1,18 @@
-"""Derived networks: output shapes over genotypes with pooled layers and width changes."""
+"""Derived networks: output shapes over genotypes with pooled layers and width changes, their
+gradients, and their MACs against the supernet's expectation."""
+
+import statistics
 
 import pytest
 import torch
 
+from ssr.complexity import count_macs
+from ssr.config import SpaceConfig
+from ssr.derive import genotype_from_supernet
 from ssr.genotype import Genotype, LayerGene, ReductionGene
 from ssr.network import DerivedNet
 from ssr.ops import adaptive_avg_pool, residual_add
+from ssr.supernet import DIMENSIONS, Supernet
 
 
 def small(head: str = "aggregation") -> Genotype:
@@ -35,10 +42,29 @@ def test_output_shapes(genotype: Genotype, size: tuple[int, int]) -> None:
         assert y.shape == (2, 7, size[0] // 8, size[1] // 8)
 
 
+def _cancelled_by_batch_norm(name: str) -> bool:
+    """Biases whose gradient is 0 in training mode: each only adds a per-channel constant that
+    a training-mode BatchNorm right after subtracts again with the batch mean. These are the
+    biases of the convolutions in front of a BN (every encoder conv) and the BN biases of the
+    PSP bins (constant per channel after upsampling, then a 1x1 conv and ``psp_fuse``'s BN)."""
+    return (name.startswith("encoder.") and "conv" in name and name.endswith(".bias")) or (
+        name.startswith("head.bins.") and name.endswith(".1.bias")
+    )
+
+
 def test_training_mode_backward_reaches_every_weight() -> None:
     net = DerivedNet(small(), num_classes=5).train()
-    net(torch.randn(2, 3, 64, 64)).sum().backward()
-    assert all(p.grad is not None for p in net.parameters())
+    y = net(torch.randn(2, 3, 64, 64))
+    (y * torch.randn(y.shape)).sum().backward()  # a loss whose gradient is not uniform
+    grads = {n: p.grad.abs().max().item() for n, p in net.named_parameters()}
+    top = max(grads.values())
+    dead = {n for n in grads if _cancelled_by_batch_norm(n)}
+    assert len(dead) == 3 + 2 * 4 + 5  # stem, 2 reductions, 2 convs x 4 layers, 5 PSP bins
+    for name, g in grads.items():
+        if name in dead:  # 0 up to float rounding (measured ~1e-7 of the largest gradient)
+            assert g < 1e-5 * top, (name, g, top)
+        else:  # measured: every other tensor's largest gradient is > 8e-3 of the largest
+            assert g > 1e-3 * top, (name, g, top)
 
 
 def test_residual_across_width_changes() -> None:
@@ -55,3 +81,42 @@ def test_matmul_pooling_equals_adaptive_avg_pool(bins: int) -> None:
     x = torch.randn(2, 5, 64, 128)
     ref = torch.nn.functional.adaptive_avg_pool2d(x, bins)
     torch.testing.assert_close(adaptive_avg_pool(x, bins), ref, atol=1e-5, rtol=1e-5)
+
+
+def _sample_subnetwork(net: Supernet, probs: dict[str, torch.Tensor], g: torch.Generator) -> None:
+    """Make one sub-network the only survivor: every group draws one candidate from ``probs``,
+    independently, as the factorised distribution of docs/method.md §3 says."""
+    for dim in DIMENSIONS:
+        p = probs[dim].reshape(-1, probs[dim].shape[-1])
+        pick = torch.multinomial(p, 1, generator=g).flatten()
+        alive = torch.zeros(p.shape, dtype=torch.bool)
+        alive[torch.arange(len(pick)), pick] = True
+        net.alive(dim).copy_(alive.view_as(net.alive(dim)))
+    net.refresh_alive()
+
+
+def test_expected_macs_are_the_mean_macs_of_sampled_subnetworks(tiny_space: SpaceConfig) -> None:
+    """``Supernet.expected_macs`` at a configuration far from one-hot (docs/method.md §4.3) is the
+    mean of ``count_macs`` over derived networks sampled from it. Tolerance: 4 standard errors
+    of the Monte Carlo mean (sample sd / sqrt(N)); for a correct expectation the CLT puts the
+    chance of a larger miss near 6e-5, and the seeded generator makes the draw the same each
+    run. N = 200 keeps it to a few seconds with the standard error near 2 % of the mean; ignoring
+    the depth or the op probabilities in the formula moves it by more than 4 of them."""
+    net = Supernet(tiny_space, num_classes=5)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_(0, 1.0)  # probabilities far from one-hot and from uniform
+        pooled = torch.tensor([pool > 1 for _, pool in net.ops])
+        net.arch["op"][:, ~pooled] -= 3.0  # and most of the op mass on the cheap pooled ops
+        probs = {d: net.probs(d) for d in DIMENSIONS}
+        expected = net.expected_macs(32, 48).item()
+    assert all(bool((p.max(-1).values < 0.99).all()) for p in probs.values())
+    g = torch.Generator().manual_seed(1)
+    counted: list[int] = []
+    for _ in range(200):
+        _sample_subnetwork(net, probs, g)
+        geno = genotype_from_supernet(net, head="search")
+        counted.append(count_macs(DerivedNet(geno, 5), (1, 3, 32, 48)))
+    se = statistics.stdev(counted) / len(counted) ** 0.5
+    assert se < 0.03 * expected  # the check is sharp enough to mean something
+    assert abs(statistics.fmean(counted) - expected) < 4 * se
