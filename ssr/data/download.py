@@ -119,7 +119,8 @@ class Source:
     """Where the archive is and what its ``CamVid/`` folder must hold.
 
     ``sha256``: the archive's checksum, or None to record it on first download. ``counts``:
-    images per split (:data:`ssr.data.camvid.SPLIT_SIZES`). ``known``: sha256 of files (paths relative to ``CamVid/``) that must match.
+    images per split (:data:`ssr.data.camvid.SPLIT_SIZES`). ``known``: sha256 of files (paths
+    relative to ``CamVid/``) that must match.
     """
 
     url: str
@@ -130,7 +131,7 @@ class Source:
 
 def default_source(url: str | None = None, sha256: str | None = None) -> Source:
     """The SegNet split, from ``url`` (a mirror) or :func:`default_url`."""
-    return Source(url or default_url(), (sha256 or ARCHIVE_SHA256 or None))
+    return Source(url or default_url(), sha256 or ARCHIVE_SHA256)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def _copy(resp: BinaryIO, out: BinaryIO) -> int:
         n += len(chunk)
         if time.monotonic() - last > 10:
             last = time.monotonic()
-            log.info("downloading CamVid: %.0f MB so far", (out.tell()) / 1e6)
+            log.info("downloading CamVid: %.0f MB so far", out.tell() / 1e6)
     return n
 
 
