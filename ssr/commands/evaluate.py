@@ -225,13 +225,16 @@ def scores(per_image: Any, class_names: tuple[str, ...], level: float, resamples
 
 
 def _load(args: argparse.Namespace) -> Any:
-    """The data config: RetrainConfig defaults <- --config <- every image <- --set <- --data."""
+    """The data config: RetrainConfig defaults <- --config <- --set <- --data; a real dataset's
+    split is read whole (``val_size`` None) unless ``--set data.val_size=N`` caps it (a trial's
+    config caps what its training evaluated, not what this evaluates)."""
     from ssr.config import RetrainConfig, load_config
 
-    items = ["data.val_size=null", *args.set]
-    if args.data is not None:
-        items.append(f"data.name={args.data}")
-    return load_config(RetrainConfig, args.config, items).data
+    items = [*args.set, *([f"data.name={args.data}"] if args.data is not None else [])]
+    data = load_config(RetrainConfig, args.config, items).data
+    capped = any(item.split("=", 1)[0].strip() == "data.val_size" for item in args.set)
+    generated = data.name == "synthetic"  # generated images: val_size is how many to make
+    return data if capped or generated else replace(data, val_size=None)
 
 
 def run(args: argparse.Namespace) -> int:

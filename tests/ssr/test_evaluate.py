@@ -132,6 +132,8 @@ def test_text_output_names_every_class(capsys, trial) -> None:
     assert code == 0, out
     assert "mIoU " in out and "80 % interval" in out and "pixel accuracy" in out
     assert all(name in out for name in CAMVID_CLASSES)
+    code, row = evaluate(capsys, trial, "--split", "test", "--set", "data.val_size=2", "--json")
+    assert code == 0 and row["images"] == 2  # capped only when asked
 
 
 def _one_line(err: str) -> str:
