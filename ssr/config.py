@@ -5,8 +5,14 @@ below, so a config is data: it loads from YAML or a plain dict, takes dotted ove
 (``--set ssr.op=30``), rejects unknown keys and wrong types with a message that names the key,
 and is written next to every output (``config.resolved.yaml``) and logged to MLflow.
 
+A config that exists is valid: each dataclass checks its own values in ``__post_init__`` (the
+checks are :mod:`ssr.validate`'s), so nothing downstream validates again, and a message names
+the key (``search.data.batch_size must be >= 1``). A pipeline's retraining inherits the search's
+data, device, precision and memory format where its own field is None
+(:meth:`RetrainConfig.inherit`, :attr:`PipelineConfig.resolved_retrain`).
+
 This module holds the dataclasses and the two calls most code needs, :func:`load_config`
-(defaults <- YAML file <- overrides, validated) and :func:`dump_yaml`. The parts live apart,
+(defaults <- YAML file <- overrides) and :func:`dump_yaml`. The parts live apart,
 one idea each, and are re-exported here so that ``from ssr.config import X`` works for all:
 
 - :mod:`ssr.errors`: :class:`ConfigError`;
@@ -15,12 +21,13 @@ one idea each, and are re-exported here so that ``from ssr.config import X`` wor
 - :mod:`ssr.configload`: dict -> dataclass with key and type checks (:func:`from_dict`),
   overrides and the nested/dotted views (:func:`parse_overrides`, :func:`deep_merge`,
   :func:`set_dotted`, :func:`flatten`, :func:`to_dict`);
-- :mod:`ssr.validate`: range checks; :func:`validate` picks the one for a config's class.
+- :mod:`ssr.validate`: the range checks each class runs on itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -39,10 +46,13 @@ from ssr.errors import ConfigError
 from ssr.validate import (
     validate_bench,
     validate_data,
-    validate_pipeline,
+    validate_flops,
+    validate_optim,
     validate_retrain,
     validate_search,
+    validate_shrink,
     validate_space,
+    validate_ssr,
 )
 from ssr.yamlload import load_yaml, load_yaml_text
 
@@ -69,7 +79,6 @@ __all__ = [
     "parse_overrides",
     "set_dotted",
     "to_dict",
-    "validate",
     "validate_data",
     "validate_space",
 ]
@@ -91,6 +100,9 @@ class DataConfig:
     ERFNet's constants (``erfnet``, Cityscapes only, docs/method.md §4.1) or none. ``eval_label_size``
     ``[H, W]`` reads the val labels at that size (Cityscapes' native ``[1024, 2048]``: evaluation
     at full resolution, logits upsampled, docs/method.md §8.3); None: at the input size.
+    ``train_split`` and ``eval_split`` name the files the training and the evaluation read
+    (CamVid: ``train``, ``val``, ``test`` or ``trainval``; the published CamVid protocol trains
+    on ``trainval`` and reports on ``test``); the other datasets have ``train`` and ``val``.
     """
 
     name: str = "synthetic"
@@ -107,6 +119,11 @@ class DataConfig:
     class_weights: Literal["enet", "erfnet", "none"] = "enet"
     seed: int = 0
     eval_label_size: tuple[int, ...] | None = None
+    train_split: str = "train"
+    eval_split: str = "val"
+
+    def __post_init__(self) -> None:
+        validate_data(self, "")
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,9 @@ class SpaceConfig:
     channel_remove: tuple[int, ...] = (32, 28, 24, 20, 16, 12, 8, 4, 0)
     search_depth: bool = True
 
+    def __post_init__(self) -> None:
+        validate_space(self, "")
+
 
 @dataclass(frozen=True)
 class SSRConfig:
@@ -160,6 +180,9 @@ class SSRConfig:
     averaging: Literal["active", "all"] = "active"
     warmup_epochs: int = 0
 
+    def __post_init__(self) -> None:
+        validate_ssr(self)
+
 
 @dataclass(frozen=True)
 class FlopsConfig:
@@ -173,6 +196,9 @@ class FlopsConfig:
     form: Literal["l2", "l1", "band"] = "l2"
     height: int = 512
     width: int = 1024
+
+    def __post_init__(self) -> None:
+        validate_flops(self)
 
 
 @dataclass(frozen=True)
@@ -192,6 +218,9 @@ class ShrinkConfig:
     order: tuple[str, ...] = ("depth", "op", "out", "mid")
     max_per_decision: int | None = None
 
+    def __post_init__(self) -> None:
+        validate_shrink(self)
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -203,6 +232,9 @@ class OptimConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        validate_optim(self, "")
 
 
 @dataclass(frozen=True)
@@ -255,23 +287,42 @@ class SearchConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
 
+    def __post_init__(self) -> None:
+        validate_search(self)
+
+
+#: The fields a retraining takes from its search when it leaves them None.
+INHERITED = ("data", "device", "precision", "channels_last")
+
 
 @dataclass(frozen=True)
 class RetrainConfig:
     """Retraining a derived network from scratch (docs/method.md §8.2).
 
-    ``precision`` and ``channels_last``: as in :class:`SearchConfig` (ssr/precision.py).
+    ``data``, ``device``, ``precision`` and ``channels_last`` (as in :class:`SearchConfig`,
+    ssr/precision.py) are None unless set for retraining: None means the search's
+    (:meth:`inherit`). ``epochs = 0`` is a pipeline's "no retraining".
     """
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4))
     epochs: int = 300
     eval_every: int = 1
     seed: int = 0
-    device: str = "cpu"
+    device: str | None = None
     checkpoint_every: int = 1
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    channels_last: bool | None = None
+
+    def __post_init__(self) -> None:
+        validate_retrain(self)
+
+    def inherit(self, search: SearchConfig | None = None) -> RetrainConfig:
+        """This retraining with every None of :data:`INHERITED` taken from ``search`` (a
+        retraining on its own, ``search=None``: from the default :class:`SearchConfig`)."""
+        source = search if search is not None else SearchConfig()
+        given = {k: getattr(source, k) for k in INHERITED if getattr(self, k) is None}
+        return dataclasses.replace(self, **given) if given else self
 
 
 @dataclass(frozen=True)
@@ -293,13 +344,17 @@ class BenchConfig:
     threads: int = 0
     device: str = "cpu"
 
+    def __post_init__(self) -> None:
+        validate_bench(self)
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """One trial of a sweep: search, derive, retrain for a budget, evaluate, measure.
 
-    ``retrain.data`` defaults to the search's data unless given; ``retrain.epochs = 0`` skips
-    retraining (the record then has no retrained mIoU).
+    ``retrain`` is the retraining as given (its None fields: the search's); the retraining that
+    runs is :attr:`resolved_retrain`. ``retrain.epochs = 0`` skips retraining (the record then
+    has no retrained mIoU).
     """
 
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -307,40 +362,41 @@ class PipelineConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     export_onnx: bool = True
 
+    def __post_init__(self) -> None:
+        try:  # the retraining that runs, with what it inherits, is checked now: not after a search
+            _ = self.resolved_retrain
+        except ConfigError as exc:
+            raise ConfigError(f"retrain.{exc}") from None
+
+    @functools.cached_property
+    def resolved_retrain(self) -> RetrainConfig:
+        """The retraining as it runs: ``retrain`` with the search's data, device, precision and
+        memory format where it leaves them None."""
+        return self.retrain.inherit(self.search)
+
+    def resolved(self) -> PipelineConfig:
+        """This config with :attr:`resolved_retrain` in place of ``retrain`` (what a trial writes
+        as ``config.resolved.yaml`` and logs as its params)."""
+        return dataclasses.replace(self, retrain=self.resolved_retrain)
+
 
 # --------------------------------------------------------------------------------------------
-# Loading, validation, writing
-
-#: The range check of each config class (:mod:`ssr.validate`).
-VALIDATORS: dict[type, Callable[[Any], None]] = {
-    SearchConfig: validate_search,
-    RetrainConfig: validate_retrain,
-    BenchConfig: validate_bench,
-    PipelineConfig: validate_pipeline,
-    DataConfig: validate_data,
-    SpaceConfig: validate_space,
-}
-
-
-def validate(cfg: Any) -> None:
-    """Range checks that types alone cannot express; raises :class:`ConfigError` naming the key.
-
-    A :class:`PipelineConfig` is checked whole (search, retraining unless 0 epochs, bench);
-    classes without checks of their own pass.
-    """
-    check = VALIDATORS.get(type(cfg))
-    if check is not None:
-        check(cfg)
+# Loading and writing
 
 
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Defaults <- YAML file <- ``key=value`` overrides, validated into ``cls``."""
+    """Defaults <- YAML file <- ``key=value`` overrides, as ``cls`` (which checks itself).
+
+    A :class:`RetrainConfig` loaded on its own has no search to inherit from: its None fields
+    take the default search's values (:meth:`RetrainConfig.inherit`).
+    """
     data = load_yaml(path) if path else {}
     data = deep_merge(data, parse_overrides(overrides))
     cfg = from_dict(cls, data)
-    validate(cfg)
+    if isinstance(cfg, RetrainConfig):
+        return cfg.inherit()  # type: ignore[return-value]
     return cfg
 
 

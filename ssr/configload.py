@@ -9,7 +9,12 @@ wrong types raise a :class:`~ssr.errors.ConfigError` that names the key (``ssr.o
 :func:`parse_overrides` turns ``--set`` items (``ssr.op=30``) into a nested dict whose values
 are YAML-typed (read with the strict loader of :mod:`ssr.yamlload`, so ``lr=5e-4`` is a
 number); :func:`deep_merge`, :func:`set_dotted`, :func:`flatten` and :func:`to_dict` move
-between nested and dotted views. Range checks are :mod:`ssr.validate`'s.
+between nested and dotted views.
+
+Range checks are the config classes' own (each checks itself when it is built, with the
+functions of :mod:`ssr.validate`); their messages name keys relative to the class, and
+:func:`from_dict` puts the path of a nested block in front (``data.height`` inside ``search``
+reads ``search.data.height``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ssr.errors import ConfigError
 from ssr.yamlload import load_yaml_text
 
 __all__ = [
+    "dataclass_type",
     "deep_merge",
     "flatten",
     "from_dict",
@@ -59,7 +65,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        if dataclass_type(tp) is not None and isinstance(value, dict):
             default = _field_default(fields[name])
             if dataclasses.is_dataclass(default):
                 value = deep_merge(to_dict(default), value)
@@ -68,6 +74,16 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         return cls(**kwargs)
     except TypeError as exc:  # missing required fields of nested dataclasses
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+    except ConfigError as exc:  # the class's own range check: name the key from the top
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
+
+
+def dataclass_type(tp: Any) -> type | None:
+    """The dataclass a field holds: ``tp`` itself, the ``X`` of ``X | None``, or None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -16,7 +16,6 @@ which ``sweeps/plan.py``'s estimates are checked against) and when the trial ran
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr.atomic import write_json
-from ssr.config import DataConfig, PipelineConfig, RetrainConfig, dump_yaml, validate
+from ssr.config import PipelineConfig, RetrainConfig, dump_yaml
 from ssr.genotype import Genotype
 from ssr.loop import Reporter
 from ssr.search import run_search
@@ -35,15 +34,9 @@ RECORD = "record.json"
 
 
 def retrain_config(cfg: PipelineConfig) -> RetrainConfig:
-    """The retraining config, with the search's data, device, precision and memory format
-    unless set for retraining."""
-    retrain, default = cfg.retrain, RetrainConfig()
-    if retrain.data == DataConfig():
-        retrain = dataclasses.replace(retrain, data=cfg.search.data)
-    for name in ("device", "precision", "channels_last"):
-        if getattr(retrain, name) == getattr(default, name):
-            retrain = dataclasses.replace(retrain, **{name: getattr(cfg.search, name)})
-    return retrain
+    """The retraining that runs: :attr:`ssr.config.PipelineConfig.resolved_retrain` (the
+    search's data, device, precision and memory format where ``retrain`` leaves them None)."""
+    return cfg.resolved_retrain
 
 
 def run_pipeline(
@@ -58,12 +51,11 @@ def run_pipeline(
     Reporter steps count search epochs first, then retraining epochs; every report carries
     ``phase`` (0 search, 1 retrain) and ``val_miou`` (the current phase's validation mIoU).
     """
-    validate(cfg.search)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / RECORD).is_file():
         return json.loads((out / RECORD).read_text())
-    dump_yaml(cfg, out / "config.resolved.yaml")
+    dump_yaml(cfg.resolved(), out / "config.resolved.yaml")
 
     started_at = time.time()
     t0 = time.perf_counter()
@@ -103,7 +95,7 @@ def run_pipeline(
         "retrained_miou": None,
         "dataset": cfg.search.data.name,
     }
-    rcfg = retrain_config(cfg)
+    rcfg = cfg.resolved_retrain
     record.update(
         search_precision=cfg.search.precision,
         search_channels_last=cfg.search.channels_last,

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssr.atomic import write_jsonl
-from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ssr.config import ConfigError, RetrainConfig, dump_yaml, to_dict, validate
+from ssr.checkpoint import save_checkpoint
+from ssr.config import ConfigError, RetrainConfig, dump_yaml, to_dict
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.device import resolve_device
+from ssr.epochs import EpochDriver
 from ssr.errors import DivergenceError
 from ssr.finite import StepChecks
 from ssr.genotype import Genotype
@@ -121,13 +121,145 @@ def run_retrain(
     ``genotype.json`` and ``config.resolved.yaml``; ``resume=True`` continues from ``last.pt``
     (a fresh start if there is none).
     """
-    validate(cfg)
+    cfg = cfg.inherit()  # a retraining on its own: None fields take the default search's
+    if cfg.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1 to retrain, got {cfg.epochs}")
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir (where last.pt is)")
     device = resolve_device(cfg.device)
     with cuda_habits(device):
         return _retrain(cfg, genotype, device, out, reporter, resume, progress)
+
+
+@dataclass
+class _RetrainRun:
+    """One retraining in progress: the network and its step, the data, the best epoch so far.
+    The epochs around it are :class:`ssr.epochs.EpochDriver`'s."""
+
+    cfg: RetrainConfig
+    genotype: Genotype
+    device: torch.device
+    progress: bool
+    model: nn.Module
+    step: TrainStep
+    train_set: Any
+    train_loader: Any
+    val_loader: Any
+    num_classes: int
+    best_path: Path | None
+    best_miou: float = -math.inf
+    best_epoch: int = 0
+    last_eval: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, cfg: RetrainConfig, genotype: Genotype, device: torch.device, out: Path | None,
+        progress: bool,
+    ) -> _RetrainRun:  # fmt: skip
+        """The network (seeded), its step and the loaders."""
+        from ssr.network import DerivedNet
+
+        info = dataset_info(cfg.data.name)
+        torch.manual_seed(cfg.seed)
+        model = DerivedNet(genotype, num_classes=info.num_classes)
+        model = model.to(device, memory_format=memory_format(cfg.channels_last))
+        pin = device.type == "cuda"
+        train_set = build_dataset(cfg.data, "train")
+        return cls(
+            cfg, genotype, device, progress, model, TrainStep(model, cfg, device), train_set,
+            build_loader(cfg.data, "train", dataset=train_set, seed=cfg.seed, pin_memory=pin),
+            build_loader(cfg.data, "val", pin_memory=pin), info.num_classes,
+            out / "best.pt" if out is not None else None,
+        )  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Weights, optimiser, scaler, best epoch and class weights of a checkpoint."""
+        if state["genotype"] != self.genotype.to_json():
+            raise ConfigError("the checkpoint was written for another genotype; use a new out_dir")
+        if state["config"] != to_dict(self.cfg):
+            log.warning("resuming retraining with a different config than it was started with")
+        self.model.load_state_dict(state["model"])
+        self.step.optimizer.load_state_dict(state["optimizer"])
+        self.step.stepper.load_state_dict(state.get("scaler"))
+        self.best_miou, self.best_epoch = float(state["best_miou"]), int(state["best_epoch"])
+        self.step.weights = state["class_weights"].to(self.device)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds of this retraining (the driver adds epoch, history, RNG)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.step.optimizer.state_dict(),
+            "scaler": self.step.stepper.state_dict(),
+            "best_miou": self.best_miou,
+            "best_epoch": self.best_epoch,
+            "class_weights": self.step.weights.cpu(),
+            "genotype": self.genotype.to_json(),
+            "config": to_dict(self.cfg),
+        }
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        """One retraining epoch (0-based): train, evaluate when due, keep the best weights."""
+        cfg, step, t0 = self.cfg, self.step, time.perf_counter()
+        lr = poly_lr(step.optimizer, cfg.optim.lr, epoch, cfg.epochs, cfg.optim.poly_power)
+        self.train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        self.model.train()
+        desc = f"retrain {epoch + 1}/{cfg.epochs}"
+        step.checks.start(epoch + 1)
+        stats = run_epoch(self.train_loader, step, desc=desc, progress=self.progress,
+                          log_summary=False)  # fmt: skip
+        step.checks.flush()
+        scale = step.stepper.scaler.get_scale() if step.stepper.fp16 else 1.0
+        if scale < 1.0:
+            raise DivergenceError(
+                f"retraining diverged at epoch {epoch + 1}: the fp16 gradients overflow even "
+                f"unscaled (gradient scale {scale:.3g}); use precision bf16 or fp32"
+            )
+        evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        if evaluated:
+            self.evaluate(epoch + 1)
+        nan, ev = float("nan"), self.last_eval
+        row: dict[str, Any] = {
+            "epoch": float(epoch + 1),
+            "train_loss": stats.get("loss", nan),
+            "lr": lr,
+            **{k: ev.get(k, nan) for k in ("val_miou", "val_miou_official", "val_pixel_acc",
+                                            "val_loss")},
+            "evaluated": float(evaluated),
+            "best_miou": self.best_miou if self.best_epoch else nan,
+            "seconds": time.perf_counter() - t0,
+        }  # fmt: skip
+        if "skipped" in stats:  # fp16: the share of steps the gradient scaler skipped
+            row["skipped_steps"] = stats["skipped"]
+        if evaluated:
+            row["val_per_class_iou"] = ev["val_per_class_iou"]
+        log.info(
+            "%s: train_loss=%.4g lr=%.3g val_miou=%.4f%s best=%.4f (epoch %d) %.1fs", desc,
+            row["train_loss"], lr, row["val_miou"], "" if evaluated else " (earlier)",
+            row["best_miou"], self.best_epoch, row["seconds"],
+        )  # fmt: skip
+        return row
+
+    def evaluate(self, done: int) -> None:
+        """Evaluate after epoch ``done``; a new best mIoU saves ``best.pt``."""
+        ev = evaluate(
+            self.model, self.val_loader, self.num_classes, self.device, weight=self.step.weights,
+            progress=self.progress, channels_last=self.cfg.channels_last,
+        )  # fmt: skip
+        self.last_eval = {
+            "val_miou": ev["miou"],
+            "val_miou_official": ev["miou_official"],
+            "val_pixel_acc": ev["pixel_acc"],
+            "val_loss": ev["loss"],
+            "val_per_class_iou": ev["per_class_iou"],
+        }
+        if math.isfinite(ev["miou"]) and ev["miou"] > self.best_miou:
+            self.best_miou, self.best_epoch = ev["miou"], done
+            if self.best_path is not None:
+                save_checkpoint(
+                    self.best_path, model=self.model.state_dict(), epoch=done,
+                    miou=self.best_miou, genotype=self.genotype.to_json(),
+                )  # fmt: skip
 
 
 def _retrain(
@@ -139,146 +271,34 @@ def _retrain(
     resume: bool,
     progress: bool,
 ) -> RetrainResult:
-    from ssr.network import DerivedNet
-
-    info = dataset_info(cfg.data.name)
-    torch.manual_seed(cfg.seed)
-    model = DerivedNet(genotype, num_classes=info.num_classes)
-    model = model.to(device, memory_format=memory_format(cfg.channels_last))
-    step = TrainStep(model, cfg, device)
-    optimizer, stepper, checks = step.optimizer, step.stepper, step.checks
-    pin = device.type == "cuda"
-    train_set = build_dataset(cfg.data, "train")
-    train_loader = build_loader(cfg.data, "train", dataset=train_set, seed=cfg.seed, pin_memory=pin)
-    val_loader = build_loader(cfg.data, "val", pin_memory=pin)
-
-    start, history = 0, []
-    best_miou, best_epoch = -math.inf, 0
-    weights: Tensor | None = None
-    last, best = (out / "last.pt", out / "best.pt") if out is not None else (None, None)
-    if resume and last is not None and last.is_file():
-        state = load_checkpoint(last)
-        if state["genotype"] != genotype.to_json():
-            raise ConfigError(f"{last} was written for another genotype; use a new out_dir")
-        if state["config"] != to_dict(cfg):
-            log.warning("resuming %s with a different config than it was started with", last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stepper.load_state_dict(state.get("scaler"))
-        start, history = int(state["epoch"]), list(state["history"])
-        best_miou, best_epoch = float(state["best_miou"]), int(state["best_epoch"])
-        weights = state["class_weights"]
-        set_rng_state(state["rng"])
-        log.info("resumed retraining from %s after epoch %d", last, start)
-    elif resume:
-        log.info("resume requested but %s does not exist: starting from scratch", last)
-    if weights is None:
-        weights = class_weights(cfg.data, train_set)
-    weights = step.weights = weights.to(device)
+    run = _RetrainRun.build(cfg, genotype, device, out, progress)
+    driver = EpochDriver(
+        cfg.epochs,
+        cfg.checkpoint_every,
+        checkpoint=out / "last.pt" if out is not None else None,
+        reporter=reporter,
+        history_file=out / "history.jsonl" if out is not None else None,
+    )
+    if resume and not driver.resume(run.restore):
+        log.info("resume requested but %s does not exist: starting from scratch", driver.checkpoint)
+    if run.step.weights is None:
+        run.step.weights = class_weights(cfg.data, run.train_set).to(device)
+    run.last_eval = driver.history[-1] if driver.history else {}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, out / "config.resolved.yaml")
         genotype.save(out / "genotype.json")
-        write_jsonl(out / "history.jsonl", history)
-
-    last_eval: dict[str, Any] = history[-1] if history else {}
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        lr = poly_lr(optimizer, cfg.optim.lr, epoch, cfg.epochs, cfg.optim.poly_power)
-        train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        model.train()
-        desc = f"retrain {epoch + 1}/{cfg.epochs}"
-        checks.start(epoch + 1)
-        stats = run_epoch(train_loader, step, desc=desc, progress=progress, log_summary=False)
-        checks.flush()
-        if stepper.fp16 and stepper.scaler.get_scale() < 1.0:
-            raise DivergenceError(
-                f"retraining diverged at epoch {epoch + 1}: the fp16 gradients overflow even "
-                f"unscaled (gradient scale {stepper.scaler.get_scale():.3g}); use precision "
-                "bf16 or fp32"
-            )
-        evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
-        if evaluated:
-            ev = evaluate(
-                model, val_loader, info.num_classes, device, weight=weights, progress=progress,
-                channels_last=cfg.channels_last,
-            )  # fmt: skip
-            last_eval = {
-                "val_miou": ev["miou"],
-                "val_miou_official": ev["miou_official"],
-                "val_pixel_acc": ev["pixel_acc"],
-                "val_loss": ev["loss"],
-                "val_per_class_iou": ev["per_class_iou"],
-            }
-            if math.isfinite(ev["miou"]) and ev["miou"] > best_miou:
-                best_miou, best_epoch = ev["miou"], epoch + 1
-                if best is not None:
-                    save_checkpoint(
-                        best,
-                        model=model.state_dict(),
-                        epoch=epoch + 1,
-                        miou=best_miou,
-                        genotype=genotype.to_json(),
-                    )
-        nan = float("nan")
-        row: dict[str, Any] = {
-            "epoch": float(epoch + 1),
-            "train_loss": stats.get("loss", nan),
-            "lr": lr,
-            "val_miou": last_eval.get("val_miou", nan),
-            "val_miou_official": last_eval.get("val_miou_official", nan),
-            "val_pixel_acc": last_eval.get("val_pixel_acc", nan),
-            "val_loss": last_eval.get("val_loss", nan),
-            "evaluated": float(evaluated),
-            "best_miou": best_miou if best_epoch else nan,
-            "seconds": time.perf_counter() - t0,
-        }
-        if "skipped" in stats:  # fp16: the share of steps the gradient scaler skipped
-            row["skipped_steps"] = stats["skipped"]
-        if evaluated:
-            row["val_per_class_iou"] = last_eval["val_per_class_iou"]
-        history.append(row)
-        log.info(
-            "%s: train_loss=%.4g lr=%.3g val_miou=%.4f%s best=%.4f (epoch %d) %.1fs",
-            desc,
-            row["train_loss"],
-            lr,
-            row["val_miou"],
-            "" if evaluated else " (earlier)",
-            row["best_miou"],
-            best_epoch,
-            row["seconds"],
-        )
-        if out is not None:
-            write_jsonl(out / "history.jsonl", history)
-        if last is not None and (
-            (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
-        ):
-            save_checkpoint(
-                last,
-                model=model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                scaler=stepper.state_dict(),
-                epoch=epoch + 1,
-                history=history,
-                best_miou=best_miou,
-                best_epoch=best_epoch,
-                class_weights=weights.cpu(),
-                rng=rng_state(),
-                genotype=genotype.to_json(),
-                config=to_dict(cfg),
-            )
-        if reporter is not None:
-            reporter({k: v for k, v in row.items() if isinstance(v, float)}, epoch + 1)
+    history = driver.run(run.epoch, run.state)
 
     final = next((r for r in reversed(history) if r.get("evaluated")), {})
-    params_m, gmacs = _size(model, cfg.data.height, cfg.data.width)
+    params_m, gmacs = _size(run.model, cfg.data.height, cfg.data.width)
+    best = run.best_path
     return RetrainResult(
         miou=float(final.get("val_miou", math.nan)),
         per_class_iou=list(final.get("val_per_class_iou", [])),
         pixel_acc=float(final.get("val_pixel_acc", math.nan)),
-        best_miou=best_miou if best_epoch else math.nan,
-        best_epoch=best_epoch,
+        best_miou=run.best_miou if run.best_epoch else math.nan,
+        best_epoch=run.best_epoch,
         epochs_run=len(history),
         history=history,
         params_m=params_m,

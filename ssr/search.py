@@ -31,7 +31,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,15 @@ import torch
 from torch import Tensor
 
 from ssr.atomic import write_json, write_jsonl
-from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ssr.config import SearchConfig, dump_yaml, validate
+from ssr.config import SearchConfig, dump_yaml
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.derive import genotype_from_supernet
 from ssr.device import resolve_device
+from ssr.epochs import EpochDriver
 from ssr.errors import DivergenceError
 from ssr.gap import discretize_by_argmax, gap_summary, measure_derived
 from ssr.genotype import Genotype, space_log10_size
-from ssr.loop import evaluate, run_epoch
+from ssr.loop import Reporter, evaluate, run_epoch
 from ssr.metrics import bootstrap_miou_interval
 from ssr.network import DerivedNet
 from ssr.optim import poly_lr
@@ -61,7 +61,6 @@ from ssr.supernet import DIMENSIONS, Supernet
 __all__ = ["DivergenceError", "SearchResult", "run_search"]
 
 log = logging.getLogger(__name__)
-Reporter = Callable[[dict[str, float], int], None]
 CHECKPOINT = "checkpoints/search_last.pt"
 
 
@@ -126,11 +125,135 @@ def run_search(
     progress: bool = True,
 ) -> SearchResult:
     """Run one SSR search; writes genotype, summary, history and checkpoints to ``out_dir``."""
-    validate(cfg)
     device = resolve_device(cfg.device)
     with cuda_habits(device):
         return _search(cfg, device, Path(out_dir) if out_dir is not None else None, reporter,
                        resume, progress)  # fmt: skip
+
+
+@dataclass
+class _SearchRun:
+    """One search in progress: its config, data, supernet and step, and what it decided so far
+    (prune events, the epoch it became discrete). The epochs around it are
+    :class:`ssr.epochs.EpochDriver`'s; :func:`_finish` derives from it."""
+
+    cfg: SearchConfig
+    device: torch.device
+    out: Path | None
+    progress: bool
+    train_set: Any
+    w_idx: list[int]
+    a_idx: list[int]
+    val_loader: Any
+    net: Supernet
+    step: SearchStep
+    events: list[dict[str, Any]] = field(default_factory=list)
+    discrete_at: int | None = None
+
+    @classmethod
+    def build(cls, cfg: SearchConfig, device: torch.device, out: Path | None, progress: bool):
+        """Data (split into weight and architecture halves with ``arch_split``), supernet, step."""
+        torch.manual_seed(cfg.seed)
+        pin = device.type == "cuda"  # pinned batches: non-blocking copies (ssr/precision.py)
+        train_set = build_dataset(cfg.data, "train")
+        n = len(train_set)
+        if cfg.arch_split:  # docs/method.md §12.2: held-out architecture data (train-A / train-B)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+            w_idx, a_idx = sorted(perm[: n // 2]), sorted(perm[n // 2 :])
+        else:
+            w_idx = a_idx = list(range(n))
+        val_loader = build_loader(cfg.data, "val", shuffle=False, pin_memory=pin)
+        weights = class_weights(cfg.data, train_set).to(device)
+        net = Supernet(cfg.space, dataset_info(cfg.data.name).num_classes).to(
+            device, memory_format=memory_format(cfg.channels_last)
+        )
+        step = SearchStep(net, cfg, weights, device)
+        return cls(cfg, device, out, progress, train_set, w_idx, a_idx, val_loader, net, step)
+
+    def loader(self, subset: list[int], seed: int) -> Any:
+        """Shuffled training batches of ``subset``, keyed by ``seed``."""
+        return build_loader(
+            self.cfg.data, "train", shuffle=True, seed=seed, subset=subset,
+            dataset=self.train_set, pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
+
+    def recal_batches(self) -> Iterator[Tensor]:
+        """The same training batches for every BN recalibration of a derived network."""
+        loader = build_loader(
+            self.cfg.data, "train", shuffle=True, seed=self.cfg.seed, subset=self.w_idx,
+            dataset=self.train_set,
+        )  # fmt: skip
+        return (x for x, _ in itertools.islice(loader, self.cfg.bn_recalibration_batches))
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """The supernet, optimisers and decisions of a checkpoint (:meth:`state`)."""
+        self.net.load_state_dict(state["model"])
+        self.net.refresh_alive()
+        self.step.load_state_dict(state)
+        self.events, self.discrete_at = list(state["events"]), state["discrete_at"]
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds of this search (the driver adds epoch, history, RNG)."""
+        return {
+            "model": self.net.state_dict(),
+            **self.step.state_dict(),
+            "events": self.events,
+            "discrete_at": self.discrete_at,
+        }
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """One search epoch (0-based): weight and architecture steps, evaluation, shrinking, the
+        gap where it is measured; returns the history row."""
+        cfg, net, t0 = self.cfg, self.net, time.perf_counter()
+        lr = poly_lr(self.step.w.optimizer, cfg.weight_optim.lr, epoch, cfg.epochs,
+                     cfg.weight_optim.poly_power)  # fmt: skip
+        search_arch = not (self.discrete_at is not None and cfg.skip_arch_when_discrete)
+        seed = cfg.seed * 100_003 + epoch
+        batches = zip(self.loader(self.w_idx, seed), self.loader(self.a_idx, seed + 50_000))
+        self.step.start_epoch(epoch)
+        stats = run_epoch(batches, lambda batch, arch=search_arch: self.step(batch, arch),
+                          desc=f"search {epoch + 1}/{cfg.epochs}", progress=self.progress)  # fmt: skip
+        self.step.end_epoch()
+        supernet_miou = evaluate(net, self.val_loader, net.num_classes, self.device,
+                                 channels_last=cfg.channels_last)["miou"]  # fmt: skip
+        with torch.no_grad():
+            terms = {f"ssr_{k}": float(v) for k, v in ssr_terms(net, cfg).items()}
+            e_gmacs = float(net.expected_macs(cfg.flops.height, cfg.flops.width)) / 1e9
+        row: dict[str, float] = {
+            "epoch": float(epoch + 1), "phase": 0.0, "lr": lr, "val_miou": supernet_miou,
+            "supernet_miou": supernet_miou, "expected_gmacs": e_gmacs,
+            "arch_step": float(search_arch), **{k: float(v) for k, v in stats.items()},
+            **terms, **arch_stats(net),
+        }  # fmt: skip
+        pruned = self.shrink(epoch + 1) if search_arch else 0
+        if self.discrete_at is None and net.is_discrete():
+            self.discrete_at = epoch + 1
+        if self.discrete_at == epoch + 1 or epoch + 1 in cfg.gap_epochs:
+            # the gap at discretization / at a common epoch (ssr.gap): supernet evaluated just
+            # before this epoch's prunes vs the argmax network right after them
+            m = measure_derived(net, self.recal_batches, self.val_loader, self.device)
+            row.update(argmax_derived_miou=m.miou, argmax_gap=supernet_miou - m.miou)
+        row.update(pruned=float(pruned), discrete=float(self.discrete_at is not None))
+        row["seconds"] = time.perf_counter() - t0
+        return row
+
+    def shrink(self, done: int) -> int:
+        """Hierarchical progressive shrinking after epoch ``done`` (docs/method.md §5), when it
+        is due: decide, record, then apply, one dimension after another; returns the prunes."""
+        sh, net = self.cfg.shrink, self.net
+        if not (sh.enabled and done > sh.warmup and (done - sh.warmup) % sh.every == 0):
+            return 0
+        pruned = 0
+        for dim in sh.order:
+            decisions = decide(
+                dim, net.probs(dim), net.alive(dim), sh.threshold, net.active_groups(dim).cpu(),
+                sh.max_per_decision,
+            )  # fmt: skip
+            self.events.extend({"epoch": done, **describe(net, d)} for d in decisions)
+            apply(net.alive(dim), decisions)
+            net.refresh_alive()
+            pruned += len(decisions)
+        return pruned
 
 
 def _search(
@@ -141,157 +264,44 @@ def _search(
     resume: bool,
     progress: bool,
 ) -> SearchResult:
-    torch.manual_seed(cfg.seed)
-    info = dataset_info(cfg.data.name)
-    pin = device.type == "cuda"  # pinned batches: non-blocking copies (ssr/precision.py)
-    train_set = build_dataset(cfg.data, "train")
-    n = len(train_set)
-    if cfg.arch_split:  # docs/method.md §12.2: held-out architecture data (train-A / train-B)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
-        w_idx, a_idx = sorted(perm[: n // 2]), sorted(perm[n // 2 :])
-    else:
-        w_idx = a_idx = list(range(n))
-    val_loader = build_loader(cfg.data, "val", shuffle=False, pin_memory=pin)
-    weights = class_weights(cfg.data, train_set).to(device)
-
-    def recal_batches() -> Iterator[Tensor]:
-        """The same training batches for every BN recalibration of a derived network."""
-        loader = build_loader(
-            cfg.data, "train", shuffle=True, seed=cfg.seed, subset=w_idx, dataset=train_set
-        )
-        return (x for x, _ in itertools.islice(loader, cfg.bn_recalibration_batches))
-
-    net = Supernet(cfg.space, info.num_classes).to(
-        device, memory_format=memory_format(cfg.channels_last)
+    run = _SearchRun.build(cfg, device, out, progress)
+    driver = EpochDriver(
+        cfg.epochs,
+        cfg.checkpoint_every,
+        checkpoint=out / CHECKPOINT if out is not None else None,
+        reporter=reporter,  # history.jsonl: written by _finish, with the genotype (none if diverged)
     )
-    step = SearchStep(net, cfg, weights, device)
-
-    history: list[dict[str, float]] = []
-    events: list[dict[str, Any]] = []
-    discrete_at: int | None = None
-    start = 0
-    ckpt_path = out / CHECKPOINT if out else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        net.load_state_dict(state["model"])
-        net.refresh_alive()
-        step.load_state_dict(state)
-        history, events = list(state["history"]), list(state["events"])
-        start, discrete_at = int(state["epoch"]), state["discrete_at"]
-        set_rng_state(state["rng"])
-        log.info("resumed search from %s at epoch %d", ckpt_path, start)
+    if resume:
+        driver.resume(run.restore)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, out / "config.resolved.yaml")
-    w_opt = step.w.optimizer
-
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        lr = poly_lr(w_opt, cfg.weight_optim.lr, epoch, cfg.epochs, cfg.weight_optim.poly_power)
-        search_arch = not (discrete_at is not None and cfg.skip_arch_when_discrete)
-        seed = cfg.seed * 100_003 + epoch
-        w_loader = build_loader(
-            cfg.data, "train", shuffle=True, seed=seed, subset=w_idx, dataset=train_set,
-            pin_memory=pin,
-        )  # fmt: skip
-        a_loader = build_loader(
-            cfg.data, "train", shuffle=True, seed=seed + 50_000, subset=a_idx, dataset=train_set,
-            pin_memory=pin,
-        )  # fmt: skip
-        step.start_epoch(epoch)
-        stats = run_epoch(
-            zip(w_loader, a_loader),
-            lambda batch, arch=search_arch: step(batch, arch),
-            desc=f"search {epoch + 1}/{cfg.epochs}",
-            progress=progress,
-        )
-        step.end_epoch()
-        supernet_miou = evaluate(
-            net, val_loader, info.num_classes, device, channels_last=cfg.channels_last
-        )["miou"]
-        with torch.no_grad():
-            terms = {f"ssr_{k}": float(v) for k, v in ssr_terms(net, cfg).items()}
-            e_gmacs = float(net.expected_macs(cfg.flops.height, cfg.flops.width)) / 1e9
-        row: dict[str, float] = {
-            "epoch": float(epoch + 1),
-            "phase": 0.0,
-            "lr": lr,
-            "val_miou": supernet_miou,
-            "supernet_miou": supernet_miou,
-            "expected_gmacs": e_gmacs,
-            "arch_step": float(search_arch),
-            **{k: float(v) for k, v in stats.items()},
-            **terms,
-            **arch_stats(net),
-        }
-        # ---- hierarchical progressive shrinking (docs/method.md §5): decide, record, then apply
-        pruned = 0
-        sh = cfg.shrink
-        if (
-            sh.enabled
-            and search_arch
-            and epoch + 1 > sh.warmup
-            and (epoch + 1 - sh.warmup) % sh.every == 0
-        ):
-            for dim in sh.order:
-                decisions = decide(
-                    dim, net.probs(dim), net.alive(dim), sh.threshold,
-                    net.active_groups(dim).cpu(), sh.max_per_decision,
-                )  # fmt: skip
-                events.extend({"epoch": epoch + 1, **describe(net, d)} for d in decisions)
-                apply(net.alive(dim), decisions)
-                net.refresh_alive()
-                pruned += len(decisions)
-        if discrete_at is None and net.is_discrete():
-            discrete_at = epoch + 1
-        if discrete_at == epoch + 1 or epoch + 1 in cfg.gap_epochs:
-            # the gap at discretization / at a common epoch (ssr.gap): supernet evaluated just
-            # before this epoch's prunes vs the argmax network right after them
-            m = measure_derived(net, recal_batches, val_loader, device)
-            row.update(argmax_derived_miou=m.miou, argmax_gap=supernet_miou - m.miou)
-        row.update(pruned=float(pruned), discrete=float(discrete_at is not None))
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        if ckpt_path is not None and (
-            (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
-        ):
-            save_checkpoint(
-                ckpt_path,
-                model=net.state_dict(),
-                **step.state_dict(),
-                epoch=epoch + 1,
-                history=history,
-                events=events,
-                discrete_at=discrete_at,
-                rng=rng_state(),
-            )
-        if reporter is not None:  # after the checkpoint: a reporter may stop the process
-            reporter(dict(row), epoch + 1)
-        if discrete_at is not None and cfg.stop_when_discrete:
-            break
-
-    return _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, device, out)
+    history = driver.run(
+        run.epoch, run.state, stop=lambda: run.discrete_at is not None and cfg.stop_when_discrete
+    )
+    return _finish(run, history)
 
 
-def _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, device, out):
+def _finish(run: _SearchRun, history: list[dict[str, float]]) -> SearchResult:
     """Derive the genotype and network, recalibrate BN, measure the gaps and the interval."""
-    info = dataset_info(cfg.data.name)
+    cfg, net, out = run.cfg, run.net, run.out
     supernet_miou = (
         history[-1]["supernet_miou"]
         if history
-        else evaluate(net, val_loader, info.num_classes, device)["miou"]
+        else evaluate(net, run.val_loader, net.num_classes, run.device)["miou"]
     )
     epochs_run = int(history[-1]["epoch"]) if history else 0
     # budget over before shrinking finished: argmax fallback (docs/method.md §12.12)
     fallback = discretize_by_argmax(net) if not net.is_discrete() else []
+    events = run.events
     events.extend({"epoch": epochs_run, **describe(net, d)} for _, d in fallback)
     genotype = genotype_from_supernet(net, reduction=cfg.reduction_width)
-    final = measure_derived(net, recal_batches, val_loader, device)
+    final = measure_derived(net, run.recal_batches, run.val_loader, run.device)
     derived, derived_miou = final.model, final.miou
     lo, hi = bootstrap_miou_interval(final.per_image)
     from ssr.complexity import count_macs, count_params
 
-    full = DerivedNet(genotype, info.num_classes)
+    full = DerivedNet(genotype, net.num_classes)
     summary: dict[str, Any] = {
         "genotype_id": genotype.id,
         "supernet_miou": supernet_miou,
@@ -300,8 +310,8 @@ def _finish(cfg, net, history, events, discrete_at, recal_batches, val_loader, d
         "derived_miou_hi": hi,
         "val_images": int(final.per_image.shape[0]),
         "discretization_gap": supernet_miou - derived_miou,
-        "discrete_at_epoch": discrete_at,
-        **gap_summary(history, discrete_at, cfg.gap_epochs),
+        "discrete_at_epoch": run.discrete_at,
+        **gap_summary(history, run.discrete_at, cfg.gap_epochs),
         "fallback_prunes": len(fallback),
         "reduction_width": cfg.reduction_width,
         "precision": cfg.precision,

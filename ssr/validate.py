@@ -1,15 +1,15 @@
 """Range checks of a config: what types alone cannot say (docs/architecture.md §6).
 
 Loading (:mod:`ssr.configload`) checks keys and types; this module checks values, so that a
-config that validates is a config that runs: every float is finite (``.inf`` and ``.nan`` are
+config that exists is a config that runs: every float is finite (``.inf`` and ``.nan`` are
 refused wherever they appear), counts that make no sense at 0 are >= 1 (epochs, iterations,
-batches, sizes), rates lie in their interval, the space can be built, and a trial's benchmark
-input fits the network's stride. Each message names the key, with the section it sits in
-(``search.epochs``, ``bench.iters``) when a whole :class:`~ssr.config.PipelineConfig` is checked.
+batches, sizes), rates lie in their interval and the space can be built. Each config class of
+:mod:`ssr.config` calls its function here from ``__post_init__``, so it checks only its own
+fields (its parts checked themselves when they were built) and names keys relative to itself;
+:func:`ssr.configload.from_dict` puts the section in front (``search.epochs``, ``bench.iters``).
 
 The functions take the dataclasses of :mod:`ssr.config` by attribute only, so this module does
-not import it; :func:`ssr.config.validate` picks the function for a config's class.
-"""
+not import it."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from ssr.config import (
         BenchConfig,
         DataConfig,
+        FlopsConfig,
         OptimConfig,
-        PipelineConfig,
         RetrainConfig,
         SearchConfig,
+        ShrinkConfig,
         SpaceConfig,
+        SSRConfig,
     )
 
 __all__ = [
@@ -36,11 +38,13 @@ __all__ = [
     "check_finite_fields",
     "validate_bench",
     "validate_data",
+    "validate_flops",
     "validate_optim",
-    "validate_pipeline",
     "validate_retrain",
     "validate_search",
+    "validate_shrink",
     "validate_space",
+    "validate_ssr",
 ]
 
 #: The widest layer a space or a genotype may ask for. The paper's widest is 128 channels; one
@@ -83,26 +87,10 @@ def check_finite_fields(cfg: Any, prefix: str = "") -> None:
                 raise ConfigError(f"{where} must be a finite number, got {v}")
 
 
-def _fits_stride(height: int, width: int, stages: int, prefix: str) -> None:
-    """The input of an ``stages``-stage network: the stem and one stride-2 reduction per stage
-    (docs/method.md §2.1) must each halve an even size, or the conv and the max-pool halves of
-    a reduction differ by one pixel."""
-    stride = 2 ** (stages + 1)
-    _check(
-        height % stride == 0 and width % stride == 0,
-        f"{prefix}height/width ({height}x{width}) must be multiples of {stride} (the stride of "
-        f"a {stages}-stage network)",
-    )
-
-
 def validate_data(data: DataConfig, prefix: str = "data.") -> None:
     """Sizes, batch and the synthetic dataset's image counts."""
     p = prefix
     _check(data.height >= 16 and data.width >= 16, f"{p}height and {p}width must be >= 16")
-    _check(
-        data.height % 16 == 0 and data.width % 16 == 0,
-        f"{p}height/width ({data.height}x{data.width}) must be multiples of 16",
-    )
     _at_least(data.batch_size, 1, f"{p}batch_size")
     _at_least(data.num_workers, 0, f"{p}num_workers")
     _at_least(data.train_size, 1, f"{p}train_size", " (or null: all images)")
@@ -129,11 +117,19 @@ def validate_data(data: DataConfig, prefix: str = "data.") -> None:
         size is None or (len(size) == 2 and min(size) >= 16),
         f"{p}eval_label_size must be [height, width] (each >= 16), got {size}",
     )
+    splits = ("train", "val", "test", "trainval") if data.name == "camvid" else ("train", "val")
+    for key in ("train_split", "eval_split"):
+        _check(
+            getattr(data, key) in splits,
+            f"{p}{key} must be one of {', '.join(splits)} for {data.name}, "
+            f"got {getattr(data, key)!r}",
+        )
 
 
 def validate_space(space: SpaceConfig, prefix: str = "space.") -> None:
     """A space the supernet can build: widths that grow, depths, dilations, pools, widths left."""
     p = prefix
+    check_finite_fields(space, p)
     _check(len(space.stages) >= 1, f"{p}stages must not be empty")
     _at_least(space.stem_width, 4, f"{p}stem_width")
     _check(
@@ -198,38 +194,50 @@ def _precision_layout(precision: str, channels_last: bool, device: str, prefix: 
     )
 
 
-def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
-    """One search: its space, data, SSR and FLOPs weights, shrinking, optimisers, epochs."""
+def validate_ssr(cfg: SSRConfig, prefix: str = "") -> None:
+    """SSR weights and their warm-up: >= 0."""
+    check_finite_fields(cfg, prefix)
+    for k in ("op", "out", "mid", "depth"):
+        _check(getattr(cfg, k) >= 0, f"{prefix}{k} must be >= 0")
+    _at_least(cfg.warmup_epochs, 0, f"{prefix}warmup_epochs")
+
+
+def validate_flops(cfg: FlopsConfig, prefix: str = "") -> None:
+    """The FLOPs term: a weight >= 0, a target in (0, 1.5], an input of at least 16 pixels."""
     p = prefix
     check_finite_fields(cfg, p)
-    validate_space(cfg.space, f"{p}space.")
+    _check(cfg.weight >= 0, f"{p}weight must be >= 0")
+    _check(0 < cfg.target <= 1.5, f"{p}target must be in (0, 1.5]")
+    _at_least(cfg.height, 16, f"{p}height")
+    _at_least(cfg.width, 16, f"{p}width")
+
+
+def validate_shrink(cfg: ShrinkConfig, prefix: str = "") -> None:
+    """Shrinking: a threshold in (0, 1), a cadence, known dimensions."""
+    p = prefix
+    check_finite_fields(cfg, p)
+    _check(0 < cfg.threshold < 1, f"{p}threshold must be in (0, 1)")
+    _at_least(cfg.every, 1, f"{p}every")
+    _at_least(cfg.warmup, 0, f"{p}warmup")
+    _at_least(cfg.max_per_decision, 1, f"{p}max_per_decision", " (or null)")
+    bad = [d for d in cfg.order if d not in DIMENSIONS]
+    _check(not bad, f"{p}order: unknown dimension {bad[:1]}; use {sorted(DIMENSIONS)}")
+
+
+def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
+    """One search, given parts that checked themselves: two stages at least, epochs, the
+    per-search counts, the device and its precision, the gap epochs."""
+    p = prefix
+    check_finite_fields(cfg, p)
     n = len(cfg.space.stages)
     _check(
         n >= 2,
         f"{p}space.stages: a search needs at least two stages, got {n} (the network it derives "
         "has the aggregation head, which fuses the first stage's output with the last's)",
     )
-    validate_data(cfg.data, f"{p}data.")
-    _fits_stride(cfg.data.height, cfg.data.width, n, f"{p}data.")
-    for k in ("op", "out", "mid", "depth"):
-        _check(getattr(cfg.ssr, k) >= 0, f"{p}ssr.{k} must be >= 0")
-    _at_least(cfg.ssr.warmup_epochs, 0, f"{p}ssr.warmup_epochs")
-    _check(cfg.flops.weight >= 0, f"{p}flops.weight must be >= 0")
-    _check(0 < cfg.flops.target <= 1.5, f"{p}flops.target must be in (0, 1.5]")
-    _at_least(cfg.flops.height, 16, f"{p}flops.height")
-    _at_least(cfg.flops.width, 16, f"{p}flops.width")
-    _check(0 < cfg.shrink.threshold < 1, f"{p}shrink.threshold must be in (0, 1)")
-    _at_least(cfg.shrink.every, 1, f"{p}shrink.every")
-    _at_least(cfg.shrink.warmup, 0, f"{p}shrink.warmup")
-    _at_least(cfg.shrink.max_per_decision, 1, f"{p}shrink.max_per_decision", " (or null)")
-    bad = [d for d in cfg.shrink.order if d not in DIMENSIONS]
-    _check(not bad, f"{p}shrink.order: unknown dimension {bad[:1]}; use {sorted(DIMENSIONS)}")
     _at_least(cfg.epochs, 1, f"{p}epochs")
     _check(cfg.ce_scale > 0, f"{p}ce_scale must be > 0, got {cfg.ce_scale}")
     _check(cfg.label_stride in (1, 2, 4, 8), f"{p}label_stride must be 1, 2, 4 or 8")
-    _check(cfg.weight_optim.lr > 0 and cfg.arch_optim.lr > 0, f"{p}learning rates must be > 0")
-    validate_optim(cfg.weight_optim, f"{p}weight_optim.")
-    validate_optim(cfg.arch_optim, f"{p}arch_optim.")
     _at_least(cfg.bn_recalibration_batches, 1, f"{p}bn_recalibration_batches")
     _at_least(cfg.checkpoint_every, 1, f"{p}checkpoint_every")
     _at_least(cfg.seed, 0, f"{p}seed")
@@ -240,18 +248,19 @@ def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
 
 
 def validate_retrain(cfg: RetrainConfig, prefix: str = "") -> None:
-    """A retraining of at least one epoch (a pipeline skips retraining at 0 epochs instead)."""
+    """A retraining: epochs >= 0 (0: a pipeline skips it; :func:`ssr.retrain.run_retrain` needs
+    one at least), its cadences and seed; the device and precision when given (None: inherited
+    from the search, checked where they are resolved)."""
     p = prefix
     check_finite_fields(cfg, p)
-    validate_data(cfg.data, f"{p}data.")
-    _at_least(cfg.epochs, 1, f"{p}epochs")
-    _check(cfg.optim.lr > 0, f"{p}optim.lr must be > 0")
-    validate_optim(cfg.optim, f"{p}optim.")
+    _at_least(cfg.epochs, 0, f"{p}epochs")
     _at_least(cfg.eval_every, 1, f"{p}eval_every")
-    _precision_layout(cfg.precision, cfg.channels_last, cfg.device, p)
     _at_least(cfg.checkpoint_every, 1, f"{p}checkpoint_every")
     _at_least(cfg.seed, 0, f"{p}seed")
-    check_device(cfg.device, f"{p}device")
+    if cfg.device is not None:
+        check_device(cfg.device, f"{p}device")
+    if None not in (cfg.precision, cfg.channels_last, cfg.device):
+        _precision_layout(cfg.precision, bool(cfg.channels_last), str(cfg.device), p)
 
 
 def validate_bench(cfg: BenchConfig, prefix: str = "") -> None:
@@ -266,14 +275,3 @@ def validate_bench(cfg: BenchConfig, prefix: str = "") -> None:
     _at_least(cfg.repeats, 1, f"{p}repeats")
     _at_least(cfg.threads, 0, f"{p}threads", " (0: torch's default)")
     check_device(cfg.device, f"{p}device")
-
-
-def validate_pipeline(cfg: PipelineConfig) -> None:
-    """A whole trial: the search, the retraining (when ``retrain.epochs > 0``; 0 skips it), and a
-    benchmark input the searched network's stride divides (checked now, not after the search)."""
-    validate_search(cfg.search, "search.")
-    _at_least(cfg.retrain.epochs, 0, "retrain.epochs", "")
-    if cfg.retrain.epochs > 0:
-        validate_retrain(cfg.retrain, "retrain.")
-    validate_bench(cfg.bench, "bench.")
-    _fits_stride(cfg.bench.height, cfg.bench.width, len(cfg.search.space.stages), "bench.")

@@ -1,4 +1,8 @@
-"""A sweep definition as values: the typed sweep file and the validated :class:`Sweep`.
+"""What a sweep file holds, as values: its typed top level (:class:`SweepSpec` and its parts,
+each checking itself when built) and the validated :class:`Sweep` built from it.
+
+Reading a file (YAML, ``--set``) and the checks that need the PipelineConfig (``base``,
+``space``) are :mod:`sweeps.spec`'s.
 
 A sweep file declares what varies (``space``: the SSR method's knobs, seeds and the baselines of
 docs/method.md §10), how it is searched (``searcher``: Optuna multi-objective over
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ssr.config import PipelineConfig
-from sweeps.params import SweepParam, build_pipeline
-from sweeps.protocol import SAMPLED_KEY
+from ssr.config import ConfigError, PipelineConfig
+from sweeps.params import SweepParam
+from sweeps.protocol import EPOCH_COST_METRICS, EPOCH_METRICS, SAMPLED_KEY
+from sweeps.rundir import check_name
 
 #: Record columns a searcher may optimise (all measured once, at the end of a trial).
 OBJECTIVE_METRICS = (
@@ -33,8 +38,14 @@ OBJECTIVE_METRICS = (
 )
 
 
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
 # --------------------------------------------------------------------------------------------
-# The sweep file's typed top level (loaded with ssr.config.from_dict)
+# The sweep file's typed top level (loaded with ssr.config.from_dict, which puts the section in
+# front of a message: ``budget.search_epochs must be >= 1``)
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,12 @@ class Objective:
 
     metric: str
     mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.metric in OBJECTIVE_METRICS,
+            f"metric: {self.metric!r} is not one of {', '.join(OBJECTIVE_METRICS)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,16 @@ class SearcherSpec:
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0
     storage: str = ""
+
+    def __post_init__(self) -> None:
+        if self.storage:
+            _check(
+                self.kind == "optuna",
+                f"storage is the Optuna study's; searcher.kind is {self.kind}",
+            )
+            from sweeps.searchers import check_storage_url
+
+            check_storage_url(self.storage)
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,49 @@ class SchedulerSpec:
     grace_period: int = 1
     reduction_factor: int = 2
 
+    def __post_init__(self) -> None:
+        _check(  # NOTE: checked for every kind: each trial's reports carry it
+            self.metric in EPOCH_METRICS,
+            f"metric: {self.metric!r} is not reported by every epoch of a trial; "
+            f"use one of {', '.join(EPOCH_METRICS)}",
+        )
+        if self.kind == "none":
+            return
+        _check(self.grace_period >= 1, f"grace_period must be >= 1, got {self.grace_period}")
+        _check(
+            self.reduction_factor >= 2,
+            f"reduction_factor must be >= 2, got {self.reduction_factor}",
+        )
+        _check(
+            self.kind != "moasha"
+            or (
+                self.cost_metric in EPOCH_COST_METRICS + EPOCH_METRICS
+                and self.cost_metric != self.metric
+            ),
+            f"cost_metric: {self.cost_metric!r} is not a per-epoch metric other than "
+            f"scheduler.metric; use one of {', '.join(EPOCH_COST_METRICS)}",
+        )
+
+    def check_budget(self, budget: BudgetSpec) -> None:
+        """Rungs that fall before the last epoch report (else trials stop whole, unmeasured)."""
+        if self.kind == "none":
+            return
+        max_t = budget.search_epochs + budget.retrain_epochs + 1
+        _check(
+            self.grace_period < max_t,
+            f"scheduler.grace_period ({self.grace_period}) must be below the reports per trial "
+            f"({max_t})",
+        )
+        rungs = [self.grace_period * self.reduction_factor**k for k in range(64)]
+        last = max_t - 1  # the last epoch report; the final record follows it
+        _check(
+            last not in rungs,
+            f"scheduler: a rung at step {last} (grace_period {self.grace_period} x "
+            f"reduction_factor {self.reduction_factor}^k) would stop trials after their whole "
+            "budget, before they derive and measure; choose grace_period/reduction_factor so "
+            "that rungs fall earlier",
+        )
+
 
 @dataclass(frozen=True)
 class BudgetSpec:
@@ -85,6 +155,11 @@ class BudgetSpec:
     retrain_epochs: int = 0
     checkpoint_every: int = 1
 
+    def __post_init__(self) -> None:
+        for key, low in (("search_epochs", 1), ("retrain_epochs", 0), ("checkpoint_every", 1)):
+            value = getattr(self, key)
+            _check(value >= low, f"{key} must be >= {low}, got {value}")
+
 
 @dataclass(frozen=True)
 class ResourcesSpec:
@@ -93,10 +168,15 @@ class ResourcesSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check(self.cpus_per_trial > 0, f"cpus_per_trial must be > 0, got {self.cpus_per_trial}")
+        _check(self.gpus_per_trial >= 0, f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """The whole sweep file. ``space``, ``base`` and ``dataset`` are checked separately."""
+    """The whole sweep file. ``space``, ``base`` and ``dataset`` are checked by
+    :func:`sweeps.spec.build_sweep` (they need the PipelineConfig)."""
 
     name: str = "sweep"
     experiment: str = "ssr-sweeps"
@@ -114,6 +194,27 @@ class SweepSpec:
     space: Any = None
     base: Any = None
 
+    def __post_init__(self) -> None:
+        check_name(self.name, "name")
+        _check(bool(self.experiment.strip()), "experiment must not be empty")
+        for key, low in (("num_samples", 1), ("max_concurrent", 1), ("max_failures", 0)):
+            value = getattr(self, key)
+            _check(value >= low, f"{key} must be >= {low}, got {value}")
+        _check(len(self.objectives) >= 1, "objectives must name at least one record column")
+        metrics = [o.metric for o in self.objectives]
+        for i, m in enumerate(metrics):
+            _check(m not in metrics[:i], f"objectives[{i}].metric: {m!r} is given twice")
+            _check(
+                m != "retrained_miou" or self.budget.retrain_epochs >= 1,
+                f"objectives[{i}]: retrained_miou needs budget.retrain_epochs >= 1",
+            )
+        _check(
+            not (self.searcher.sampler == "nsga2" and self.searcher.kind == "optuna")
+            or len(self.objectives) >= 2,
+            "searcher.sampler nsga2 is for two or more objectives; use tpe",
+        )
+        self.scheduler.check_budget(self.budget)
+
 
 # --------------------------------------------------------------------------------------------
 # The validated sweep
@@ -121,17 +222,14 @@ class SweepSpec:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A validated sweep: the typed spec, the resolved base PipelineConfig dict, the parameters."""
+    """A validated sweep: the typed spec, the base PipelineConfig every trial starts from (as
+    a config and as the nested dict Tune carries), the parameters."""
 
     spec: SweepSpec
     base: dict[str, Any]
     params: tuple[SweepParam, ...]
     source: dict[str, Any]  # the mapping it was built from (saved as sweep.yaml in the run folder)
-
-    @property
-    def base_config(self) -> PipelineConfig:
-        """The validated PipelineConfig every trial starts from (no parameter applied)."""
-        return build_pipeline(self.base, {})
+    base_config: PipelineConfig
 
     @property
     def max_t(self) -> int:

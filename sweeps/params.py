@@ -1,4 +1,5 @@
-"""The sweep's parameters: points of its space -> validated PipelineConfigs (one per trial).
+"""The sweep's parameters: points of its space -> validated PipelineConfigs (one per trial),
+and a trial's Tune config resolved once (:class:`ResolvedTrial`).
 
 A sweep parameter is one entry of a sweep file's ``space``: a key, the
 :class:`ssr.config.PipelineConfig` field it sets and its distribution (``uniform``,
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from ssr.config import (
@@ -29,8 +33,8 @@ from ssr.config import (
     from_dict,
     set_dotted,
     to_dict,
-    validate,
 )
+from ssr.configload import dataclass_type
 from sweeps.protocol import SAMPLED_KEY, is_finite_number
 
 DIST_KINDS = ("uniform", "loguniform", "int", "logint", "choice", "grid")
@@ -86,17 +90,16 @@ def resolve_path(key: str) -> str:
 
 
 def _leaf_exists(path: str) -> bool:
+    """``path`` names a value of a PipelineConfig (not a block): ``search.ssr.op``,
+    ``retrain.data.height`` (a block that may be None counts as its dataclass)."""
     cls: Any = PipelineConfig
-    parts = path.split(".")
-    for i, part in enumerate(parts):
-        if not (
-            dataclasses.is_dataclass(cls) and part in {f.name for f in dataclasses.fields(cls)}
-        ):
+    for part in path.split("."):
+        if cls is None or part not in {f.name for f in dataclasses.fields(cls)}:
             return False
-        cls = typing.get_type_hints(cls)[part]
-        if i < len(parts) - 1 and not dataclasses.is_dataclass(cls):
-            return False
-    return not dataclasses.is_dataclass(cls)
+        tp = typing.get_type_hints(cls)[part]
+        cls = dataclass_type(tp)
+        leaf = tp
+    return dataclass_type(leaf) is None
 
 
 def parse_param(key: Any, value: Any) -> SweepParam:
@@ -178,11 +181,7 @@ def build_pipeline(base: dict[str, Any], values: dict[str, Any], where: str = ""
         raise ConfigError(f"{where or 'seed'}: expected an integer, got {values['seed']!r}")
     data = apply_params(base, values)
     try:
-        cfg = from_dict(PipelineConfig, data)
-        validate(cfg)
-        validate(cfg.search)
-        if cfg.retrain.epochs > 0:
-            validate(cfg.retrain)
+        cfg = from_dict(PipelineConfig, data)  # a PipelineConfig checks itself whole
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
     return cfg
@@ -193,23 +192,66 @@ def trial_values(config: dict[str, Any]) -> dict[str, Any]:
     return {k: _plain(v) for k, v in (config.get(SAMPLED_KEY) or {}).items()}
 
 
+@dataclass(frozen=True)
+class ResolvedTrial:
+    """One trial's Tune config, resolved once: what the trial runs and the driver records.
+
+    ``pipeline`` is the validated PipelineConfig; ``baseline`` the trial's baseline (``ssr``
+    when the space has none); ``values`` the sampled parameter values (plain Python);
+    ``params`` the ``cfg.<key>`` view that rows and MLflow runs take (:func:`flat_params`).
+    The trial (:mod:`sweeps.trial`), the results table and the tracking all use this value,
+    so a trial's config is built and checked once per process, not per row or per log call.
+    """
+
+    pipeline: PipelineConfig
+    baseline: str
+    values: Mapping[str, Any]
+    params: Mapping[str, Any]
+
+
+def resolve_trial(config: dict[str, Any]) -> ResolvedTrial:
+    """The :class:`ResolvedTrial` of a Tune trial config (see :meth:`Sweep.param_space`).
+
+    Memoised on the config's content (its ``base`` and sampled values), so the driver's
+    callbacks, called for every result of a trial, resolve it once.
+    """
+    base, values = config["base"], trial_values(config)
+    try:
+        key = json.dumps([base, values], sort_keys=True)
+    except TypeError:  # a value JSON cannot carry: resolve it without the memo
+        return _resolve_values(base, values)
+    return _resolve(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve(key: str) -> ResolvedTrial:
+    return _resolve_values(*json.loads(key))
+
+
+def _resolve_values(base: dict[str, Any], values: dict[str, Any]) -> ResolvedTrial:
+    pipeline = build_pipeline(base, values)
+    baseline = str(values.get("baseline", "ssr"))
+    out: dict[str, Any] = {}
+    for k, v in flatten(to_dict(pipeline.resolved())).items():
+        out[f"cfg.{k.removeprefix('search.')}"] = (
+            json.dumps(v) if isinstance(v, (list, dict)) else v
+        )
+    out["cfg.baseline"] = baseline
+    return ResolvedTrial(pipeline, baseline, MappingProxyType(dict(values)), MappingProxyType(out))
+
+
 def trial_pipeline(config: dict[str, Any]) -> PipelineConfig:
-    """Tune trial config (see :meth:`Sweep.param_space`) -> validated PipelineConfig."""
-    return build_pipeline(config["base"], trial_values(config))
+    """Tune trial config -> its validated PipelineConfig (:func:`resolve_trial`)."""
+    return resolve_trial(config).pipeline
 
 
 def flat_params(config: dict[str, Any]) -> dict[str, Any]:
-    """``cfg.<key>`` of a trial: the resolved PipelineConfig, flattened, plus ``cfg.baseline``.
+    """``cfg.<key>`` of a trial (:attr:`ResolvedTrial.params`): its PipelineConfig as it runs
+    (retraining with what it inherits), flattened, plus ``cfg.baseline``.
 
     Keys use the sweep file's shorthand: search fields are relative to ``search.``
     (``cfg.ssr.op``, ``cfg.shrink.threshold``, ``cfg.data.name``), the rest keep their section
     (``cfg.retrain.epochs``, ``cfg.bench.height``, ``cfg.export_onnx``). Lists (stages,
     dilations, ...) are JSON text so that every value is a scalar.
     """
-    flat = flatten(to_dict(trial_pipeline(config)))
-    out: dict[str, Any] = {}
-    for k, v in flat.items():
-        key = k.removeprefix("search.")
-        out[f"cfg.{key}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
-    out["cfg.baseline"] = trial_values(config).get("baseline", "ssr")
-    return out
+    return dict(resolve_trial(config).params)

@@ -1,4 +1,8 @@
-"""Reading a sweep file: YAML + ``--set`` overrides -> a validated :class:`Sweep`.
+"""Reading and checking a sweep file: YAML + ``--set`` overrides -> a validated :class:`Sweep`.
+
+(What a sweep file holds, its typed top level and :class:`Sweep` itself, is
+:mod:`sweeps.definition`; this module reads files and runs the checks that need the
+PipelineConfig.)
 
 Validation is strict and happens before anything starts: the top level goes through
 :func:`ssr.config.from_dict` (unknown key or wrong type -> a message naming the key), and every
@@ -28,14 +32,11 @@ from ssr.config import (
     set_dotted,
     to_dict,
 )
-from sweeps.definition import OBJECTIVE_METRICS, Sweep, SweepSpec
+from sweeps.definition import Sweep, SweepSpec
 from sweeps.params import SweepParam, build_pipeline, parse_param
 from sweeps.protocol import (
-    EPOCH_COST_METRICS,
-    EPOCH_METRICS,
     trial_dirname,  # noqa: F401
 )
-from sweeps.rundir import check_name
 
 # NOTE: trial_dirname is imported here because experiments saved before sweeps.protocol existed
 # pickle it as sweeps.spec.trial_dirname (tuner.pkl); --resume of such a run unpickles it here.
@@ -87,41 +88,30 @@ def _normalize_objectives(raw: Any) -> Any:
 
 
 def build_sweep(raw: dict[str, Any]) -> Sweep:
-    """Validate a sweep mapping (file content + overrides) into a :class:`Sweep`."""
+    """Validate a sweep mapping (file content + overrides) into a :class:`Sweep`.
+
+    The top level checks itself as it is built (:mod:`sweeps.definition`); then the base
+    PipelineConfig, every parameter's extreme values and the searcher's needs are checked here.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("a sweep definition must be a mapping at the top level")
     data = dict(raw)
     if "objectives" in data:
         data["objectives"] = _normalize_objectives(data["objectives"])
     spec = from_dict(SweepSpec, data)
-    check_name(spec.name, "name")
-    _check(bool(spec.experiment.strip()), "experiment must not be empty")
-    _check(spec.num_samples >= 1, f"num_samples must be >= 1, got {spec.num_samples}")
-    _check(spec.max_concurrent >= 1, f"max_concurrent must be >= 1, got {spec.max_concurrent}")
-    _check(spec.max_failures >= 0, f"max_failures must be >= 0, got {spec.max_failures}")
-    r = spec.resources
-    _check(r.cpus_per_trial > 0, f"resources.cpus_per_trial must be > 0, got {r.cpus_per_trial}")
-    _check(r.gpus_per_trial >= 0, f"resources.gpus_per_trial must be >= 0, got {r.gpus_per_trial}")
-    b = spec.budget
-    _check(b.search_epochs >= 1, f"budget.search_epochs must be >= 1, got {b.search_epochs}")
-    _check(b.retrain_epochs >= 0, f"budget.retrain_epochs must be >= 0, got {b.retrain_epochs}")
-    _check(
-        b.checkpoint_every >= 1, f"budget.checkpoint_every must be >= 1, got {b.checkpoint_every}"
+    base_cfg = from_dict(PipelineConfig, _base(spec), "base")  # keys, types, ranges: base.<key>
+    _check_base(spec, base_cfg)
+    base = to_dict(base_cfg)  # the whole config, so a parameter sets one value of a full block
+    params = _params(spec, base)
+    _check_searcher(spec, params)
+    return Sweep(
+        spec=spec, base=base, params=params, source=copy.deepcopy(raw), base_config=base_cfg
     )
-    _check(len(spec.objectives) >= 1, "objectives must name at least one record column")
-    seen = set()
-    for i, o in enumerate(spec.objectives):
-        _check(
-            o.metric in OBJECTIVE_METRICS,
-            f"objectives[{i}].metric: {o.metric!r} is not one of {', '.join(OBJECTIVE_METRICS)}",
-        )
-        _check(o.metric not in seen, f"objectives[{i}].metric: {o.metric!r} is given twice")
-        seen.add(o.metric)
-        _check(
-            o.metric != "retrained_miou" or b.retrain_epochs >= 1,
-            f"objectives[{i}]: retrained_miou needs budget.retrain_epochs >= 1",
-        )
 
+
+def _base(spec: SweepSpec) -> dict[str, Any]:
+    """The ``base:`` block, nested, with the budget's epochs, the ``dataset:`` block and, when
+    trials get GPUs, the ``cuda`` device where the block names none."""
     base = _nest(spec.base, "base")
     for path, budget_key in (
         ("search.epochs", "search_epochs"),
@@ -132,32 +122,49 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
         if not isinstance(spec.dataset, dict):
             raise ConfigError(f"dataset: expected a mapping of data fields, got {spec.dataset!r}")
         from_dict(DataConfig, spec.dataset, "dataset")  # unknown keys / types, named
-        for side in ("search", "retrain"):
+        # retraining inherits the search's data unless the base gives it data of its own
+        sides = ("search", "retrain") if _get(base, "retrain.data") is not None else ("search",)
+        for side in sides:
             for k, v in spec.dataset.items():
                 set_dotted(base, f"{side}.data.{k}", v)
-    set_dotted(base, "search.epochs", b.search_epochs)
-    set_dotted(base, "retrain.epochs", b.retrain_epochs)
-    if r.gpus_per_trial > 0:
-        for path in ("search.device", "retrain.device", "bench.device"):
+    set_dotted(base, "search.epochs", spec.budget.search_epochs)
+    set_dotted(base, "retrain.epochs", spec.budget.retrain_epochs)
+    if spec.resources.gpus_per_trial > 0:  # retraining inherits the search's device
+        for path in ("search.device", "bench.device"):
             if _get(base, path) is None:
                 set_dotted(base, path, "cuda")
-    from_dict(PipelineConfig, base, "base")  # unknown keys and types, named base.<key>
-    # NOTE: ssr's from_dict builds a partly given nested block from its class defaults
-    # (``arch_optim: {lr: 0.05}`` would lose arch_optim's own weight decay and clipping), so the
-    # base is the full default config with the file's values merged in.
-    base = deep_merge(to_dict(PipelineConfig()), base)
-    base_cfg = build_pipeline(base, {}, where="base")
+    return base
+
+
+def _check_base(spec: SweepSpec, cfg: PipelineConfig) -> None:
+    """What the base config must agree on with the rest of the file: devices with the
+    resources, a benchmark a sweep can run, a fixed search length under ASHA."""
     for path, dev in (
-        ("search.device", base_cfg.search.device),
-        ("retrain.device", base_cfg.retrain.device),
-        ("bench.device", base_cfg.bench.device),
+        ("search.device", cfg.search.device),
+        ("retrain.device", cfg.resolved_retrain.device),
+        ("bench.device", cfg.bench.device),
     ):
         _check(
-            not dev.startswith("cuda") or r.gpus_per_trial > 0,
+            not str(dev).startswith("cuda") or spec.resources.gpus_per_trial > 0,
             f"base.{path} is {dev!r} but resources.gpus_per_trial is 0: Ray would give the "
             "trial no GPU (set --gpus-per-trial, or device cpu)",
         )
+    _check(
+        cfg.bench.precision != "int8",
+        "base.bench.precision: int8 needs calibration images and is measured alone with "
+        "`python -m ssr bench --genotype G --backend ort-int8`; a sweep measures fp32, fp16 or "
+        "bf16",
+    )
+    kind = spec.scheduler.kind
+    _check(
+        kind not in ("asha", "moasha") or not cfg.search.stop_when_discrete,
+        f"scheduler {kind} needs a fixed number of search epochs: "
+        "base.search.stop_when_discrete must be false",
+    )
 
+
+def _params(spec: SweepSpec, base: dict[str, Any]) -> tuple[SweepParam, ...]:
+    """The ``space:`` parameters, each probed at its extreme values (and all at their first)."""
     if spec.space is not None and not isinstance(spec.space, dict):
         raise ConfigError(f"space: expected a mapping of parameters, got {spec.space!r}")
     params = tuple(parse_param(k, v) for k, v in (spec.space or {}).items())
@@ -165,53 +172,12 @@ def build_sweep(raw: dict[str, Any]) -> Sweep:
         for value in p.probe_values():
             build_pipeline(base, {p.key: value}, where=f"space.{p.key} = {value!r}")
     build_pipeline(base, {p.key: p.probe_values()[0] for p in params}, where="space (first values)")
-    _check_searcher(spec, params)
-    s = spec.scheduler
-    _check(  # NOTE: checked for every kind: each trial's reports carry it
-        s.metric in EPOCH_METRICS,
-        f"scheduler.metric: {s.metric!r} is not reported by every epoch of a trial; "
-        f"use one of {', '.join(EPOCH_METRICS)}",
-    )
-    _check(
-        base_cfg.bench.precision != "int8",
-        "base.bench.precision: int8 needs calibration images and is measured alone with "
-        "`python -m ssr bench --genotype G --backend ort-int8`; a sweep measures fp32, fp16 or "
-        "bf16",
-    )
-    if s.kind in ("asha", "moasha"):
-        max_t = b.search_epochs + b.retrain_epochs + 1
-        _check(s.grace_period >= 1, f"scheduler.grace_period must be >= 1, got {s.grace_period}")
-        _check(
-            s.grace_period < max_t,
-            f"scheduler.grace_period ({s.grace_period}) must be below the reports per trial ({max_t})",
-        )
-        _check(
-            s.reduction_factor >= 2,
-            f"scheduler.reduction_factor must be >= 2, got {s.reduction_factor}",
-        )
-        rungs = [s.grace_period * s.reduction_factor**k for k in range(64)]
-        last = max_t - 1  # the last epoch report; the final record follows it
-        _check(
-            last not in rungs,
-            f"scheduler: a rung at step {last} (grace_period {s.grace_period} x reduction_factor"
-            f" {s.reduction_factor}^k) would stop trials after their whole budget, before they "
-            "derive and measure; choose grace_period/reduction_factor so that rungs fall earlier",
-        )
-        _check(
-            not base_cfg.search.stop_when_discrete,
-            f"scheduler {s.kind} needs a fixed number of search epochs: "
-            "base.search.stop_when_discrete must be false",
-        )
-        if s.kind == "moasha":
-            _check(
-                s.cost_metric in EPOCH_COST_METRICS + EPOCH_METRICS and s.cost_metric != s.metric,
-                f"scheduler.cost_metric: {s.cost_metric!r} is not a per-epoch metric other than "
-                f"scheduler.metric; use one of {', '.join(EPOCH_COST_METRICS)}",
-            )
-    return Sweep(spec=spec, base=base, params=params, source=copy.deepcopy(raw))
+    return params
 
 
 def _check_searcher(spec: SweepSpec, params: tuple[SweepParam, ...]) -> None:
+    """Parameters the searcher can sample: no grid with Optuna, scalar Optuna choices, grid
+    parameters for the grid searcher."""
     kind = spec.searcher.kind
     for p in params:
         if kind == "optuna":
@@ -236,15 +202,6 @@ def _check_searcher(spec: SweepSpec, params: tuple[SweepParam, ...]) -> None:
             any(p.kind == "grid" for p in params),
             "searcher.kind grid needs at least one grid parameter",
         )
-    _check(
-        not (kind == "optuna" and spec.searcher.sampler == "nsga2" and len(spec.objectives) < 2),
-        "searcher.sampler nsga2 is for two or more objectives; use tpe",
-    )
-    if spec.searcher.storage:
-        _check(kind == "optuna", f"searcher.storage is the Optuna study's; searcher.kind is {kind}")
-        from sweeps.searchers import check_storage_url
-
-        check_storage_url(spec.searcher.storage)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,7 +258,7 @@ def flat_source(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def check_dataset(sweep: Sweep) -> None:
     """A dataset other than the synthetic one must exist before trials start (ConfigError)."""
     cfg = sweep.base_config
-    datas = [cfg.search.data] + ([cfg.retrain.data] if cfg.retrain.epochs > 0 else [])
+    datas = [cfg.search.data] + ([cfg.resolved_retrain.data] if cfg.retrain.epochs > 0 else [])
     if all(d.name == "synthetic" for d in datas):
         return
     from ssr.data import DATASETS, build_dataset

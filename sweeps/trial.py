@@ -1,7 +1,8 @@
 """The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (docs/architecture.md §3).
 
-``run_trial(config)`` turns the Tune trial config (see :meth:`sweeps.definition.Sweep.param_space`)
-into a validated :class:`ssr.config.PipelineConfig`, runs search -> derive -> retrain -> measure
+``run_trial(config)`` resolves the Tune trial config (see :meth:`sweeps.definition.Sweep.param_space`)
+once into a :class:`sweeps.params.ResolvedTrial` (its validated :class:`ssr.config.PipelineConfig`,
+baseline and params), runs search -> derive -> retrain -> measure
 in the trial's own folder and talks to Tune only through ``ray.tune``:
 
 - every search/retrain epoch is reported with :func:`ray.tune.report` (``step`` = the pipeline's
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr.atomic import write_json
-from sweeps.params import trial_pipeline, trial_values
+from sweeps.params import resolve_trial
 from sweeps.protocol import FINAL_ARTIFACTS, FINAL_KEY, REPORT_TEXT_FIELDS, is_finite_number
 
 
@@ -95,7 +96,8 @@ def run_trial(config: dict[str, Any]) -> None:
     from ssr.pipeline import run_pipeline
 
     _configure_logging()
-    cfg = trial_pipeline(config)
+    trial = resolve_trial(config)
+    cfg = trial.pipeline
     run = config["run"]
     torch.set_num_threads(max(1, int(run["cpus"])))
     objectives: list[str] = list(run["objectives"])
@@ -134,7 +136,7 @@ def run_trial(config: dict[str, Any]) -> None:
     record = {
         **record,
         "fps_shared_device": True,
-        "baseline": str(trial_values(config).get("baseline", "ssr")),
+        "baseline": trial.baseline,
         "search_input_size": f"{cfg.search.data.height}x{cfg.search.data.width}",
         "retrain_epochs": cfg.retrain.epochs,
     }

@@ -175,3 +175,40 @@ def test_bf16_with_channels_last_on_cpu_is_refused() -> None:
         load_config(SearchConfig, None, ["precision=bf16", "channels_last=true"])
     load_config(SearchConfig, None, ["precision=bf16"])
     load_config(SearchConfig, None, ["channels_last=true"])
+
+
+def test_a_config_that_exists_is_valid() -> None:
+    """Each config checks itself when built (direct, replaced or nested), so no caller has to."""
+    import dataclasses
+
+    from ssr.config import OptimConfig, RetrainConfig
+
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        SearchConfig(epochs=0)
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        dataclasses.replace(SearchConfig(), epochs=0)
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        OptimConfig(lr=-1.0)
+    with pytest.raises(ConfigError, match=r"retrain\.eval_every must be >= 1"):
+        load_config(PipelineConfig, None, ["retrain.eval_every=0"])  # even at 0 epochs
+    # the retraining that runs is checked with what it inherits: bf16 from the search plus
+    # channels_last of its own diverges on CPU
+    search = SearchConfig(precision="bf16")
+    with pytest.raises(ConfigError, match=r"retrain\.precision bf16 with channels_last"):
+        PipelineConfig(search=search, retrain=RetrainConfig(epochs=1, channels_last=True))
+
+
+def test_retraining_inherits_what_it_leaves_none() -> None:
+    """None means the search's; a value given for retraining is kept, even the default one."""
+    from ssr.config import DataConfig, RetrainConfig
+
+    search = SearchConfig(data=DataConfig(height=64, width=64), device="cuda", precision="bf16")
+    r = PipelineConfig(search=search, retrain=RetrainConfig(epochs=1)).resolved_retrain
+    assert (r.data, r.device, r.precision, r.channels_last) == (search.data, "cuda", "bf16", False)
+    given = RetrainConfig(epochs=1, data=DataConfig(), device="cpu", precision="fp32")
+    r = PipelineConfig(search=search, retrain=given).resolved_retrain
+    assert (r.data, r.device, r.precision) == (DataConfig(), "cpu", "fp32")
+    alone = load_config(RetrainConfig, None, ["epochs=2"])  # no search: the default search's
+    assert (alone.data, alone.device, alone.precision) == (DataConfig(), "cpu", "fp32")
+    resolved = load_config(PipelineConfig, None, ["search.data.height=64"]).resolved()
+    assert to_dict(resolved)["retrain"]["data"]["height"] == 64

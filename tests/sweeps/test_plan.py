@@ -111,7 +111,7 @@ def test_sweep_totals() -> None:
 
 def test_paper_sweep_retrains_with_the_cityscapes_recipe() -> None:
     recipe = load_config(RetrainConfig, REPO / "ssr" / "configs" / "retrain_cityscapes.yaml")
-    sweep = load_sweep(PAPER).base_config.retrain
+    sweep = load_sweep(PAPER).base_config.resolved_retrain  # as it runs: with the search's
     a, b = to_dict(recipe), to_dict(sweep)
     for d in (a, b):  # where the data lives and how many loader processes: the cluster's choice
         d["data"].pop("root")

@@ -198,3 +198,26 @@ def test_trial_reports() -> None:
     res = final_result(rec, 5, ["derived_miou", "retrained_miou"], "val_miou", 0.1, "n")
     assert res[FINAL_KEY] == 1.0 and res["genotype_id"] == "abc" and res["val_miou"] == 0.1
     assert res["retrained_miou"] != res["retrained_miou"]  # NaN: Optuna marks it failed
+
+
+def test_a_trial_config_is_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trial, the rows and the runs share one frozen value per trial config: the
+    PipelineConfig is built once however often its params are read."""
+    import sweeps.params as params
+
+    built = []
+    real = params.build_pipeline
+    monkeypatch.setattr(params, "build_pipeline", lambda *a, **k: built.append(1) or real(*a, **k))
+    params._resolve.cache_clear()
+    sweep = load_sweep(CONFIG_DIR / "smoke.yaml")
+    config = {**sweep.param_space(), "dims": {"ssr.op": 7.5, "baseline": "no_shrink"}}
+    trial = params.resolve_trial(config)
+    for _ in range(3):
+        assert flat_params(dict(config))["cfg.ssr.op"] == 7.5
+    assert trial_pipeline(config) is trial.pipeline and len(built) == 1
+    assert trial.baseline == "no_shrink" and not trial.pipeline.search.shrink.enabled
+    assert trial.params["cfg.baseline"] == "no_shrink" and trial.values["ssr.op"] == 7.5
+    with pytest.raises(TypeError):
+        trial.params["cfg.ssr.op"] = 1.0  # type: ignore[index]
+    # the params show the retraining as it runs: the search's data where it inherits it
+    assert trial.params["cfg.retrain.data.height"] == trial.pipeline.search.data.height
