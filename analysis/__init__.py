@@ -11,6 +11,8 @@ Typical use::
     print(format_front_table(result))
 """
 
+from analysis.bought import bought_lines
+from analysis.effects import SettingEffects, setting_effects
 from analysis.errors import AnalysisInputError
 from analysis.front import FrontAnalysis, analyze_front
 from analysis.load import canonical_records, find_results, from_mlflow, from_parquet
@@ -31,7 +33,7 @@ from analysis.pareto import (
     pareto_mask,
     staircase,
 )
-from analysis.plots import CITYSCAPES_PUBLISHED, plot_front, plot_gap, plot_history
+from analysis.plots import CITYSCAPES_PUBLISHED, plot_effects, plot_front, plot_history
 from analysis.schema import (
     BASELINES,
     COLUMNS,
@@ -63,7 +65,9 @@ __all__ = [
     "AnalysisInputError",
     "FrontAnalysis",
     "ReportResult",
+    "SettingEffects",
     "analyze_front",
+    "bought_lines",
     "canonical_records",
     "coerce_records",
     "default_reference",
@@ -78,13 +82,14 @@ __all__ = [
     "knee_index",
     "objectives_json",
     "pareto_mask",
+    "plot_effects",
     "plot_front",
-    "plot_gap",
     "plot_history",
     "recorded_objectives",
     "records_frame",
     "resolve_objectives",
     "resolve_objectives_with_notes",
+    "setting_effects",
     "staircase",
     "validate_records",
     "write_front_html",

@@ -3,17 +3,20 @@
 :func:`analyze_front` turns canonical records (:mod:`analysis.load`) and resolved objectives into
 a :class:`FrontAnalysis`: which trials are excluded and why, the Pareto front over the usable
 ones, its hypervolume with the reference point, the hypervolume over the sweep, the knee, how
-many trials found each genotype, and the discretization gap against each SSR weight.
+many trials found each genotype; on first use, what each setting bought and the survivorship
+per baseline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from analysis.effects import SettingEffects, setting_effects
 from analysis.errors import AnalysisInputError
 from analysis.noise import tie_groups
 from analysis.pareto import (
@@ -24,9 +27,8 @@ from analysis.pareto import (
     pareto_mask,
 )
 from analysis.schema import RESULT_COLUMNS
+from analysis.survival import survivorship
 
-#: SSR regularisation weights whose effect on the discretization gap is tabulated and plotted.
-SSR_WEIGHT_COLUMNS = ("cfg.ssr.op", "cfg.ssr.out", "cfg.ssr.mid", "cfg.ssr.depth")
 REFERENCE_MARGIN = 0.1
 
 
@@ -44,11 +46,19 @@ class FrontAnalysis:
     knee: pd.Series | None  # the knee trial's row (2 objectives and >= 3 front points)
     genotypes: pd.DataFrame  # genotype_id, trials, usable, on_front, trial_ids
     excluded: pd.DataFrame  # trial_id, genotype_id, status, reason
-    gap: (
-        pd.DataFrame
-    )  # weight, value, trials, gap_mean/min/max, gap_at_discrete_mean, derived_miou_mean
     dataset: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def effects(self) -> SettingEffects:
+        """What each swept setting bought (:mod:`analysis.effects`), computed on first use."""
+        return setting_effects(self.trials, self.objectives)
+
+    @cached_property
+    def survival(self) -> pd.DataFrame:
+        """Trials started, stopped at each rung, failed, complete and on the front, per baseline
+        (:mod:`analysis.survival`)."""
+        return survivorship(self.trials)
 
 
 def result_columns(trials: pd.DataFrame) -> list[str]:
@@ -95,33 +105,6 @@ def finite(series: pd.Series) -> pd.Series:
     """True where a numeric value is present and finite (NA, NaN and inf are never drawn)."""
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     return pd.Series(np.isfinite(values), index=series.index)
-
-
-def _gap_table(usable: pd.DataFrame) -> pd.DataFrame:
-    parts = []
-    for weight in (c for c in SSR_WEIGHT_COLUMNS if c in usable.columns):
-        rows = usable[usable[weight].notna() & finite(usable["discretization_gap"])]
-        if len(rows) == 0:
-            continue
-        rows = rows.assign(derived_miou=rows["derived_miou"].where(finite(rows["derived_miou"])))
-        grouped = rows.groupby(weight, sort=True)
-        table = pd.DataFrame(
-            {
-                "trials": grouped.size(),
-                "gap_mean": grouped["discretization_gap"].mean(),
-                "gap_min": grouped["discretization_gap"].min(),
-                "gap_max": grouped["discretization_gap"].max(),
-                "gap_at_discrete_mean": grouped["gap_at_discrete"].mean(),
-                "derived_miou_mean": grouped["derived_miou"].mean(),
-            }
-        )
-        table.index = table.index.astype("string").rename("value")
-        parts.append(table.reset_index().assign(weight=weight))
-    columns = ["weight", "value", "trials", "gap_mean", "gap_min", "gap_max",
-               "gap_at_discrete_mean", "derived_miou_mean"]  # fmt: skip
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)[columns]
 
 
 def _genotype_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +163,7 @@ def analyze_front(
     reference: Sequence[float] | None = None,
     notes: Sequence[str] = (),
 ) -> FrontAnalysis:
-    """Front, hypervolume, history, knee, genotype counts and gap table of canonical records
+    """Front, hypervolume, history, knee and genotype counts of canonical records
     (the output of :mod:`analysis.load`, with its ``usable`` column).
 
     Only usable rows (``status == "complete"``) with every objective present compete. The
@@ -241,7 +224,6 @@ def analyze_front(
         excluded=trials.loc[
             ~candidate, ["trial_id", "genotype_id", "status", "excluded_reason"]
         ].rename(columns={"excluded_reason": "reason"}),
-        gap=_gap_table(trials[trials["usable"].fillna(False).to_numpy(dtype=bool)]),
         dataset=str(datasets[0]) if len(datasets) == 1 else None,
         notes=notes,
     )

@@ -61,6 +61,17 @@ def display_scale(column: str) -> float:
     return 100.0 if is_miou(column) else 1.0
 
 
+def display_unit(column: str) -> str:
+    """The unit a column is displayed in: ``%`` for mIoU, ``pts`` for the gap (percentage
+    points), ``FPS``, ``ms``, ``GMACs``, ``M params``; empty when unitless or unknown."""
+    if column in ("discretization_gap", "gap_at_discrete"):
+        return "pts"
+    if is_miou(column):
+        return "%"
+    units = {"fps": "FPS", "latency": "ms", "gmacs": "GMACs", "params_m": "M params"}
+    return next((u for prefix, u in units.items() if column.startswith(prefix)), "")
+
+
 def axis_label(column: str, maximize: bool | None = None) -> str:
     """Short column title with its display unit and direction, e.g. ``"retrained_miou (%) ↑"``."""
     gap = column in ("discretization_gap", "gap_at_discrete")

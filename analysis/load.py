@@ -63,6 +63,10 @@ def find_results(root: str | Path = ".") -> Path:
     return found[-1]
 
 
+#: ``df.attrs`` key: the results file the records were read from (its folder is the run folder).
+SOURCE_KEY = "source"
+
+
 def _parquet_objectives(path: Path) -> list[tuple[str, bool]] | None:
     import pyarrow.parquet as pq
 
@@ -87,7 +91,7 @@ def from_parquet(path: str | Path) -> pd.DataFrame:
         raise AnalysisInputError(f"cannot read {str(path)!r} as Parquet: {exc}") from None
     if len(frame) == 0:
         raise AnalysisInputError(f"{str(path)!r} holds no trials (0 rows)")
-    frame.attrs = {}
+    frame.attrs = {SOURCE_KEY: str(path.resolve())}  # where the run folder (and its study) is
     objectives = _parquet_objectives(path)
     if objectives is not None:
         set_recorded_objectives(frame, objectives)

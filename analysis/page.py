@@ -24,19 +24,36 @@ from analysis.labels import (
     baseline_style,
     baseline_text,
     display_scale,
-    point_label,
 )
-from analysis.layout import label_sides, padded_range
+from analysis.layout import padded_range
 from analysis.noise import bounds, error_bars
 from analysis.pareto import staircase
-from analysis.plots import FADED, FRONT, KNEE, PUBLISHED, drawn_points, published_points
-from analysis.tables import front_columns, front_rows, header
+from analysis.placement import place_labels
+from analysis.plots import (
+    FADED,
+    FRONT,
+    KNEE,
+    PUBLISHED,
+    drawn_points,
+    front_labels,
+    published_points,
+)
+from analysis.tables import (
+    front_columns,
+    front_rows,
+    header,
+    hypervolume_text,
+    other_points,
+    reference_text,
+)
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-WIDTH, HEIGHT = 1100, 600
-MARGIN = {"l": 80, "r": 290, "t": 50, "b": 70}  # px; the legend sits in the right margin
+#: The figure's height and the narrowest width labels are placed for (px): the page fills the
+#: browser's width, so a wider window only spreads the points further apart.
+WIDTH, HEIGHT = 1100, 680
+MARGIN = {"l": 80, "r": 30, "t": 50, "b": 150}  # px; the legend sits under the plot
 FONT_PX = 10  # label font size; a character is about 0.62 of it wide
 _DETAILS = ("params_m", "gmacs", "discretization_gap", "gap_at_discrete", "retrain_epochs")
 
@@ -88,15 +105,43 @@ def _error(bars: np.ndarray | None, pick: np.ndarray, scale: float) -> dict[str,
             "arrayminus": list(bars[0][pick] * scale), "color": FADED, "thickness": 1}  # fmt: skip
 
 
-def _labels(pool: pd.DataFrame, front: np.ndarray) -> np.ndarray:
-    """Label text per point (empty when unlabelled): front points of a front of at most 40."""
-    out = np.full(len(pool), "", dtype=object)
-    if front.sum() > 40:
-        return out
-    ties = pool["tie_group"] if "tie_group" in pool.columns else pd.Series(pd.NA, index=pool.index)
-    for i in np.flatnonzero(front):
-        out[i] = point_label(pool["genotype_id"].iloc[i], pool["baseline"].iloc[i], ties.iloc[i])
-    return out
+def label_annotations(
+    labels: list[tuple[str, float, float, str]],
+    points: np.ndarray,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+) -> tuple[list[dict[str, Any]], tuple[float, float], tuple[float, float]]:
+    """Plotly annotations for ``(text, x, y, color)`` labels placed where they overlap no other
+    label and no marker (:func:`analysis.placement.place_labels`, in the pixels of a
+    :data:`WIDTH` x :data:`HEIGHT` figure; a wider page only spreads the points), and the ranges
+    grown to hold them."""
+    plot_w, plot_h = WIDTH - MARGIN["l"] - MARGIN["r"], HEIGHT - MARGIN["t"] - MARGIN["b"]
+    (x0, x1), (y0, y1) = x_range, y_range
+
+    def px(xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+        return np.c_[(xy[:, 0] - x0) / (x1 - x0) * plot_w, (xy[:, 1] - y0) / (y1 - y0) * plot_h]
+
+    lines = [t.split("\n") for t, *_ in labels]
+    sizes = np.array([(max(map(len, ls)) * 0.62 * FONT_PX + 8, 1.5 * FONT_PX * len(ls))
+                      for ls in lines])  # fmt: skip
+    anchors = px([(lx, ly) for _, lx, ly, _ in labels])
+    where = place_labels(anchors, sizes.reshape(-1, 2), px(points), (0, 0, plot_w, plot_h))
+    out = []
+    for (text, lx, ly, color), dx, dy, far, (w, h) in zip(labels, where.dx, where.dy,
+                                                          where.far, sizes.reshape(-1, 2)):  # fmt: skip
+        out.append({"x": lx, "y": ly, "text": html.escape(text).replace("\n", "<br>"),
+                    "showarrow": True, "align": "left",
+                    "ax": dx + w / 2, "ay": -(dy + h / 2), "arrowhead": 0, "arrowwidth": 0.7,
+                    "arrowcolor": color if far else "rgba(0,0,0,0)", "standoff": 5,
+                    "font": {"size": FONT_PX, "color": color}})  # fmt: skip
+    if len(labels):
+        lo = (anchors + np.c_[where.dx, where.dy]).min(axis=0)
+        hi = (anchors + np.c_[where.dx, where.dy] + sizes).max(axis=0)
+        sx, sy = (x1 - x0) / plot_w, (y1 - y0) / plot_h
+        x_range = (x0 + min(lo[0], 0) * sx, x1 + max(hi[0] - plot_w, 0) * sx)
+        y_range = (y0 + min(lo[1], 0) * sy, y1 + max(hi[1] - plot_h, 0) * sy)
+    return out, x_range, y_range
 
 
 def front_figure(analysis: FrontAnalysis) -> Figure:
@@ -111,24 +156,20 @@ def front_figure(analysis: FrontAnalysis) -> Figure:
     front = pool["on_front"].to_numpy(dtype=bool)
     xerr, yerr = error_bars(pool, x_col), error_bars(pool, y_col)
     hover = np.asarray(hover_texts(analysis, pool), dtype=object)
-    texts = _labels(pool, front)
     published = published_points(analysis)
     pub_x, pub_y = [p.fps for p in published], [p.miou * 100 for p in published]
     ref_y, ref_x = analysis.reference[0] * sy, analysis.reference[1] * sx
     x_lo, x_hi = (b * sx for b in bounds(pool, x_col))
     y_lo, y_hi = (b * sy for b in bounds(pool, y_col))
-    x_range = padded_range(x_lo, x_hi, [ref_x], pub_x)
-    y_range = padded_range(y_lo, y_hi, [ref_y], pub_y)
-    # label sizes in data units (estimated from the font; 15 % spare)
-    plot_w, plot_h = WIDTH - MARGIN["l"] - MARGIN["r"], HEIGHT - MARGIN["t"] - MARGIN["b"]
-    all_text = np.r_[texts, [p.name for p in published]].astype(str)
-    px_w = np.array([len(t) * 0.62 * FONT_PX * 1.15 + 6 for t in all_text])
-    all_x, all_y = np.r_[x, pub_x], np.r_[y, pub_y]
-    widths = px_w * (x_range[1] - x_range[0]) / plot_w * (all_text != "")
-    height = 1.6 * FONT_PX * (y_range[1] - y_range[0]) / plot_h
-    right, up, x_range, y_range = label_sides(all_x, all_y, x_range, y_range, widths, height)
-    where = np.array([f"{'top' if u else 'bottom'} {'right' if r else 'left'}"
-                      for r, u in zip(right, up)], dtype=object)  # fmt: skip
+    labels = [(t, lx, ly, FRONT) for t, lx, ly in front_labels(pool, x, y)]
+    labels += [(p.name, p.fps, p.miou * 100, PUBLISHED) for p in published]
+    points = np.r_[np.c_[x, y], np.c_[pub_x, pub_y].reshape(-1, 2), [[ref_x, ref_y]]]
+    annotations, x_range, y_range = label_annotations(
+        labels,
+        points,
+        padded_range(x_lo, x_hi, [ref_x], pub_x),
+        padded_range(y_lo, y_hi, [ref_y], pub_y),
+    )
     fig = go.Figure()
     for base in dict.fromkeys(pool["baseline"].astype(object).fillna("?")):
         style = baseline_style(None if base == "?" else base)
@@ -138,12 +179,11 @@ def front_figure(analysis: FrontAnalysis) -> Figure:
             if not pick.any():
                 continue
             fig.add_trace(go.Scatter(
-                x=x[pick], y=y[pick], mode="markers+text", text=list(texts[pick]),
-                textposition=list(where[: len(x)][pick]), hovertext=list(hover[pick]),
+                x=x[pick], y=y[pick], mode="markers", hovertext=list(hover[pick]),
                 hoverinfo="text", cliponaxis=False, name=f"{'front' if on else 'dominated'}: "
-                f"{style.legend}", textfont={"size": FONT_PX, "color": FRONT if on else FADED},
-                marker={"symbol": style.symbol, "size": 10 if on else 7,
-                        "color": FRONT if on else FADED, "opacity": 1.0 if on else 0.55},
+                f"{style.legend}",
+                marker={"symbol": f"{style.symbol}-open", "size": 11 if on else 8,
+                        "color": FRONT if on else FADED, "line": {"width": 2 if on else 1.2}},
                 error_x=_error(xerr, pick, sx), error_y=_error(yerr, pick, sy),
             ))  # fmt: skip
     if len(analysis.objectives) == 2 and front.any():
@@ -161,52 +201,66 @@ def front_figure(analysis: FrontAnalysis) -> Figure:
                              hovertext=["hypervolume reference"], hoverinfo="text"))  # fmt: skip
     if published:
         fig.add_trace(go.Scatter(
-            x=pub_x, y=pub_y, mode="markers+text", text=[p.name for p in published],
-            textposition=list(where[len(x):]), cliponaxis=False, hoverinfo="text",
+            x=pub_x, y=pub_y, mode="markers", cliponaxis=False, hoverinfo="text",
             hovertext=[f"{p.name}: published Cityscapes test mIoU, {p.note} (other hardware, "
                        "not comparable)" for p in published],
             marker={"symbol": "diamond", "size": 9, "color": PUBLISHED},
-            textfont={"size": FONT_PX, "color": PUBLISHED}, name="published (Cityscapes test)",
+            name="published (Cityscapes test)",
         ))  # fmt: skip
     fig.update_layout(
-        width=WIDTH, height=HEIGHT, margin=MARGIN, template="plotly_white",
+        autosize=True, height=HEIGHT, margin=MARGIN, template="plotly_white",
+        annotations=annotations,
         title={"text": f"{int(front.sum())} of {len(pool)} trials on the front, hypervolume "
-                       f"{analysis.hypervolume:.4g}", "font": {"size": 14}},
+                       f"{hypervolume_text(analysis)}", "font": {"size": 14}},
         xaxis={"title": {"text": axis_title(pool, x_col, x_max)}, "range": list(x_range)},
         yaxis={"title": {"text": axis_title(pool, y_col, y_max)}, "range": list(y_range)},
-        legend={"x": 1.02, "y": 1.0, "xanchor": "left"}, hoverlabel={"align": "left"},
+        legend={"orientation": "h", "x": 0.0, "y": -0.16, "xanchor": "left", "yanchor": "top"},
+        hoverlabel={"align": "left"},
     )  # fmt: skip
     return fig
 
 
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
 def front_html(analysis: FrontAnalysis, title: str = "SSR sweep: Pareto front") -> str:
-    """The page as a string (see :func:`write_front_html`)."""
+    """The page as a string (see :func:`write_front_html`): the figure across the page's whole
+    width, the notes, the front's table and a table of every other point drawn."""
     pool = drawn_points(analysis)
     plot = front_figure(analysis).to_html(
-        include_plotlyjs=True, full_html=False, div_id="front", config={"responsive": False}
-    )
-    ref = ", ".join(f"{c} = {v:.4g}" for (c, _), v in zip(analysis.objectives, analysis.reference))
+        include_plotlyjs=True, full_html=False, div_id="front", config={"responsive": True},
+        default_width="100%", default_height=f"{HEIGHT}px",
+    )  # fmt: skip
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in (*map(header, front_columns(analysis)),
-                                                           "knee"))  # fmt: skip
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-        for row in front_rows(analysis)
-    )
+    front = _table([*map(header, front_columns(analysis)), "knee"], front_rows(analysis))
+    other_head, other_rows = other_points(analysis)
+    others = _table(other_head, other_rows) if other_rows else "<p>None.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#222}}
+#front{{width:100%;min-width:{WIDTH}px}}
 table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ccc;padding:2px 6px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(analysis.front)} non-dominated of {len(pool)} usable trials
-({len(analysis.excluded)} excluded). Hypervolume <b>{analysis.hypervolume:.6g}</b> with reference
-point {html.escape(ref)} ({html.escape(analysis.reference_rule)}). Hover a point for its baseline,
-config and genotype; marker shape = baseline, grey = dominated, red ring = knee.</p>
+({len(analysis.excluded)} excluded). Hypervolume <b>{html.escape(hypervolume_text(analysis, 6))}</b>
+(in the axes' units) with reference point {html.escape(reference_text(analysis))}
+({html.escape(analysis.reference_rule)}). Front points are labelled; hover any point for its
+trial, baseline, config and genotype (every point is also in the tables below). Marker shape =
+baseline (hollow, so that a point under another stays visible), grey = dominated, red ring =
+knee.</p>
 {plot}
 <ul>{notes}</ul>
 <h2>Front</h2>
-<table><tr>{head}</tr>{body}</table>
+{front}
+<h2>Other points drawn (dominated)</h2>
+{others}
 </body></html>
 """
 

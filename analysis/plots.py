@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from analysis.front import SSR_WEIGHT_COLUMNS, FrontAnalysis, finite
+from analysis.effects import Curve, SettingEffects
+from analysis.front import FrontAnalysis
 from analysis.labels import (
     BASELINE_STYLES,
     BaselineStyle,
@@ -28,6 +29,8 @@ from analysis.labels import (
 from analysis.layout import padded_range
 from analysis.noise import bounds, error_bars
 from analysis.pareto import staircase
+from analysis.placement import place_labels
+from analysis.tables import hypervolume_text, hypervolume_units, reference_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -40,8 +43,8 @@ __all__ = [
     "drawn_points",
     "figure_png",
     "is_miou",
+    "plot_effects",
     "plot_front",
-    "plot_gap",
     "plot_history",
     "published_points",
 ]
@@ -92,70 +95,83 @@ def published_points(analysis: FrontAnalysis) -> tuple[PublishedPoint, ...]:
     return CITYSCAPES_PUBLISHED if fits and dataset.startswith("cityscapes") else ()
 
 
-def _front_labels(pool: pd.DataFrame, front: np.ndarray, x: np.ndarray) -> list[str | None]:
-    """Label of each drawn point: ``genotype_id [baseline tag]`` (``, tie N`` when tied); every
-    point of a small sweep, the front of a larger one, the front's extremes when it is crowded."""
-    n = len(pool)
-    show = front.copy() if front.sum() <= MAX_LABELS else np.zeros(n, dtype=bool)
-    if n <= 25:
-        show[:] = True
-    elif not show.any() and front.any():
-        idx = np.flatnonzero(front)
-        show[idx[[np.argmin(x[idx]), np.argmax(x[idx])]]] = True
+def front_labels(
+    pool: pd.DataFrame, x: np.ndarray, y: np.ndarray
+) -> list[tuple[str, float, float]]:
+    """``(text, x, y)`` per labelled point: the front points (at most :data:`MAX_LABELS`), each
+    ``genotype_id [baseline tag]`` (``, tie N`` when tied); front points drawn at the same place
+    share one label (a line each), so none hides behind another unnamed. Dominated points are not labelled
+    (hover on the page and the report's table name them)."""
+    front = pool["on_front"].to_numpy(dtype=bool)
+    if front.sum() > MAX_LABELS:
+        return []
     ties = pool["tie_group"] if "tie_group" in pool.columns else pd.Series(pd.NA, index=pool.index)
-    rows = zip(show, pool["genotype_id"], pool["baseline"], ties)
-    return [point_label(gid, base, tie) if on else None for on, gid, base, tie in rows]
+    groups: dict[tuple[float, float], list[str]] = {}
+    for i in np.flatnonzero(front):
+        text = point_label(pool["genotype_id"].iloc[i], pool["baseline"].iloc[i], ties.iloc[i])
+        key = (float(f"{x[i]:.4g}"), float(f"{y[i]:.4g}"))
+        if text not in groups.setdefault(key, []):
+            groups[key].append(text)
+    return [("\n".join(texts), kx, ky) for (kx, ky), texts in groups.items()]
 
 
-def _label(ax: Axes, text: str, xy: tuple[float, float], color: str) -> Any:
-    """A point label, above and to the right of the point (:func:`_keep_inside` may flip it)."""
-    return ax.annotate(text, xy, xytext=(4, 4), textcoords="offset points", fontsize=7,
-                       color=color, va="bottom")  # fmt: skip
+def _place(fig: Figure, ax: Axes, labels: list[tuple[str, float, float, str]],
+           points: np.ndarray, rounds: int = 3) -> list[Any]:  # fmt: skip
+    """Draw ``(text, x, y, color)`` labels where they overlap no other label and no marker
+    (:func:`analysis.placement.place_labels`), with a leader line when moved off their point;
+    the axes grow when a label would leave them."""
+    from matplotlib.transforms import Bbox
 
-
-def _keep_inside(fig: Figure, ax: Axes, labels: list[Any], rounds: int = 6) -> None:
-    """Flip labels that run past the axes to the other side of their point; grow the limits
-    when a flip is not enough. Ends after a draw in which every label is inside."""
+    drawn: list[Any] = []
     for _ in range(rounds):
+        for artist in drawn:
+            artist.remove()
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
+        sizes = []
+        for text, *_ in labels:
+            probe = ax.text(0, 0, text, fontsize=7)
+            ext = probe.get_window_extent(renderer)
+            sizes.append((ext.width + 2, ext.height + 1))
+            probe.remove()
         box = ax.get_window_extent(renderer)
-        grow = [0.0, 0.0, 0.0, 0.0]  # px beyond left, right, bottom, top
-        flipped = False
-        for text in labels:
-            ext = text.get_window_extent(renderer)
-            dx, dy = text.get_position()
-            if ext.x1 > box.x1 and text.get_ha() == "left":
-                text.set_ha("right")
-                text.set_position((-abs(dx), dy))
-                flipped = True
-            elif ext.y1 > box.y1 and text.get_va() == "bottom":
-                text.set_va("top")
-                text.set_position((dx, -abs(dy)))
-                flipped = True
-            else:
-                over = (box.x0 - ext.x0, ext.x1 - box.x1, box.y0 - ext.y0, ext.y1 - box.y1)
-                grow = [max(g, o) for g, o in zip(grow, over)]
-        if flipped:
-            continue
-        if max(grow) <= 0:
-            return
+        anchors = ax.transData.transform([(lx, ly) for _, lx, ly, _ in labels]).reshape(-1, 2)
+        where = place_labels(anchors, np.asarray(sizes).reshape(-1, 2),
+                             ax.transData.transform(points), tuple(box.extents))  # fmt: skip
+        to_pt = 72.0 / fig.dpi
+        drawn = []
+        for (text, lx, ly, color), dx, dy, far in zip(labels, where.dx, where.dy, where.far):
+            arrow = {"arrowstyle": "-", "color": color, "lw": 0.6, "shrinkA": 0, "shrinkB": 4}
+            drawn.append(ax.annotate(text, (lx, ly), xytext=(dx * to_pt, dy * to_pt),
+                                     textcoords="offset points", fontsize=7, color=color,
+                                     ha="left", va="bottom", arrowprops=arrow if far else None,
+                                     annotation_clip=False, zorder=5))  # fmt: skip
+            drawn[-1].set_in_layout(False)
+        fig.canvas.draw()
+        extents = [a.get_window_extent(renderer) for a in drawn]
+        outer = Bbox.union([box, *extents]) if extents else box
+        grow = (box.x0 - outer.x0, outer.x1 - box.x1, box.y0 - outer.y0, outer.y1 - box.y1)
+        if max(grow) <= 0.5:
+            break
         (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
         px, py = (x1 - x0) / box.width, (y1 - y0) / box.height
-        ax.set_xlim(x0 - 1.2 * max(grow[0], 0) * px, x1 + 1.2 * max(grow[1], 0) * px)
-        ax.set_ylim(y0 - 1.2 * max(grow[2], 0) * py, y1 + 1.2 * max(grow[3], 0) * py)
+        ax.set_xlim(x0 - 1.1 * grow[0] * px, x1 + 1.1 * grow[1] * px)
+        ax.set_ylim(y0 - 1.1 * grow[2] * py, y1 + 1.1 * grow[3] * py)
+    return drawn
 
 
 def plot_front(
     analysis: FrontAnalysis, path: str | Path | None = None, published: bool | None = None
 ) -> Figure:
-    """Pareto front: first objective up, second across. One marker per baseline (legend), front
-    points blue and dominated ones grey, error bars from the records' intervals, the front as a
-    step line (its attainment boundary), the knee ringed, points labelled ``genotype [baseline]``
-    (tied ones with their tie group), the hypervolume reference marked. Axis titles carry units
-    and measurement conditions (:func:`analysis.labels.axis_title`). ``published=None`` adds the
-    paper's figures when the dataset is Cityscapes and the objectives are mIoU and FPS. Every
-    point, error bar and label stays inside the axes (:mod:`analysis.layout`)."""
+    """Pareto front: first objective up, second across. One hollow marker per baseline (legend),
+    so that points at the same place stay visible; front points blue and dominated ones grey,
+    error bars from the records' intervals, the front as a step line (its attainment boundary),
+    the knee ringed, the hypervolume reference marked. Front points are labelled
+    ``genotype [baseline]`` (tied ones with their tie group) where no label overlaps another or
+    a marker (:func:`_place`). Axis titles carry units and measurement conditions
+    (:func:`analysis.labels.axis_title`); the title gives the hypervolume in the axes' units.
+    ``published=None`` adds the paper's figures when the dataset is Cityscapes and the objectives
+    are mIoU and FPS."""
     from matplotlib.lines import Line2D
 
     (y_col, y_max), (x_col, x_max) = analysis.objectives[:2]
@@ -168,42 +184,15 @@ def plot_front(
     front = pool["on_front"].to_numpy(dtype=bool)
     fig = _figure(10.0, 5.5)
     ax = fig.add_subplot()
-    xerr, yerr = error_bars(pool, x_col), error_bars(pool, y_col)
-    if xerr is not None or yerr is not None:
-        ax.errorbar(
-            x,
-            y,
-            yerr=None if yerr is None else yerr * sy,
-            xerr=None if xerr is None else xerr * sx,
-            fmt="none",
-            ecolor=FADED,
-            elinewidth=0.9,
-            alpha=0.8,
-            zorder=1,
-        )
-    handles = []
-    for base, style in _baselines(pool):
-        rows = (pool["baseline"].astype(object).fillna("?") == base).to_numpy()
-        for on, color, size in ((False, FADED, 24), (True, FRONT, 42)):
-            pick = rows & (front == on)
-            ax.scatter(x[pick], y[pick], s=size, marker=style.marker, color=color,
-                       alpha=1.0 if on else 0.5, zorder=3 if on else 2)  # fmt: skip
-        handles.append(Line2D([], [], ls="", marker=style.marker, color="#555", label=style.legend))
-    handles += [
-        Line2D([], [], ls="", marker="o", color=FRONT, label="Pareto front"),
-        Line2D([], [], ls="", marker="o", color=FADED, alpha=0.5, label="dominated"),
-    ]
+    _errors(ax, pool, x, y, (x_col, sx), (y_col, sy))
+    handles = _markers(ax, pool, x, y, front)
     if len(analysis.objectives) == 2 and front.any():
         sx_line, sy_line = staircase(np.c_[x[front], y[front]], [x_max, y_max])
-        ax.plot(sx_line, sy_line, color=FRONT, lw=1.2, zorder=2)
-    labels = []
-    for xi, yi, text, on in zip(x, y, _front_labels(pool, front, x), front):
-        if text is not None:
-            color = FRONT if on else FADED
-            labels.append(_label(ax, text, (xi, yi), color))
+        ax.plot(sx_line, sy_line, color=FRONT, lw=1.0, alpha=0.7, zorder=2)
+    labels = [(t, lx, ly, FRONT) for t, lx, ly in front_labels(pool, x, y)]
     if analysis.knee is not None:
         kx, ky = float(analysis.knee[x_col]) * sx, float(analysis.knee[y_col]) * sy
-        ax.scatter([kx], [ky], s=190, facecolors="none", edgecolors=KNEE, lw=2, zorder=4)
+        ax.scatter([kx], [ky], s=190, facecolors="none", edgecolors=KNEE, lw=1.6, zorder=4)
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=KNEE, mew=2, ms=11,
                               label=f"knee ({analysis.knee['genotype_id']})"))  # fmt: skip
     ref_y, ref_x = analysis.reference[0] * sy, analysis.reference[1] * sx
@@ -213,7 +202,7 @@ def plot_front(
     pub = CITYSCAPES_PUBLISHED if show else ()
     for p in pub:
         ax.scatter([p.fps], [p.miou * 100], marker="D", s=36, color=PUBLISHED, zorder=3)
-        labels.append(_label(ax, p.name, (p.fps, p.miou * 100), PUBLISHED))
+        labels.append((p.name, p.fps, p.miou * 100, PUBLISHED))
     if pub:
         text = "published: Cityscapes test,\nRTX 2080Ti (other hardware)"
         handles.append(Line2D([], [], ls="", marker="D", color=PUBLISHED, label=text))
@@ -227,14 +216,48 @@ def plot_front(
     )
     ax.set_title(
         f"Pareto front{extra}: {int(front.sum())} of {len(pool)} trials, "
-        f"hypervolume {analysis.hypervolume:.4g}",
+        f"hypervolume {hypervolume_text(analysis)}",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _keep_inside(fig, ax, labels)
+    points = np.r_[np.c_[x, y], np.c_[pub_x, pub_y].reshape(-1, 2), [[ref_x, ref_y]]]
+    _place(fig, ax, labels, points)
     _save(fig, path)
     return fig
+
+
+def _errors(ax: Axes, pool: pd.DataFrame, x: np.ndarray, y: np.ndarray,
+            xs: tuple[str, float], ys: tuple[str, float]) -> None:  # fmt: skip
+    """Error bars from the records' intervals (``xs``/``ys``: column and display scale)."""
+    xerr, yerr = error_bars(pool, xs[0]), error_bars(pool, ys[0])
+    if xerr is None and yerr is None:
+        return
+    ax.errorbar(x, y, yerr=None if yerr is None else yerr * ys[1],
+                xerr=None if xerr is None else xerr * xs[1], fmt="none", ecolor=FADED,
+                elinewidth=0.9, alpha=0.8, zorder=1)  # fmt: skip
+
+
+def _markers(ax: Axes, pool: pd.DataFrame, x: np.ndarray, y: np.ndarray,
+             front: np.ndarray) -> list[Any]:  # fmt: skip
+    """Hollow markers, one shape per baseline (a point under another stays visible); legend
+    handles for the shapes and the two colours."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for base, style in _baselines(pool):
+        rows = (pool["baseline"].astype(object).fillna("?") == base).to_numpy()
+        for on, color, size, lw in ((False, FADED, 30, 1.0), (True, FRONT, 52, 1.6)):
+            pick = rows & (front == on)
+            ax.scatter(x[pick], y[pick], s=size, marker=style.marker, facecolors="none",
+                       edgecolors=color, linewidths=lw, zorder=3 if on else 2)  # fmt: skip
+        handles.append(Line2D([], [], ls="", marker=style.marker, mfc="none", mec="#555",
+                              label=style.legend))  # fmt: skip
+    return [
+        *handles,
+        Line2D([], [], ls="", marker="o", mfc="none", mec=FRONT, mew=1.6, label="Pareto front"),
+        Line2D([], [], ls="", marker="o", mfc="none", mec=FADED, label="dominated"),
+    ]
 
 
 def drawn_points(analysis: FrontAnalysis) -> pd.DataFrame:
@@ -250,58 +273,69 @@ def _baselines(pool: pd.DataFrame) -> list[tuple[str, BaselineStyle]]:
     return known + [(b, baseline_style(None if b == "?" else b)) for b in others]
 
 
-def plot_gap(analysis: FrontAnalysis, path: str | Path | None = None) -> Figure | None:
-    """Discretization gap (supernet - derived mIoU) and derived mIoU against each SSR weight
-    present (``cfg.ssr.op``, ``out``, ``mid``, ``depth``); the line joins the per-value means.
-    None when no SSR weight column has values."""
-    pool = analysis.trials[analysis.trials["usable"].fillna(False).to_numpy(dtype=bool)]
-    weights = [
-        w
-        for w in SSR_WEIGHT_COLUMNS
-        if w in pool.columns and (pool[w].notna() & finite(pool["discretization_gap"])).any()
-    ]
-    if not weights:
+def _effect_panel(ax: Axes, curve: Curve, outcome: str, fitted: bool) -> None:
+    """One setting against one outcome: the trials (one marker per baseline) and, when enough
+    trials carry an estimate (``fitted``), the fitted line with its 90 % band."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    scale = display_scale(outcome)
+    for base, style in _baselines(pd.DataFrame({"baseline": curve.baseline})):
+        pick = curve.baseline == base
+        ax.scatter(curve.x[pick], curve.y[pick] * scale, s=16, marker=style.marker,
+                   facecolors="none", edgecolors=FRONT, linewidths=0.9, zorder=3)  # fmt: skip
+    if fitted and curve.band_lo is not None:
+        ax.fill_between(curve.grid, curve.band_lo * scale, curve.band_hi * scale, color=FRONT,
+                        alpha=0.18, lw=0, zorder=1)  # fmt: skip
+        ax.plot(curve.grid, curve.line * scale, color=FRONT, lw=1.2, zorder=2)
+    if curve.log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=7)
+
+
+def plot_effects(effects: SettingEffects, path: str | Path | None = None) -> Figure | None:
+    """What each setting bought, drawn: one row per numeric setting, one column per outcome
+    (objectives, then the gap); each panel shows the trials the estimate used (adjusted to a
+    common baseline level) and, where at least :data:`analysis.effects.MIN_TRIALS` trials carry
+    the setting, the fitted line and its 90 % bootstrap band: never a line through a few single
+    trials. None when no setting has two trials. mIoU and the gap in percentage points."""
+    from matplotlib.lines import Line2D
+
+    from analysis.bought import setting_name, unit
+
+    settings = list(dict.fromkeys(s for s, _ in effects.curves))
+    if not settings:
         return None
-    fig = _figure(3.4 * len(weights) + 0.6, 5.6)
-    axes = fig.subplots(2, len(weights), squeeze=False, sharey="row")
-    for col, weight in enumerate(weights):
-        rows = pool[pool[weight].notna() & finite(pool["discretization_gap"])]
-        table = analysis.gap[analysis.gap["weight"] == weight]
-        wx = pd.to_numeric(rows[weight], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        numeric = not np.isnan(wx).any()
-        if not numeric:  # text-valued weights: one slot per value
-            slots = {v: i for i, v in enumerate(table["value"])}
-            wx = np.array([slots[str(v)] for v in rows[weight]], dtype=float)
-        tx = table["value"].astype(float).to_numpy() if numeric else np.arange(len(table))
-        for r, (column, mean) in enumerate(
-            (("discretization_gap", "gap_mean"), ("derived_miou", "derived_miou_mean"))
-        ):
-            ax = axes[r, col]
-            values = rows[column].to_numpy(dtype=float, na_value=np.nan) * 100
-            ax.scatter(
-                wx,
-                np.where(np.isfinite(values), values, np.nan),  # NaN is not drawn, inf would be
-                s=20,
-                color=FRONT,
-                alpha=0.6,
-            )
-            ax.plot(
-                tx,
-                table[mean].to_numpy(dtype=float, na_value=np.nan) * 100,
-                color=KNEE,
-                lw=1.2,
-                marker="_",
-                label="mean",
-            )
-            ax.grid(alpha=0.3)
-            if col == 0:
-                ax.set_ylabel("gap (mIoU points)" if r == 0 else "derived mIoU (%)")
-            if r == 1:
-                ax.set_xlabel(weight)
-            if not numeric:
-                ax.set_xticks(tx, table["value"].tolist())
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Discretization gap and derived mIoU vs SSR weight (usable trials)", fontsize=10)
+    outcomes = effects.outcomes
+    fig = _figure(3.0 * len(outcomes) + 0.4, 1.9 * len(settings) + 0.9)
+    axes = fig.subplots(len(settings), len(outcomes), squeeze=False, sharey="col")
+    verdicts = effects.table.set_index(["setting", "outcome"])["verdict"]
+    for r, setting in enumerate(settings):
+        for c, outcome in enumerate(outcomes):
+            ax = axes[r, c]
+            curve = effects.curves.get((setting, outcome))
+            if curve is None:
+                ax.set_axis_off()
+                continue
+            verdict = str(verdicts.get((setting, outcome), ""))
+            _effect_panel(ax, curve, outcome, fitted=not verdict.startswith("too few"))
+            mark = "✔ distinguishable" if verdict == "distinguishable" else verdict
+            ax.set_xlabel(f"{setting_name(setting)}: {mark}", fontsize=8,
+                          color=KNEE if verdict == "distinguishable" else "black")  # fmt: skip
+            if r == 0:
+                ax.set_title(f"{outcome} ({unit(outcome)})", fontsize=9)
+    present = {b for curve in effects.curves.values() for b in curve.baseline}
+    handles = [Line2D([], [], ls="", marker=baseline_style(b).marker, mfc="none", mec=FRONT,
+                      label=baseline_style(b).legend) for b in sorted(present)]  # fmt: skip
+    handles.append(Line2D([], [], color=FRONT, lw=6, alpha=0.25, label="fit, 90 % band"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    fig.suptitle(
+        f"What each setting bought ({effects.trials} complete trials; outcome adjusted to a "
+        "common baseline level)" + (": too few trials to say anything" * effects.too_small),
+        fontsize=10,
+    )
     _save(fig, path)
     return fig
 
@@ -311,12 +345,14 @@ def plot_history(analysis: FrontAnalysis, path: str | Path | None = None) -> Fig
     fig = _figure(7.0, 3.6)
     ax = fig.add_subplot()
     hist = analysis.history
-    ax.step(hist["step"], hist["hypervolume"], where="post", color=FRONT)
-    ax.scatter(hist["step"], hist["hypervolume"], s=10, color=FRONT)
-    ref = ", ".join(f"{c}={v:.4g}" for (c, _), v in zip(analysis.objectives, analysis.reference))
-    ax.set_title(f"Hypervolume over the sweep (reference {ref})", fontsize=10)
+    total, unit = hypervolume_units(analysis)
+    scale = total / analysis.hypervolume if analysis.hypervolume else 1.0
+    ax.step(hist["step"], hist["hypervolume"] * scale, where="post", color=FRONT)
+    ax.scatter(hist["step"], hist["hypervolume"] * scale, s=10, color=FRONT)
+    ax.set_title(f"Hypervolume over the sweep (reference {reference_text(analysis, 4)})",
+                 fontsize=10)  # fmt: skip
     ax.set_xlabel("trials finished (completion order)")
-    ax.set_ylabel("hypervolume")
+    ax.set_ylabel(f"hypervolume ({unit})")
     ax.grid(alpha=0.3)
     _save(fig, path)
     return fig

@@ -18,16 +18,18 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
+from analysis.agreement import Agreement, agreement_for, agreement_lines
 from analysis.errors import AnalysisInputError, TrackingUnreachableError
 from analysis.front import FrontAnalysis, analyze_front
 from analysis.load import (
+    SOURCE_KEY,
     canonical_records,
     from_mlflow,
     from_parquet,
     resolve_objectives_with_notes,
 )
 from analysis.page import write_front_html
-from analysis.plots import plot_front, plot_gap, plot_history
+from analysis.plots import plot_effects, plot_front, plot_history
 from analysis.probe import limit_http
 from analysis.tables import report_markdown, text_table
 
@@ -39,7 +41,7 @@ EXIT_UNREACHABLE = 3
 class ReportResult:
     """What :func:`write_report` wrote and found."""
 
-    paths: dict[str, Path]  # csv, trials, png, gap_png (if any), history_png, html, markdown
+    paths: dict[str, Path]  # csv, trials, png, effects_png (if any), history_png, html, markdown
     front: pd.DataFrame
     hypervolume: float
     reference: dict[str, float]  # objective column -> reference value
@@ -47,6 +49,7 @@ class ReportResult:
     objectives: list[tuple[str, bool]]
     notes: list[str] = field(default_factory=list)
     analysis: FrontAnalysis | None = None
+    agreement: Agreement | None = None  # the report's front against Optuna's Pareto set
 
 
 def format_front_table(result: ReportResult | FrontAnalysis, max_rows: int = 30) -> str:
@@ -63,10 +66,14 @@ def write_report(
     objectives: str | list[tuple[str, bool]] | None = None,
     out_dir: str | Path = "report",
     reference: Sequence[float] | None = None,
+    run_dir: str | Path | None = None,
 ) -> ReportResult:
     """Analyse records and write ``pareto.csv``, ``trials.parquet``, ``pareto.png``,
-    ``hypervolume.png``, ``gap.png`` (when SSR weights vary), ``pareto.html`` and ``report.md``
-    into ``out_dir``. ``objectives`` is a spec like ``"miou:max,fps:max"`` or resolved pairs;
+    ``hypervolume.png``, ``effects.png`` (when a setting varied among complete trials),
+    ``pareto.html`` and ``report.md`` into ``out_dir``. ``run_dir``: the sweep's run folder,
+    whose Optuna study (``optuna.db``) the report compares its front with and annotates
+    (:mod:`analysis.agreement`); default: the folder of the results file the records were read
+    from, else ``out_dir``'s parent (a sweep writes its report into ``<run folder>/report``). ``objectives`` is a spec like ``"miou:max,fps:max"`` or resolved pairs;
     None ranks the objectives recorded with the records (``df.attrs["objectives"]``, see
     :mod:`analysis.objectives`), so that a report of a sweep's results draws the sweep's front;
     ``reference`` is the hypervolume reference point (default rule: see
@@ -92,10 +99,13 @@ def write_report(
     analysis.trials.to_parquet(paths["trials"], index=False)
     plot_front(analysis, paths["png"])
     plot_history(analysis, paths["history_png"])
-    if plot_gap(analysis, out / "gap.png") is not None:
-        paths["gap_png"] = out / "gap.png"
+    if plot_effects(analysis.effects, out / "effects.png") is not None:
+        paths["effects_png"] = out / "effects.png"
     write_front_html(analysis, paths["html"])
-    paths["markdown"].write_text(report_markdown(analysis, paths), encoding="utf-8")
+    source = run_dir or df.attrs.get(SOURCE_KEY) or out.resolve().parent
+    agreement = agreement_for(analysis, source)
+    markdown = report_markdown(analysis, paths, agreement_lines(agreement))
+    paths["markdown"].write_text(markdown, encoding="utf-8")
     knee = None
     if analysis.knee is not None:
         keys = ["trial_id", "genotype_id", *(c for c, _ in resolved)]
@@ -109,6 +119,7 @@ def write_report(
         objectives=resolved,
         notes=list(analysis.notes),
         analysis=analysis,
+        agreement=agreement,
     )
 
 

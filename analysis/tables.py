@@ -13,9 +13,18 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.bought import bought_lines
 from analysis.front import FrontAnalysis
-from analysis.labels import axis_label, axis_title, baseline_text, display_scale, is_miou
+from analysis.labels import (
+    axis_label,
+    axis_title,
+    baseline_text,
+    display_scale,
+    display_unit,
+    is_miou,
+)
 from analysis.noise import INTERVAL_MEANING, interval_columns, tie_summary
+from analysis.survival import survivorship_findings
 
 #: Context columns shown next to the objectives in front tables, when they hold values.
 CONTEXT_COLUMNS = (
@@ -90,6 +99,19 @@ def front_rows(analysis: FrontAnalysis, max_rows: int | None = None) -> list[lis
     ]
 
 
+def other_points(analysis: FrontAnalysis) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the points drawn but not on the front (no label on the plots): trial,
+    baseline, genotype and objectives, best first by the first objective."""
+    pool = analysis.trials[analysis.trials["excluded_reason"].isna()]
+    rest = pool[~pool["on_front"].fillna(False).to_numpy(dtype=bool)]
+    (first, maximize), *_ = analysis.objectives
+    rest = rest.sort_values(first, ascending=not maximize, kind="stable")
+    objectives = [c for c, _ in analysis.objectives]
+    columns = ["trial_id", "baseline", "genotype_id", *objectives]
+    rows = [[_cell(row, c, objectives) for c in columns] for _, row in rest.iterrows()]
+    return [header(c) for c in columns], rows
+
+
 def units_lines(analysis: FrontAnalysis) -> list[str]:
     """``"<column>: <unit and conditions>"`` per objective, from the competing trials' records."""
     pool = analysis.trials[analysis.trials["excluded_reason"].isna()]
@@ -120,8 +142,28 @@ def front_findings(analysis: FrontAnalysis) -> list[str]:
 
 
 def reference_text(analysis: FrontAnalysis, digits: int = 6) -> str:
+    """The reference point in display units, e.g. ``derived_miou = 15.1 %, fps_exclusive = 38.3
+    FPS``."""
     pairs = zip(analysis.objectives, analysis.reference)
-    return ", ".join(f"{c} = {v:.{digits}g}" for (c, _), v in pairs)
+    return ", ".join(
+        f"{c} = {v * display_scale(c):.{digits}g} {display_unit(c)}".rstrip() for (c, _), v in pairs
+    )
+
+
+def hypervolume_units(analysis: FrontAnalysis) -> tuple[float, str]:
+    """The hypervolume in the axes' units (mIoU in %, so fraction x FPS becomes % x FPS) and
+    that unit, e.g. ``(491.9, "% × FPS")``."""
+    scale, units = 1.0, []
+    for column, _ in analysis.objectives:
+        scale *= display_scale(column)
+        units.append(display_unit(column) or column)
+    return analysis.hypervolume * scale, " × ".join(units)
+
+
+def hypervolume_text(analysis: FrontAnalysis, digits: int = 4) -> str:
+    """``"491.9 % × FPS"``: the hypervolume as every view shows it."""
+    value, unit = hypervolume_units(analysis)
+    return f"{value:.{digits}g} {unit}"
 
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -149,7 +191,7 @@ def _summary(analysis: FrontAnalysis) -> list[str]:
     sweeps = ", ".join(sorted(trials["sweep"].dropna().unique().astype(str)))
     objectives = ", ".join(f"{c} ({'max' if m else 'min'})" for c, m in analysis.objectives)
     return [
-        "# SSR sweep report",
+        "## Sweep",
         "",
         f"Sweep(s): {sweeps or 'unknown'}; dataset: {analysis.dataset or 'unknown/mixed'}; "
         f"{len(trials)} trials, {int(trials['usable'].sum())} complete, "
@@ -175,15 +217,22 @@ def _front(analysis: FrontAnalysis, paths: dict[str, Path]) -> list[str]:
         f"![Pareto front]({paths['png'].name}) (interactive, hover for config and genotype: "
         f"[{html}]({html}))",
         "",
+        *_others(analysis),
         "## Hypervolume",
         "",
-        f"Hypervolume **{analysis.hypervolume:.6g}** (Zitzler & Thiele 1998), in the objectives' "
-        f"stored units, with reference point {reference_text(analysis)} "
-        f"({analysis.reference_rule}). Compare hypervolumes only under the same reference point "
-        "(pass it with --reference).",
+        f"Hypervolume **{hypervolume_text(analysis, 6)}** (Zitzler & Thiele 1998), in the axes' "
+        f"units, with reference point {reference_text(analysis)} ({analysis.reference_rule}). "
+        "Compare hypervolumes only under the same reference point (pass it with --reference "
+        f"{','.join(f'{v:.6g}' for v in analysis.reference)}: mIoU there as a fraction).",
         "",
         f"![Hypervolume over the sweep]({paths['history_png'].name})",
     ]
+
+
+def _others(analysis: FrontAnalysis) -> list[str]:
+    head, rows = other_points(analysis)
+    title = f"Points off the front ({len(rows)}; drawn grey and unlabelled)"
+    return [f"### {title}", "", md_table(head, rows) if rows else "None.", ""]
 
 
 def _knee(analysis: FrontAnalysis) -> list[str]:
@@ -201,23 +250,19 @@ def _knee(analysis: FrontAnalysis) -> list[str]:
     ]
 
 
-def _gap(analysis: FrontAnalysis, paths: dict[str, Path]) -> list[str]:
-    out = ["## Discretization gap vs SSR weight", ""]
-    if not len(analysis.gap):
-        return [*out, "No SSR weight column (cfg.ssr.op/out/mid/depth) with a recorded gap."]
-    g = "discretization_gap"  # supernet - derived mIoU, shown in mIoU points
-    at_discrete = bool(analysis.gap["gap_at_discrete_mean"].notna().any())
-    rows = [
-        [r.weight, r.value, r.trials, fmt(r.gap_mean, g), fmt(r.gap_min, g), fmt(r.gap_max, g),
-         *[fmt(r.gap_at_discrete_mean, g)] * at_discrete, fmt(r.derived_miou_mean, "derived_miou")]
-        for r in analysis.gap.itertuples()
-    ]  # fmt: skip
-    head = ["weight", "value", "trials", "gap mean (pts, end of budget)", "gap min", "gap max",
-            *["gap when discrete, mean (pts)"] * at_discrete, "derived mIoU mean (%)"]  # fmt: skip
-    out.append(md_table(head, rows))
-    if "gap_png" in paths:
-        out += ["", f"![Gap vs SSR weight]({paths['gap_png'].name})"]
-    return out
+def _survival(analysis: FrontAnalysis) -> list[str]:
+    table = analysis.survival
+    rows = [[str(v) for v in r] for r in table.itertuples(index=False)]
+    return [
+        "## Survivorship: which trials reached the end",
+        "",
+        "Per baseline: trials started, stopped by the scheduler at each rung (epoch), failed, "
+        "complete (ran the whole budget) and on the front. Only complete trials compete.",
+        "",
+        md_table(list(table.columns), rows),
+        "",
+        *survivorship_findings(table),
+    ]
 
 
 def _genotypes_and_exclusions(analysis: FrontAnalysis) -> list[str]:
@@ -239,14 +284,22 @@ def _genotypes_and_exclusions(analysis: FrontAnalysis) -> list[str]:
     ]
 
 
-def report_markdown(analysis: FrontAnalysis, paths: dict[str, Path]) -> str:
-    """report.md: summary and notes, front, hypervolume, knee, gap vs SSR weight, genotypes,
-    excluded trials; figures linked by file name (``paths`` from :func:`write_report`)."""
+def report_markdown(
+    analysis: FrontAnalysis, paths: dict[str, Path], views: Sequence[str] = ()
+) -> str:
+    """report.md: what each setting bought, the sweep summary and notes, front, ``views`` (the
+    lines saying whether every view shows this front, :mod:`analysis.agreement`), survivorship,
+    hypervolume, knee, genotypes, excluded trials; figures linked by file name (``paths`` from
+    :func:`analysis.report.write_report`)."""
+    effects = paths.get("effects_png")
     sections = [
+        ["# SSR sweep report"],
+        bought_lines(analysis.effects, effects.name if effects else None),
         _summary(analysis),
         _front(analysis, paths),
+        list(views),
+        _survival(analysis),
         _knee(analysis),
-        _gap(analysis, paths),
         _genotypes_and_exclusions(analysis),
     ]
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
@@ -265,7 +318,7 @@ def text_table(analysis: FrontAnalysis, max_rows: int = 30) -> str:
         lines.append(f"... {len(analysis.front) - max_rows} more front rows in pareto.csv")
     lines.append(
         f"front: {len(analysis.front)} of {int(analysis.trials['usable'].sum())} complete trials "
-        f"({len(analysis.excluded)} excluded); hypervolume {analysis.hypervolume:.6g} "
+        f"({len(analysis.excluded)} excluded); hypervolume {hypervolume_text(analysis, 6)} "
         f"(reference {reference_text(analysis, 4)})"
     )
     lines += units_lines(analysis)

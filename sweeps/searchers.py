@@ -10,9 +10,20 @@ intermediate values).
 
 The study lives in an Optuna RDB storage, by default ``sqlite:///<run folder>/optuna.db``
 (:func:`study_storage_url`; the sweep file's ``searcher.storage`` names another), as the study
-named like the run, with the objectives as metric names, the sweep as study user attributes and
-each trial's Tune ``trial_id``, ``baseline``, ``genotype_id`` and ``status`` as trial user
-attributes, so ``optuna-dashboard <url>`` and ``optuna.visualization`` show the sweep. Ray
+named like the run, so ``optuna-dashboard <url>`` and ``optuna.visualization`` show the sweep:
+
+- parameters under their names in the sweep file (``ssr.op``, ``baseline``), not Tune's
+  flattened ``dims/ssr.op`` (:func:`readable_name`; every sampled value lives under
+  ``SAMPLED_KEY`` in the param space);
+- the told columns as metric names: the axis titles of Optuna's and optuna-dashboard's plots,
+  the same names as the record's columns in every other view;
+- the sweep as study user attributes. A speed measured inside a trial (``fps_shared``) shares
+  the device; the sweep's front ranks its exclusive re-measurement after the sweep, which Optuna
+  cannot be told for a finished trial. The report compares Optuna's Pareto set with its front
+  and writes both and the statement of their difference into the study's ``ssr.front_*``
+  attributes (``analysis/agreement.py``);
+- each trial's Tune ``trial_id``, ``baseline``, ``genotype_id`` and ``status`` as trial user
+  attributes. Ray
 pickles the searcher with the experiment (the storage reconnects by URL on unpickling), so a
 resumed sweep continues the same study; trials a killed driver had asked for but Tune never
 recorded are marked FAIL on restore.
@@ -82,6 +93,11 @@ def probe_study(storage: str, run_dir: Path) -> None:
         )
 
 
+def readable_name(name: str) -> str:
+    """Tune's flattened ``dims/ssr.op`` -> ``ssr.op``, the parameter's name in the sweep file."""
+    return name.removeprefix(f"{SAMPLED_KEY}/")
+
+
 def _sampled(result: Mapping[str, Any], key: str) -> Any:
     """A sampled value from a Tune result (flattened ``config/dims/<key>`` or nested)."""
     flat = result.get(f"config/{SAMPLED_KEY}/{key}")
@@ -115,6 +131,11 @@ class FinalRecordOptunaSearch(OptunaSearch):
         self._baseline = baseline
         super().__init__(*args, **kwargs)
 
+    @staticmethod
+    def convert_search_space(spec: dict) -> dict[str, Any]:
+        """Ray's conversion, with each parameter under its sweep-file name (:func:`readable_name`)."""
+        return {readable_name(k): v for k, v in OptunaSearch.convert_search_space(spec).items()}
+
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
         study = self._ot_study
@@ -131,9 +152,13 @@ class FinalRecordOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and "trial_id" not in ot_trial.user_attrs:
-            baseline = ot_trial.params.get(f"{SAMPLED_KEY}/baseline", self._baseline)
+            params = ot_trial.params
+            baseline = params.get("baseline", params.get(f"{SAMPLED_KEY}/baseline", self._baseline))
             _label(ot_trial, trial_id=trial_id, baseline=str(baseline))
-        return config
+        if config is None or SAMPLED_KEY in config:  # a state pickled with Tune's names
+            return config
+        # readable names hold no "/": Ray's unflatten left them flat; nest them back
+        return {SAMPLED_KEY: config}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Intermediate (per-epoch) results are not told to Optuna."""

@@ -3,6 +3,8 @@ skewed, tied, a single point, crowded at the edges, with the published points.""
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from test_analysis_views import RANKED, front_records
 
 from analysis import analyze_front, canonical_records, front_html, plot_front
 from analysis.layout import padded_range
-from analysis.page import FONT_PX, MARGIN, WIDTH
+from analysis.page import FONT_PX, HEIGHT, MARGIN, WIDTH
 
 FRONTS = {
     "skewed": lambda: front_records(
@@ -81,12 +83,26 @@ def _array(value: object, n: int) -> np.ndarray:
     return np.asarray(value, dtype=float)
 
 
+def _label_boxes(layout: dict) -> np.ndarray:
+    """The page's label boxes (x0, y0, x1, y1) in the pixels of the plot area, y up, estimated
+    from the font as the page does."""
+    (x0, x1), (y0, y1) = layout["xaxis"]["range"], layout["yaxis"]["range"]
+    plot_w, plot_h = WIDTH - MARGIN["l"] - MARGIN["r"], HEIGHT - MARGIN["t"] - MARGIN["b"]
+    boxes = []
+    for note in layout.get("annotations", []):
+        lines = note["text"].split("<br>")
+        w = max(len(html.unescape(t)) for t in lines) * 0.62 * FONT_PX
+        h = 1.3 * FONT_PX * len(lines)
+        cx = (note["x"] - x0) / (x1 - x0) * plot_w + note["ax"]
+        cy = (note["y"] - y0) / (y1 - y0) * plot_h - note["ay"]
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    return np.asarray(boxes).reshape(-1, 4)
+
+
 @pytest.mark.parametrize("name", sorted(FRONTS))
 def test_html_page_draws_everything_inside_the_axes(name: str) -> None:
     data, layout = page_figure(front_html(analysis_of(name)))
     (x0, x1), (y0, y1) = layout["xaxis"]["range"], layout["yaxis"]["range"]
-    px_per_x = (WIDTH - MARGIN["l"] - MARGIN["r"]) / (x1 - x0)
-    labelled = 0
     for trace in data:
         x, y = np.asarray(trace["x"], dtype=float), np.asarray(trace["y"], dtype=float)
         ex, ey = trace.get("error_x") or {}, trace.get("error_y") or {}
@@ -94,17 +110,55 @@ def test_html_page_draws_everything_inside_the_axes(name: str) -> None:
         assert np.all(x - _array(ex.get("arrayminus"), len(x)) > x0), (name, trace["name"])
         assert np.all(y + _array(ey.get("array"), len(y)) < y1), (name, trace["name"])
         assert np.all(y - _array(ey.get("arrayminus"), len(y)) > y0), (name, trace["name"])
-        positions = trace.get("textposition") or []
-        for xi, text, where in zip(x, trace.get("text") or [], positions):
-            if not text:
-                continue
-            labelled += 1
-            width = (len(text) * 0.62 * FONT_PX) / px_per_x  # the label's extent, estimated
-            if where.endswith("right"):
-                assert xi + width < x1, (name, text)
-            else:
-                assert xi - width > x0, (name, text)
-    assert labelled > 0
+    boxes = _label_boxes(layout)
+    assert len(boxes) > 0
+    plot_w, plot_h = WIDTH - MARGIN["l"] - MARGIN["r"], HEIGHT - MARGIN["t"] - MARGIN["b"]
+    assert np.all(boxes[:, :2] > -2) and np.all(boxes[:, 2] < plot_w + 2), name
+    assert np.all(boxes[:, 3] < plot_h + 2), name
+
+
+def _overlapping(boxes: np.ndarray) -> list[tuple[int, int]]:
+    out = []
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            w = min(a[2], b[2]) - max(a[0], b[0])
+            h = min(a[3], b[3]) - max(a[1], b[1])
+            if w > 1 and h > 1:
+                out.append((i, j))
+    return out
+
+
+CROWDED = lambda: front_records(  # noqa: E731  a front of 12 points packed in a corner
+    list(np.linspace(0.60, 0.49, 12)), list(np.linspace(100.0, 112.0, 12)),
+    ["ssr", "darts_pruning", "no_shrink"] * 4,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*sorted(FRONTS), "crowded"])
+def test_labels_overlap_neither_each_other_nor_markers(name: str) -> None:
+    records = CROWDED() if name == "crowded" else FRONTS[name]()
+    analysis = analyze_front(canonical_records(records), RANKED)
+    fig = plot_front(analysis)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = np.asarray([t.get_window_extent(renderer).extents for t in ax.texts])
+    assert _overlapping(boxes) == [], (name, [t.get_text() for t in ax.texts])
+    points = ax.transData.transform(np.c_[analysis.trials["fps_exclusive"].astype(float),
+                                          analysis.trials["derived_miou"].astype(float) * 100])  # fmt: skip
+    for text, box in zip(ax.texts, boxes):
+        inside = (points[:, 0] > box[0] + 1) & (points[:, 0] < box[2] - 1)
+        inside &= (points[:, 1] > box[1] + 1) & (points[:, 1] < box[3] - 1)
+        assert not inside.any(), (name, text.get_text())
+    _, layout = page_figure(front_html(analysis))
+    assert _overlapping(_label_boxes(layout)) == [], name
+
+
+def test_every_front_point_is_named_and_coinciding_ones_share_a_label() -> None:
+    analysis = analysis_of("tied")  # six front points at the same place
+    texts = [t.get_text() for t in plot_front(analysis).axes[0].texts]
+    assert len(texts) == 1 and all(f"{i:02x}ab12cd34" in texts[0] for i in range(6))
 
 
 def test_published_points_stay_inside_with_their_labels() -> None:

@@ -31,7 +31,7 @@ def run_report(*args: str) -> subprocess.CompletedProcess:
 
 def test_write_report_files_and_front(records, tmp_path) -> None:
     result = write_report(records(), "miou:max,fps:max", tmp_path)
-    for key in ("csv", "trials", "png", "history_png", "gap_png", "html", "markdown"):
+    for key in ("csv", "trials", "png", "history_png", "effects_png", "html", "markdown"):
         assert result.paths[key].is_file() and result.paths[key].stat().st_size > 0, key
     front = pd.read_csv(result.paths["csv"])
     trials = pd.read_parquet(result.paths["trials"])
@@ -47,7 +47,9 @@ def test_write_report_files_and_front(records, tmp_path) -> None:
         "## Pareto front",
         "## Hypervolume",
         "## Knee",
-        "## Discretization gap",
+        "## What each setting bought",
+        "## Survivorship",
+        "## One front in every view",
         "## Genotypes",
         "## Excluded trials (6)",
         "reference point",

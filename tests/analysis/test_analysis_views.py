@@ -79,9 +79,10 @@ def test_baseline_is_in_every_view(tmp_path) -> None:
     # the HTML page: marker symbol per baseline, baseline in the hover text
     data, _ = page_figure(result.paths["html"].read_text())
     symbols = {t["name"]: t["marker"]["symbol"] for t in data if t["name"].startswith("front: ")}
-    assert symbols == {"front: DARTS pruning (SSR weights 0)": "square",
-                       "front: no shrinking (argmax at end)": "triangle-up",
-                       "front: SSR": "circle", "front: baseline not recorded": "cross"}  # fmt: skip
+    assert symbols == {"front: DARTS pruning (SSR weights 0)": "square-open",
+                       "front: no shrinking (argmax at end)": "triangle-up-open",
+                       "front: SSR": "circle-open",
+                       "front: baseline not recorded": "cross-open"}  # fmt: skip
     hover = " ".join(" ".join(t.get("hovertext") or []) for t in data)
     assert "<b>trial t0</b> (darts_pruning)" in hover and "<b>trial t3</b> (unknown)" in hover
 
@@ -157,7 +158,7 @@ def test_non_finite_values_are_excluded_with_a_reason_and_never_drawn(tmp_path) 
     df["derived_miou"] = df["derived_miou"].astype(object)
     df.loc[4] = df.loc[0].copy()
     df.loc[4, ["trial_id", "derived_miou"]] = ["t4", -np.inf]
-    df["supernet_miou"] = 0.7  # the gap of t4 is +inf: no gap table or plot takes it
+    df["supernet_miou"] = 0.7  # the gap of t4 is +inf: no estimate or plot takes it
     result = write_report(df, RANKED, tmp_path)
     reasons = result.analysis.excluded.set_index("trial_id")["reason"].to_dict()
     assert reasons == {
@@ -165,8 +166,10 @@ def test_non_finite_values_are_excluded_with_a_reason_and_never_drawn(tmp_path) 
         "t3": "missing derived_miou",
         "t4": "non-finite derived_miou, discretization_gap",  # the gap derived from it too
     }
-    gap = result.analysis.gap[["gap_mean", "gap_max", "derived_miou_mean"]]
-    assert np.isfinite(gap.to_numpy(dtype=float)).all()
+    effects = result.analysis.effects
+    assert "t4" not in set(effects.table["setting"]) and effects.trials == 2
+    for curve in effects.curves.values():
+        assert np.isfinite(curve.y).all() and np.isfinite(curve.x).all()
     from analysis import plot_front
 
     ax = plot_front(result.analysis).axes[0]
