@@ -140,6 +140,44 @@ def test_dominated_trial_is_stopped_and_recorded():
     assert report(s, better, 1, 0.6, 0.2) == CONTINUE  # dominates everything: position 0
 
 
+def _dominated(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Names of the points another point dominates (mIoU max, GMACs min), by brute force."""
+    return {
+        a
+        for a, (ma, ca) in points.items()
+        for mb, cb in points.values()
+        if mb >= ma and cb <= ca and (mb, cb) != (ma, ca)
+    }
+
+
+# One rung, trials arriving in this order: the two ends of the front first, then dominated and
+# non-dominated trials in turn. (mIoU, GMACs); the comments give the dominating trial.
+RUNG = [
+    ("a", 0.90, 10.0),
+    ("b", 0.50, 1.0),
+    ("c", 0.80, 12.0),  # dominated by a
+    ("d", 0.45, 1.5),  # dominated by b
+    ("e", 0.95, 11.0),  # new most accurate: on the front
+    ("f", 0.40, 0.5),  # new cheapest: on the front (ASHA on mIoU alone would stop it)
+    ("g", 0.60, 11.0),  # dominated by a and e
+    ("h", 0.30, 2.0),  # dominated by b
+]
+
+
+def test_a_constructed_rung_stops_exactly_its_dominated_trials():
+    s = make()
+    actions = {}
+    for name, miou, gmacs in RUNG:
+        t = trial(name)
+        s.on_trial_add(None, t)
+        actions[name] = report(s, t, 1, miou, gmacs)
+    stopped = {n for n, a in actions.items() if a == STOP}
+    points = {name: (miou, gmacs) for name, miou, gmacs in RUNG}
+    assert _dominated(points) == {"c", "d", "g", "h"}  # the construction, checked by hand
+    assert stopped == _dominated(points)
+    assert set(s.recorded(1)) == set(points)  # every finite trial is recorded, stopped or not
+
+
 @pytest.mark.parametrize("bad", [(math.nan, 0.5), (0.5, math.inf), (0.5, "x")])
 def test_non_finite_objective_stops_without_recording(bad):
     s = make()
@@ -262,7 +300,8 @@ def test_real_tune_run_stops_dominated_keeps_pareto_best(tmp_path):
         tuner = tune.Tuner(
             trainable,
             param_space={"point": tune.grid_search(POINTS)},
-            tune_config=tune.TuneConfig(scheduler=sched, max_concurrent_trials=2),
+            # one trial at a time: the rungs fill in the order of POINTS, so the outcome is exact
+            tune_config=tune.TuneConfig(scheduler=sched, max_concurrent_trials=1),
             run_config=tune.RunConfig(name="moasha", storage_path=str(tmp_path), verbose=0),
         )
         results = tuner.fit()
@@ -273,5 +312,17 @@ def test_real_tune_run_stops_dominated_keeps_pareto_best(tmp_path):
     nan_key = next(k for k in last if math.isnan(k[0]))
     assert last[(0.9, 10.0)] == STEPS and last[(0.5, 1.0)] == STEPS  # Pareto-best: full budget
     assert last[nan_key] == 1  # diverged: stopped at the first rung
-    stopped = [k for k, step in last.items() if step < STEPS]
-    assert len(stopped) >= 3  # dominated ones are cut too (at rung 1 or 2)
+    # exactly the dominated trials stop: at rung 1, except (0.85, 11), which at rung 1 is an end
+    # of the second front (position 2 of 7: within the top half) and stops at rung 2, where
+    # only the two Pareto-best trials are recorded before it
+    finite = {str(k): k for k in last if k != nan_key}
+    assert {n for n, k in finite.items() if last[k] < STEPS} == _dominated(finite)
+    assert {k: v for k, v in last.items() if k != nan_key} == {
+        (0.9, 10.0): STEPS,
+        (0.5, 1.0): STEPS,
+        (0.8, 12.0): 1,
+        (0.45, 1.5): 1,
+        (0.3, 5.0): 1,
+        (0.6, 10.5): 1,
+        (0.85, 11.0): 2,
+    }
