@@ -21,22 +21,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
 from analysis.front import FrontAnalysis, finite
+from analysis.objectives import IN_TRIAL
 from analysis.pareto import pareto_mask
 
 #: Final (after-sweep) column -> the column Optuna was told when the trial ended.
-TOLD = MappingProxyType(
-    {
-        "fps_exclusive": "fps_shared",
-        "latency_exclusive_ms_median": "latency_ms_median",
-        "latency_exclusive_ms_p90": "latency_ms_p90",
-    }
-)
+TOLD = IN_TRIAL
 #: Study user attributes written by :func:`record_in_study`.
 STUDY_ATTRS = (
     "ssr.front_objectives",

@@ -58,6 +58,15 @@ KINDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 _SHARED = ("fps_shared", "latency_ms_median", "latency_ms_p90")
+#: A column re-measured exclusively after the sweep -> the column measured inside the trial
+#: (device possibly shared) that a searcher is told when the trial ends in its place.
+IN_TRIAL: Mapping[str, str] = MappingProxyType(
+    {
+        "fps_exclusive": "fps_shared",
+        "latency_exclusive_ms_median": "latency_ms_median",
+        "latency_exclusive_ms_p90": "latency_ms_p90",
+    }
+)
 
 Objectives = list[tuple[str, bool]]
 
