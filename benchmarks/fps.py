@@ -1,4 +1,4 @@
-"""FPS of the paper network on this machine, per backend and inference form (issues 6, 14).
+"""FPS of the paper network on this machine, per backend and inference form (docs/architecture.md §5).
 
     python benchmarks/fps.py                       # table: 512x1024 and 256x512, all variants
     python benchmarks/fps.py --json                # one JSON object
@@ -264,7 +264,7 @@ def run_cpu_time(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
 
 def run_repeatability(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
     """``--runs`` independent measurements of one variant and the CV of each statistic across
-    them (issue 6 target: 3 %): median, p10, best pass median and minimum."""
+    them (the target: 3 %): median, p10, best pass median and minimum."""
     size, variant = args.inputs[0], args.variants[0]
     runner.measure(variant, size)  # build/export and warm the process once, not counted
     rows = []

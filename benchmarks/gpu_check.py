@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One prepared check of the GPU path (issue 13): speed, memory and agreement with the CPU.
+"""One prepared check of the GPU path (docs/architecture.md §6): speed, memory and agreement with the CPU.
 
 Runs with nothing but PyTorch, numpy and PyYAML (onnx/onnxruntime optional; no Ray, MLflow,
 Optuna or tqdm), from the repository root without installing it::
@@ -26,7 +26,7 @@ every section, so a run cut short keeps what it measured):
   gradient, computed on the device and on the CPU from the same weights and input (fp32, TF32
   off): the largest difference relative to the largest value must be below 1e-3.
 
-Targets on an H100/H200 (issue 13): the paper network at 512x1024, batch 1, fp16 >= 1000 FPS
+Targets on an H100/H200: the paper network at 512x1024, batch 1, fp16 >= 1000 FPS
 (the paper: 175 FPS fp32 on a 2080 Ti); a start search iteration at batch 6 well under a second.
 ``--tiny``: 64x128 inputs, batch 2, a few iterations: every code path in seconds (CUDA graphs
 and half precision FPS need CUDA and are reported as skipped on a CPU).

@@ -1,4 +1,4 @@
-"""INT8 against fp32: validation mIoU, prediction agreement and latency (issue 14).
+"""INT8 against fp32: validation mIoU, prediction agreement and latency (docs/architecture.md §5).
 
     python -m ssr retrain --genotype ssr_cityscapes --data synthetic --epochs 12 \\
         --out runs/paper_256 --set data.height=256 --set data.width=512 ...   # brief training

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Hypervolume at equal compute: FIFO vs ASHA (mIoU) vs MO-ASHA (mIoU, expected GMACs).
 
-Issue 9, item 5. Every trial is a real SSR search through :func:`ssr.pipeline.run_pipeline` at
+Whether early stopping on two objectives buys a better front for the same compute (BENCHMARKS.md).
+Every trial is a real SSR search through :func:`ssr.pipeline.run_pipeline` at
 a tiny size (synthetic 64x128 scenes, a two-stage space, no retraining, no ONNX), run by Ray
 Tune two at a time, with the same per-epoch reports as a sweep trial (``step``, ``val_miou``,
 ``expected_gmacs``) and a final report carrying the derived network's mIoU (inherited weights,

@@ -1,4 +1,4 @@
-"""This machine's limit, and where ONNX Runtime's time goes against it (issue 14).
+"""This machine's limit, and where ONNX Runtime's time goes against it (docs/architecture.md §5).
 
     python benchmarks/roofline.py                      # the probe at 1 and 2 threads
     python benchmarks/roofline.py --profile            # per-op profile of the ORT variants

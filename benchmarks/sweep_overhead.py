@@ -10,7 +10,7 @@ configs) runs twice, one trial at a time with every CPU:
 
 Both are timed end to end as processes (interpreter start to exit). Reported: the end-to-end
 overhead ``sweep / plain - 1``, the per-trial overhead (Tune's trial time vs the plain trial
-time) and the fixed cost (Ray start, MLflow, report). Issue 6's target is <= 5 % for trials of
+time) and the fixed cost (Ray start, MLflow, report). The target is <= 5 % for trials of
 2 minutes or more: raise ``--search-epochs`` (and ``--train-size``) until a plain trial takes
 that long, e.g. ``--trials 3 --search-epochs 60 --train-size 64``.
 

@@ -1,4 +1,4 @@
-"""Inference forms of a derived network: same outputs, cheaper graphs (issue 6, docs/architecture.md §5).
+"""Inference forms of a derived network: same outputs, cheaper graphs (docs/architecture.md §5).
 
 - :func:`fold_bn` folds every Conv -> BatchNorm pair into the conv (a copy, eval mode).
 - :func:`deploy` builds :class:`DeployNet`, the form the ONNX Runtime numbers are measured on.

@@ -1,4 +1,5 @@
-"""Divergence checks of training steps without a host synchronisation per step (issue 13).
+"""Divergence checks of training steps without a host synchronisation per step
+(docs/architecture.md §6).
 
 Search and retraining refuse a non-finite loss, gradient norm or parameter norm
 (:class:`ssr.errors.DivergenceError`, one line naming the phase, epoch, quantity and what to

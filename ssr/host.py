@@ -4,7 +4,7 @@ Every latency figure carries the name of its device (:func:`device_name`: the GP
 CPU model from ``/proc/cpuinfo``) and the share of the machine's CPU that *other* processes used
 while the clock ran (:class:`OtherLoad`), so a number measured on a shared machine is marked so.
 :func:`cpu_info` adds the CPU's family/model numbers and SIMD flags (AVX-512, VNNI, AMX...), which
-decide what a CPU figure means (issue 14; :mod:`ssr.roofline` measures the resulting limit).
+decide what a CPU figure means (docs/architecture.md §5; :mod:`ssr.roofline` measures the resulting limit).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ mIoU, per-class IoU, pixel accuracy and loss of a model on a loader.
 
 A step may return floats or 0-d tensors. Tensors are summed where they live and read once at
 the end of the epoch, so on a GPU the loop itself never waits for the device inside an epoch
-(issue 13); a progress bar, shown only on a terminal, reads its running means at most once a
+(docs/architecture.md §6); a progress bar, shown only on a terminal, reads its running means at most once a
 second. tqdm is optional: without it there is no bar and nothing else changes.
 
 The loop logs one summary line per epoch on the ``ssr.loop`` logger; the library installs no

@@ -1,4 +1,4 @@
-"""One-file ONNX export of a network and the onnxruntime session that runs it (issue 6).
+"""One-file ONNX export of a network and the onnxruntime session that runs it (docs/stack.md §6).
 
 :func:`export_onnx` writes a single ``.onnx`` file with a fixed input shape, checks it with
 ``onnx.checker`` and, optionally, compares onnxruntime's output with torch's. :func:`ort_session`
@@ -81,7 +81,7 @@ def ort_session(
 
 @dataclass
 class ExportResult:
-    """One ONNX export: where, how big, how long, which exporter and how exact (issue 6)."""
+    """One ONNX export: where, how big, how long, which exporter and how exact (docs/stack.md §6)."""
 
     path: str
     nodes: int
@@ -125,7 +125,7 @@ def _opset(proto: Any) -> int:
 def export_onnx(
     model: nn.Module, input_shape: Sequence[int], path: str | Path, verify: bool = True
 ) -> ExportResult:
-    """Export ``model`` in eval mode to ONE ``.onnx`` file with a fixed input shape (issue 6).
+    """Export ``model`` in eval mode to ONE ``.onnx`` file with a fixed input shape (docs/stack.md §6).
 
     The dynamo exporter (``torch.onnx.export(..., dynamo=True, external_data=False)``, needs
     ``onnxscript``) is tried first, silenced; the legacy TorchScript exporter (opset 18) is used

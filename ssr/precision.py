@@ -1,4 +1,4 @@
-"""Mixed precision and the GPU habits of a training step (docs/architecture.md §6, issue 13).
+"""Mixed precision and the GPU habits of a training step (docs/architecture.md §6).
 
 ``precision`` (``SearchConfig``, ``RetrainConfig``) is one of:
 

@@ -1,4 +1,4 @@
-"""INT8 inference form: ONNX Runtime static quantization, QDQ, per-channel weights (issue 14).
+"""INT8 inference form: ONNX Runtime static quantization, QDQ, per-channel weights (docs/architecture.md §5).
 
 On CPU the fp32 network already runs its convolutions near the machine's fp32 limit
 (:mod:`ssr.roofline`), so going faster needs fewer bytes and cheaper multiply-accumulates per

@@ -1,4 +1,4 @@
-"""This machine's achievable compute rate, and how close a measured figure comes to it (issue 14).
+"""This machine's achievable compute rate, and how close a measured figure comes to it (docs/architecture.md §5).
 
 A latency says little on its own: 176 ms for 10.9 GMACs is slow on one CPU and near the limit on
 another. Every benchmark figure therefore comes with the rate it achieved (conv MACs per second,

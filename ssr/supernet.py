@@ -304,7 +304,7 @@ class Supernet(nn.Module):
 
     def _op_pixels(self, h: int, w: int, like: Tensor) -> Tensor:
         """Output pixels of each op at ``h x w``, cached per size and device: building it from a
-        list every architecture step would copy from the host and wait for a GPU (issue 13)."""
+        list every architecture step would copy from the host and wait for a GPU (docs/architecture.md §6)."""
         key = (h, w, like.device, like.dtype)
         cache = self.__dict__.setdefault("_pixels", {})
         if key not in cache:

@@ -1,4 +1,4 @@
-"""What one trial of the pipeline costs on a device, measured phase by phase (issue 13).
+"""What one trial of the pipeline costs on a device, measured phase by phase (docs/architecture.md §6).
 
 :func:`probe_trial` builds each phase of one :func:`ssr.pipeline.run_pipeline` trial at its
 real size and runs a few steps of it on a device: the search iteration (a weight and an

@@ -1,4 +1,5 @@
-"""Bad input for every command line, as data: one :class:`Case` per input (issue 10).
+"""Bad input for every command line, as data: one :class:`Case` per input
+(docs/architecture.md §6).
 
 Each command line of the repository has a list in :data:`CASES` (``python -m ssr``,
 ``python -m analysis.report``, ``sweeps/run.py``). A case is the arguments, the exit status
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Seconds a bad input may take to be refused (issue 10: "within 10 s").
+#: Seconds a bad input may take to be refused (docs/architecture.md §6: "within 10 s").
 LIMIT_S = 10.0
 #: Seconds after which a case is killed (a hang is reported, not waited for).
 KILL_S = 30.0

@@ -1,5 +1,5 @@
 """Bad input to every command line: one stderr line naming the problem, a non-zero exit status,
-no traceback, within 10 s (issue 10). The cases are data, in tests/bad_input.py.
+no traceback, within 10 s (docs/architecture.md §6). The cases are data, in tests/bad_input.py.
 
 The cases of one command line run a few at a time, each in its own process; a failure lists
 every case that misbehaved, with what was wrong.

@@ -1,5 +1,5 @@
 """NaN and inf anywhere in the records: every page, plot and table is written, and nothing
-non-finite reaches a front, a hypervolume, a knee or a drawn point (issue 10)."""
+non-finite reaches a front, a hypervolume, a knee or a drawn point (docs/architecture.md §6)."""
 
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def test_export_matches_torch(paper_net: nn.Module, tmp_path) -> None:
     res = export_onnx(paper_net, SMALL, path)
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-4
     assert res.opset >= 18 and res.input_shape == [1, 3, 64, 128]
-    assert 0 < res.nodes <= 400  # issue 6; the official export has 2,906
+    assert 0 < res.nodes <= 400  # a compact graph; the official export has 2,906
     assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]  # one file, no .data side file
     # the exported file is measurable as a path
     r = bench.measure(path, SMALL, BenchConfig(warmup=1, iters=2, repeats=1, backend="onnxruntime"))

@@ -1,4 +1,4 @@
-"""Mixed precision and the GPU habits of a step, checked on CPU (issue 13).
+"""Mixed precision and the GPU habits of a step, checked on CPU (docs/architecture.md §6).
 
 bf16 and fp16 autocast both run on CPU, so the code paths a GPU takes (autocast, the fp16
 gradient scalers and their skipped steps, deferred divergence checks, device-side averaging,

@@ -1,4 +1,5 @@
-"""Nothing aborts: faults injected into real smoke sweeps, as an operator meets them (issue 10).
+"""Nothing aborts: faults injected into real smoke sweeps, as an operator meets them
+(docs/architecture.md §6).
 
 One run carries the sequence of faults that share it (module fixtures, in order):
 

@@ -1,5 +1,5 @@
 """Fractional GPUs: ``gpus_per_trial: 0.5`` on a cluster with two (logical) GPUs runs 4 trials at
-once, two per GPU, each seeing its own device assignment (issue 13).
+once, two per GPU, each seeing its own device assignment (docs/stack.md §3).
 
 The head node on 127.0.0.2 declares ``--num-gpus 2`` (Ray assigns GPU ids whether or not the
 machine has the hardware) and 4 CPUs; the smoke sweep runs with ``--gpus-per-trial 0.5`` and

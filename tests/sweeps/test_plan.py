@@ -1,4 +1,4 @@
-"""The sweep planner (``sweeps/run.py --plan``) and the paper-scale recipes (issue 13).
+"""The sweep planner (``sweeps/run.py --plan``) and the paper-scale recipes (docs/architecture.md §6).
 
 The planner's estimate of one trial is checked against a real run of that trial on this CPU
 (``ssr.pipeline.run_pipeline``, the function a sweep's trial runs; ONNX export off, because
