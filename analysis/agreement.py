@@ -111,6 +111,16 @@ def compare_fronts(analysis: FrontAnalysis, study_front: list[str] | None = None
     told = told_objectives(analysis.objectives)
     report, searcher = _ids(analysis.front), searcher_front(analysis, told)
     ranks = rank_agreement(analysis)
+    trials = analysis.trials
+    missing = [c for c, _ in told if c not in trials.columns or trials[c].isna().all()]
+    if missing and study_front is None:
+        statement = (
+            f"Optuna's Pareto set cannot be recomputed: the records lack {', '.join(missing)} "
+            "(what Optuna was told) and no study was found next to the results."
+        )
+        return Agreement(told, report, [], None, ranks, statement)
+    if missing:
+        searcher = list(study_front)
     if set(report) == set(searcher):
         statement = (
             f"Optuna's Pareto set equals the report's front ({len(report)} trials)"

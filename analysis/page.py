@@ -24,6 +24,7 @@ from analysis.labels import (
     baseline_style,
     baseline_text,
     display_scale,
+    display_unit,
 )
 from analysis.layout import padded_range
 from analysis.noise import bounds, error_bars
@@ -64,12 +65,15 @@ def varied_config(trials: pd.DataFrame) -> list[str]:
     return [c for c in cfg if trials[c].astype("string").fillna("<NA>").nunique() > 1]
 
 
-def _cell(value: Any, column: str) -> str:
+def _cell(value: Any, column: str, unit: bool = True) -> str:
+    """A hover value in display units, with its unit unless ``unit`` is False (``9.26 pts``,
+    ``23.37 %``, ``11.6 FPS``)."""
     if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
     if isinstance(value, float | np.floating):
-        scale = display_scale(column)
-        return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.4g}"
+        scale, name = display_scale(column), display_unit(column) if unit else ""
+        text = f"{value * scale:.2f}" if scale != 1.0 else f"{value:.4g}"
+        return f"{text} {name}" if name else text
     return html.escape(str(value))
 
 
@@ -87,7 +91,7 @@ def hover_texts(analysis: FrontAnalysis, pool: pd.DataFrame) -> list[str]:
             lo, hi = (f"{c}_lo", f"{c}_hi")
             span = ""
             if lo in row.index and hi in row.index and pd.notna(row[lo]) and pd.notna(row[hi]):
-                span = f" [{_cell(row[lo], c)}, {_cell(row[hi], c)}]"
+                span = f" [{_cell(row[lo], c, False)}, {_cell(row[hi], c, False)}]"
             lines.append(f"{c}: {_cell(row[c], c)}{span}")
         if pd.notna(row.get("tie_group", pd.NA)):
             lines.append(f"statistically tied: group {row['tie_group']}")

@@ -145,6 +145,12 @@ def test_optuna_front_is_computed_on_what_optuna_was_told() -> None:
     assert "fps_shared" in other.statement and "Spearman" in other.statement
 
 
+def test_without_what_optuna_was_told_the_report_says_it_cannot_compare() -> None:
+    df = sweep_records(n=12).drop(columns=["fps_shared"])
+    agreement = compare_fronts(analyze_front(canonical_records(df), RANKED))
+    assert agreement.searcher_front == [] and "cannot be recomputed" in agreement.statement
+
+
 def test_report_reads_the_study_and_writes_the_difference_into_it(tmp_path) -> None:
     optuna = pytest.importorskip("optuna")
     df = sweep_records(n=12)
