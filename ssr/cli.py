@@ -9,7 +9,7 @@ User errors (a bad option, config or genotype, an input that does not fit in mem
 or unreadable file, a weights file that is not tensors, a missing optional package) print one
 ``error: ...`` line on stderr and exit with status 2, without a traceback; a run that diverged
 (:class:`ssr.errors.DivergenceError`) prints its one line and exits with status 1; Ctrl-C exits
-with 130.
+with 130 (the statuses: :mod:`ssr.errors`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import NoReturn
 
+from ssr.cliargs import OneLineParser
 from ssr.commands import Command, bench, data, evaluate, export, pipeline, retrain, search
+from ssr.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 __all__ = [
     "COMMANDS",
@@ -33,10 +34,6 @@ __all__ = [
     "configure_logging",
     "main",
 ]
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 # name -> command, in the order ``--help`` lists them.
 COMMANDS: Mapping[str, Command] = MappingProxyType(
@@ -53,14 +50,6 @@ COMMANDS: Mapping[str, Command] = MappingProxyType(
         )
     }
 )
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit status 2), like
-    every other error of the command line, instead of the usage block and the message."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(commands: Mapping[str, Command] | None = None) -> argparse.ArgumentParser:
@@ -98,7 +87,7 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
         precheck = getattr(args, "_precheck", None)
         if precheck is not None:  # what options alone can show wrong, before heavy imports
             precheck(args)
-        return int(args._command.run(args) or 0)
+        return int(args._command.run(args) or EXIT_OK)
     except (ConfigError, OSError, ImportError) as exc:  # bad input, a file, a package
         _error(exc)
         return EXIT_USAGE

@@ -1,4 +1,5 @@
-"""The one way a command line declares and reads ``--config FILE`` and ``--set KEY=VALUE``.
+"""The one way a command line declares and reads ``--config FILE`` and ``--set KEY=VALUE``, and
+its parser whose usage errors are one line (:class:`OneLineParser`).
 
 Every entry point (``python -m ssr <command>``, ``sweeps/run.py``) layers its configuration the
 same way: defaults <- ``--config`` YAML file <- ``--set`` items in order. :func:`add_config_args`
@@ -11,9 +12,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ssr.config import ConfigError, parse_overrides
+from ssr.errors import EXIT_USAGE
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit status 2), like
+    every other error of the command line, instead of the usage block and the message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def add_config_args(
@@ -60,4 +70,4 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ConfigError", "add_config_args", "parse_set"]
+__all__ = ["ConfigError", "OneLineParser", "add_config_args", "parse_set"]

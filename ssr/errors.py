@@ -14,6 +14,9 @@ e.g.::
     search diverged at epoch 1: architecture parameter alpha.op is NaN; lower arch_optim.lr
     (0.5) or the SSR weights
 
+The exit statuses of every command of the project (``python -m ssr``, ``sweeps/run.py``) are
+defined here, once, next to the failures they report.
+
 This module is a leaf: it imports nothing of ours and no torch at import time, so that
 :mod:`ssr.config` (read by the sweep driver) stays light.
 """
@@ -26,7 +29,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["ConfigError", "DivergenceError", "check_finite", "check_finite_tensor"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "ConfigError",
+    "DivergenceError",
+    "check_finite",
+    "check_finite_tensor",
+]
+
+#: Exit status: done.
+EXIT_OK = 0
+#: Exit status: the run failed (it diverged; no trial of a sweep completed; an unexpected error).
+EXIT_FAILED = 1
+#: Exit status: bad input (options, config, sweep file, dataset, genotype; a run folder in use).
+EXIT_USAGE = 2
+#: Exit status: a service the command needs cannot be reached (tracking store, Ray cluster, a
+#: remote storage Tune cannot use).
+EXIT_UNREACHABLE = 3
+#: Exit status: interrupted (SIGINT/SIGTERM; a sweep continues with ``--resume``).
+EXIT_INTERRUPTED = 130
 
 
 class ConfigError(ValueError):

@@ -1,5 +1,6 @@
-"""Divergence checks of training steps without a host synchronisation per step
-(docs/architecture.md §6).
+"""Divergence checks of training steps (:class:`StepChecks`): a loss, gradient norm or parameter
+that is not finite stops the run, without a host synchronisation per step (docs/architecture.md
+§6).
 
 Search and retraining refuse a non-finite loss, gradient norm or parameter norm
 (:class:`ssr.errors.DivergenceError`, one line naming the phase, epoch, quantity and what to

@@ -27,7 +27,7 @@ from ssr.atomic import write_json
 from ssr.config import PipelineConfig, RetrainConfig, dump_yaml
 from ssr.genotype import Genotype
 from ssr.loop import Reporter
-from ssr.search import run_search
+from ssr.search import SearchResult, run_search
 
 log = logging.getLogger(__name__)
 RECORD = "record.json"
@@ -68,44 +68,9 @@ def run_pipeline(
         if src.is_file():
             (out / name).write_bytes(src.read_bytes())
 
-    record: dict[str, Any] = {
-        "genotype_id": genotype.id,
-        "genotype": genotype.to_json(indent=None),
-        **{
-            k: search.summary[k]
-            for k in (
-                "supernet_miou",
-                "derived_miou",
-                "derived_miou_lo",
-                "derived_miou_hi",
-                "discretization_gap",
-                "discrete_at_epoch",
-                "gap_at_discrete",
-                "supernet_miou_at_discrete",
-                "derived_miou_at_discrete",
-                "fallback_prunes",
-                "params_m",
-                "gmacs",
-                "space_log10_size",
-            )
-        },
-        # the gaps at common epochs (search.gap_epochs; docs/method.md §7)
-        **{f"gap_at_{e}": search.summary[f"gap_at_{e}"] for e in cfg.search.gap_epochs},
-        "search_epochs": search.summary["epochs"],
-        "retrained_miou": None,
-        "dataset": cfg.search.data.name,
-    }
+    record = search_record(cfg, search)
+    record["search_seconds"] = search_seconds
     rcfg = cfg.resolved_retrain
-    record.update(
-        search_precision=cfg.search.precision,
-        search_channels_last=cfg.search.channels_last,
-        search_device=cfg.search.device,
-        retrain_precision=rcfg.precision,
-        retrain_channels_last=rcfg.channels_last,
-        retrain_device=rcfg.device,
-        visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-        search_seconds=search_seconds,
-    )
     if rcfg.epochs > 0:
         from ssr.retrain import run_retrain
 
@@ -127,6 +92,47 @@ def run_pipeline(
     record.update(started_at=started_at, finished_at=time.time())
     write_json(out / RECORD, record)
     return record
+
+
+#: The search summary's fields a trial's record carries (besides the gaps at gap_epochs).
+SEARCH_FIELDS = (
+    "supernet_miou",
+    "derived_miou",
+    "derived_miou_lo",
+    "derived_miou_hi",
+    "discretization_gap",
+    "discrete_at_epoch",
+    "gap_at_discrete",
+    "supernet_miou_at_discrete",
+    "derived_miou_at_discrete",
+    "fallback_prunes",
+    "params_m",
+    "gmacs",
+    "space_log10_size",
+)
+
+
+def search_record(cfg: PipelineConfig, search: SearchResult) -> dict[str, Any]:
+    """The record of a trial after its search: genotype, the search's results, how both phases
+    run (precision, memory format, device; the retraining's as it inherits them)."""
+    genotype, rcfg = search.genotype, cfg.resolved_retrain
+    return {
+        "genotype_id": genotype.id,
+        "genotype": genotype.to_json(indent=None),
+        **{k: search.summary[k] for k in SEARCH_FIELDS},
+        # the gaps at common epochs (search.gap_epochs; docs/method.md §7)
+        **{f"gap_at_{e}": search.summary[f"gap_at_{e}"] for e in cfg.search.gap_epochs},
+        "search_epochs": search.summary["epochs"],
+        "retrained_miou": None,
+        "dataset": cfg.search.data.name,
+        "search_precision": cfg.search.precision,
+        "search_channels_last": cfg.search.channels_last,
+        "search_device": cfg.search.device,
+        "retrain_precision": rcfg.precision,
+        "retrain_channels_last": rcfg.channels_last,
+        "retrain_device": rcfg.device,
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def measure_record(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ssr.atomic import write_json
+from ssr.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from sweeps import tracking
 from sweeps.definition import Sweep
 from sweeps.interrupts import Interrupts
@@ -268,8 +269,6 @@ def run_sweep(
     progress_cb = ProgressCallback(sweep, results_cb.table, tracker.varied, verbose=not quiet)
     mlflow_cb = MlflowCallback(tracker, results_cb.table)
     callbacks = [results_cb, progress_cb, mlflow_cb]  # NOTE: progress reads the rows just written
-    interrupts = interrupts or Interrupts()
-    stopped = ""
     try:
         tuner = make_tuner(sweep, storage, name, callbacks, resume, quiet, run_dir, retry_failed)
     except Exception as exc:  # a damaged Tune state on resume, a storage Tune cannot use
@@ -284,17 +283,8 @@ def run_sweep(
         print(
             f"error: Tune cannot run the sweep in {storage}/{name} ({why}){hint}", file=sys.stderr
         )
-        return 3 if is_remote(storage) else 2  # NOTE: sweeps/run.py's exit statuses
-    try:
-        with interrupts.fit():
-            grid = tuner.fit()
-    except KeyboardInterrupt:
-        tracker.finish({}, [], "KILLED")
-        raise
-    except Exception as exc:  # Tune itself failed (not a trial): the state on disk is resumable
-        stopped = f"the Tune run stopped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-    if interrupts.received and not stopped:
-        stopped = f"interrupted ({interrupts.received})"
+        return EXIT_UNREACHABLE if is_remote(storage) else EXIT_USAGE
+    grid, stopped = _fit(tuner, tracker, interrupts or Interrupts())
     if stopped:
         table = ResultsTable(table_path, objectives)  # what the callbacks wrote
         unfinished = unfinished_trials(storage, name, table)
@@ -305,10 +295,33 @@ def run_sweep(
             f"--name {name} --storage {storage}",
             flush=True,
         )
-        return 130
-
+        return EXIT_INTERRUPTED
     table = ResultsTable(table_path, objectives)  # what the callbacks wrote (whichever ran)
-    results = reconcile(table, grid, name)
+    _settle(sweep, table, reconcile(table, grid, name), run_dir, tracker)
+    return _summarise(sweep, table, run_dir, tracker, time.monotonic() - t0)
+
+
+def _fit(tuner: Any, tracker: Tracker, interrupts: Interrupts) -> tuple[Any, str]:
+    """``tuner.fit()``: its result grid and "" when it ran to the end, else what stopped it (an
+    interrupt of the driver, or Tune itself failing: the state on disk is resumable)."""
+    grid, stopped = None, ""
+    try:
+        with interrupts.fit():
+            grid = tuner.fit()
+    except KeyboardInterrupt:
+        tracker.finish({}, [], "KILLED")
+        raise
+    except Exception as exc:  # Tune itself failed (not a trial): the state on disk is resumable
+        stopped = f"the Tune run stopped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if interrupts.received and not stopped:
+        stopped = f"interrupted ({interrupts.received})"
+    return grid, stopped
+
+
+def _settle(
+    sweep: Sweep, table: ResultsTable, results: dict[str, Any], run_dir: Path, tracker: Tracker
+) -> None:
+    """After the fit: exclusive re-measurement, MLflow synced with the table, orphans pruned."""
     if sweep.spec.remeasure:
         remeasure(sweep, table, run_dir, tracker)
     missing = tracking.sync(tracker, table, results)
@@ -324,13 +337,20 @@ def run_sweep(
             "%d trial(s) are not in MLflow yet (server unreachable?); they are in %s; "
             "run again with --resume to sync them",
             missing,
-            table_path,
+            table.path,
         )
 
+
+def _summarise(
+    sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker, wall_s: float
+) -> int:
+    """The report, the front in the registry, the parent run ended, the summary printed; the
+    exit status (:data:`ssr.errors.EXIT_FAILED` when no trial completed)."""
+    table_path = run_dir / RESULTS_FILE
     result, problem = report(sweep, table, run_dir)
     rows = table.rows()
     counts = {s: sum(1 for r in rows if r.get("status") == s) for s in STATUSES}
-    summary = {"trials": len(rows), **counts, "wall_s": time.monotonic() - t0}
+    summary = {"trials": len(rows), **counts, "wall_s": wall_s}
     aliases: dict[str, str] = {}
     if result is not None:
         summary["hypervolume"] = result.hypervolume
@@ -352,4 +372,4 @@ def run_sweep(
     else:
         print(f"report:  not written ({problem})")
     print(f"view the runs: {tracking.view_line(tracker.uri, tracker.experiment_id)}", flush=True)
-    return 0 if counts[COMPLETE] else 1
+    return EXIT_OK if counts[COMPLETE] else EXIT_FAILED

@@ -1,4 +1,5 @@
-"""The names a trial, the results table, the MLflow tracking and the searchers agree on.
+"""The trial <-> driver protocol, as constants: report keys, the record fields a results row and
+an MLflow run keep, the final checkpoint's files, trial statuses and trial folder names.
 
 A trial (:mod:`sweeps.trial`) talks to the driver only through Tune reports and checkpoints
 (docs/architecture.md §4); these constants are that protocol: which report carries the final record,

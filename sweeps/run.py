@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from ssr.cliargs import add_config_args
+from ssr.cliargs import OneLineParser, add_config_args, parse_set
 from ssr.config import ConfigError
+from ssr.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 from sweeps import cluster, reaper
 from sweeps.cluster import Unreachable
 from sweeps.definition import Sweep
@@ -61,17 +61,19 @@ from sweeps.rundir import (
 from sweeps.spec import DEFAULT_CONFIG, check_dataset, dump_sweep, flat_source, load_sweep
 
 log = logging.getLogger("sweeps")
-EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_NO_RESULTS, EXIT_INTERRUPTED = 2, 3, 1, 130
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one ``error:`` line (exit 2), like every other error of the command."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_CONFIG, f"error: {message} (see python sweeps/run.py --help)\n")
+#: The options that set a field of the sweep file: option dest -> dotted sweep-file key.
+SWEEP_OPTIONS = {
+    "num_samples": "num_samples",
+    "max_concurrent": "max_concurrent",
+    "cpus_per_trial": "resources.cpus_per_trial",
+    "gpus_per_trial": "resources.gpus_per_trial",
+    "experiment": "experiment",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of ``sweeps/run.py`` (exit statuses: :mod:`ssr.errors`)."""
     p = OneLineParser(
         prog="python sweeps/run.py",
         description="Run a sweep of SSR searches (Ray Tune + Optuna + ASHA), track every trial in "
@@ -88,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         config_help=f"YAML sweep definition (default: the embedded {DEFAULT_CONFIG.name}; "
         "see sweeps/configs/)",
     )
+    _add_where_options(p)
+    _add_how_options(p)
+    return p
+
+
+def _add_where_options(p: argparse.ArgumentParser) -> None:
+    """Where the run lives and is tracked, and the fields of the sweep file that options set
+    (:data:`SWEEP_OPTIONS`)."""
     p.add_argument(
         "--name",
         help="run name = folder under --storage and MLflow parent run "
@@ -124,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs per trial, fractions "
         "allowed (e.g. 0.5: two trials share a GPU; scheduling only, no memory cap)",
     )
+
+
+def _add_how_options(p: argparse.ArgumentParser) -> None:
+    """The cluster, resuming, the console, and ``--plan``."""
     p.add_argument(
         "--cluster",
         action="store_true",
@@ -170,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="D", help="with --plan: cpu, cuda or cuda:N "
                    "(default: the sweep's search device)")  # fmt: skip
     p.add_argument("--gpus", type=int, metavar="N", help="with --plan: GPUs of the cluster (1)")
-    return p
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,19 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_definition(args: argparse.Namespace) -> Sweep:
-    """The sweep from --config/--set and the resource options (validated)."""
-    cli = []
-    for flag, key in (
-        ("num_samples", "num_samples"),
-        ("max_concurrent", "max_concurrent"),
-        ("cpus_per_trial", "resources.cpus_per_trial"),
-        ("gpus_per_trial", "resources.gpus_per_trial"),
-        ("experiment", "experiment"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            cli.append(f"{key}={json.dumps(value)}")
-    return load_sweep(args.config, [*args.set, *cli])
+    """The sweep from --config/--set and the options of :data:`SWEEP_OPTIONS` (validated); the
+    options' parsed values are set as they are, after the --set items."""
+    values = parse_set(args.set)
+    for dest, key in SWEEP_OPTIONS.items():
+        if getattr(args, dest) is not None:
+            values.pop(key, None)
+            values[key] = getattr(args, dest)
+    return load_sweep(args.config, values=values)
 
 
 def configure_logging() -> None:
@@ -271,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         where = _save_traceback(state.get("run_dir"))
         msg = " ".join(str(exc).split())[:400]
         print(f"error: unexpected {type(exc).__name__}: {msg}{where}", file=sys.stderr)
-        return EXIT_NO_RESULTS
+        return EXIT_FAILED
     finally:
         cluster.shutdown_ray()
         interrupts.restore()
@@ -288,14 +296,7 @@ def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]
         sweep, location = load_run(args)
         storage, name, run_dir = location
         check_dataset(sweep)
-        saved = read_run_file(run_dir) if args.resume else {}
-        uri = args.tracking_uri or saved.get("tracking_uri") or tracking.default_uri(run_dir)
-        if saved and uri != saved.get("tracking_uri"):
-            log.warning(
-                "tracking URI changed from %s to %s: runs are looked up (or created) there",
-                saved.get("tracking_uri"),
-                uri,
-            )
+        uri = _tracking_uri(args, run_dir)
         cluster.configure_auth(args.insecure)
         if args.address:  # a cheap check first: a wrong address fails before anything is created
             cluster.tcp_probe(args.address)
@@ -320,32 +321,15 @@ def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]
         interrupts.install()  # NOTE: again: ray.init replaced the SIGTERM handler
         if address == "local":
             reaper.watch()  # its processes go when this driver dies, however it dies
-        varied = [p.key for p in sweep.params if p.kind != "const"]
-        tracker = tracking.Tracker(
-            uri, sweep.spec.experiment, name, tracking.artifact_root(uri), varied
-        )
         if not args.resume:
             written = [run_dir / SWEEP_FILE, run_dir / RUN_FILE]
-            dump_sweep(sweep, run_dir / SWEEP_FILE)
-        write_run_file(run_dir, uri, storage)
-        from analysis.objectives import objectives_json
-
-        tracker.start(
-            params={f"sweep.{k}": v for k, v in flat_source(sweep.source).items()},
-            tags={
-                "ssr.storage": str(run_dir),
-                "ssr.objectives": objectives_json(sweep.report_objectives()),
-            },
-            artifacts=[run_dir / SWEEP_FILE],
-            resume=args.resume,
-        )
-        state["tracker"] = tracker
+        tracker = state["tracker"] = _start_tracker(args, sweep, location, uri)
     except (ConfigError, Unreachable, tracking.TrackingError) as exc:
         cluster.shutdown_ray()
         if "lock" in state:  # a sweep that never started leaves no definition behind
             abandon_run(location, written)
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_UNREACHABLE
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_UNREACHABLE
     log.info(
         "sweep %s: run folder %s, tracking %s, Ray %s (ready in %.1f s)",
         name,
@@ -367,6 +351,46 @@ def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]
         retry_failed=args.retry_failed,
         interrupts=interrupts,
     )
+
+
+def _tracking_uri(args: argparse.Namespace, run_dir: Path) -> str:
+    """--tracking-uri, else the one a resumed run was started with, else the default store."""
+    from sweeps import tracking
+
+    saved = read_run_file(run_dir) if args.resume else {}
+    uri = args.tracking_uri or saved.get("tracking_uri") or tracking.default_uri(run_dir)
+    if saved and uri != saved.get("tracking_uri"):
+        log.warning(
+            "tracking URI changed from %s to %s: runs are looked up (or created) there",
+            saved.get("tracking_uri"),
+            uri,
+        )
+    return uri
+
+
+def _start_tracker(args: argparse.Namespace, sweep: Sweep, location: RunLocation, uri: str) -> Any:
+    """Write the run definition (a new run) and the run file; start the MLflow parent run."""
+    from analysis.objectives import objectives_json
+    from sweeps import tracking
+
+    storage, name, run_dir = location
+    varied = [p.key for p in sweep.params if p.kind != "const"]
+    tracker = tracking.Tracker(
+        uri, sweep.spec.experiment, name, tracking.artifact_root(uri), varied
+    )
+    if not args.resume:
+        dump_sweep(sweep, run_dir / SWEEP_FILE)
+    write_run_file(run_dir, uri, storage)
+    tracker.start(
+        params={f"sweep.{k}": v for k, v in flat_source(sweep.source).items()},
+        tags={
+            "ssr.storage": str(run_dir),
+            "ssr.objectives": objectives_json(sweep.report_objectives()),
+        },
+        artifacts=[run_dir / SWEEP_FILE],
+        resume=args.resume,
+    )
+    return tracker
 
 
 def _end_parent(state: dict[str, Any], status: str) -> None:

@@ -213,8 +213,13 @@ def apply_overrides(raw: dict[str, Any], items: list[str] | None) -> dict[str, A
 
     Items are parsed by :func:`ssr.cliargs.parse_set` (YAML values, the one ``--set`` parser).
     """
+    return apply_values(raw, parse_set(items))
+
+
+def apply_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys with their (parsed) values on a sweep mapping, as :func:`apply_overrides`."""
     out = copy.deepcopy(raw)
-    for key, value in parse_set(items).items():
+    for key, value in values.items():
         for block in ("space", "base", "dataset"):
             if key.startswith(block + ".") and isinstance(out.get(block, {}) or {}, dict):
                 out[block] = dict(out.get(block) or {})
@@ -228,12 +233,17 @@ def apply_overrides(raw: dict[str, Any], items: list[str] | None) -> dict[str, A
     return out
 
 
-def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None) -> Sweep:
-    """Read a sweep file (default: the embedded ``default.yaml``), apply ``--set``, validate."""
+def load_sweep(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> Sweep:
+    """Read a sweep file (default: the embedded ``default.yaml``), apply ``--set`` items, then
+    parsed ``values`` (dotted keys: what a command's options set), validate."""
     from ssr.config import load_yaml
 
     raw = load_yaml(path if path is not None else DEFAULT_CONFIG)
-    return build_sweep(apply_overrides(raw, overrides))
+    return build_sweep(apply_values(apply_overrides(raw, overrides), values or {}))
 
 
 def dump_sweep(sweep: Sweep, path: Path) -> None:

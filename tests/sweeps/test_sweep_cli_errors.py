@@ -85,3 +85,45 @@ def test_help_explains_every_option(tmp_path: Path) -> None:
                 "--num-samples", "--max-concurrent", "--cpus-per-trial", "--gpus-per-trial",
                 "--cluster", "--address", "--resume"):  # fmt: skip
         assert opt in out
+
+
+def test_options_reach_the_sweep_as_parsed_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Options are parsed once: their values go to the sweep as they are (never re-written as
+    ``key=value`` text), after the --set items, which they override."""
+    import sweeps.run as run
+
+    seen: dict = {}
+    monkeypatch.setattr(run, "load_sweep", lambda path, overrides=None, values=None: seen.update(
+        path=path, overrides=overrides, values=values))  # fmt: skip
+    args = run.build_parser().parse_args(
+        ["--set", "num_samples=5", "--set", "seed=1", "--num-samples", "3",
+         "--cpus-per-trial", "0.5", "--experiment", "a: b"]
+    )  # fmt: skip
+    run.load_definition(args)
+    assert seen["overrides"] is None
+    assert seen["values"] == {
+        "seed": 1, "num_samples": 3, "resources.cpus_per_trial": 0.5, "experiment": "a: b",
+    }  # fmt: skip
+
+
+#: The functions that return a command's exit status.
+STATUS_FUNCTIONS = {"main", "_run", "run_sweep", "_summarise"}
+
+
+def test_exit_statuses_are_defined_once() -> None:
+    """The statuses live in ssr.errors; no command module defines or returns a bare number."""
+    import ast
+
+    for rel in ("ssr/cli.py", "sweeps/run.py", "sweeps/driver.py", "ssr/cliargs.py"):
+        tree = ast.parse((REPO / rel).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                names = [n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+                assert not any(n.startswith("EXIT_") for n in names), (rel, names)
+            if isinstance(node, ast.FunctionDef) and node.name in STATUS_FUNCTIONS:
+                for ret in (n for n in ast.walk(node) if isinstance(n, ast.Return)):
+                    value = ret.value
+                    sides = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+                    for side in sides:
+                        number = isinstance(side, ast.Constant) and type(side.value) is int
+                        assert not number, (rel, ret.lineno)
