@@ -134,11 +134,14 @@ def label_annotations(
     out = []
     for (text, lx, ly, color), dx, dy, far, (w, h) in zip(labels, where.dx, where.dy,
                                                           where.far, sizes.reshape(-1, 2)):  # fmt: skip
-        out.append({"x": lx, "y": ly, "text": html.escape(text).replace("\n", "<br>"),
-                    "showarrow": True, "align": "left",
-                    "ax": dx + w / 2, "ay": -(dy + h / 2), "arrowhead": 0, "arrowwidth": 0.7,
-                    "arrowcolor": color if far else "rgba(0,0,0,0)", "standoff": 5,
-                    "font": {"size": FONT_PX, "color": color}})  # fmt: skip
+        note = {"x": lx, "y": ly, "text": html.escape(text).replace("\n", "<br>"),
+                "align": "left", "font": {"size": FONT_PX, "color": color}}  # fmt: skip
+        if far:  # a leader line from the label's centre to its point
+            note.update(showarrow=True, ax=dx + w / 2, ay=-(dy + h / 2), arrowhead=0,
+                        arrowwidth=0.7, arrowcolor=color, standoff=5)  # fmt: skip
+        else:  # next to its point: the lower-left corner shifted from it
+            note.update(showarrow=False, xanchor="left", yanchor="bottom", xshift=dx, yshift=dy)
+        out.append(note)
     if len(labels):
         lo = (anchors + np.c_[where.dx, where.dy]).min(axis=0)
         hi = (anchors + np.c_[where.dx, where.dy] + sizes).max(axis=0)

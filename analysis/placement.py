@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 #: Distances (px) from the point at which a label's nearest edge is tried, nearest first.
-RINGS = (5.0, 14.0, 26.0, 40.0, 58.0)
+RINGS = (7.0, 15.0, 26.0, 40.0, 58.0)
 MARKER_PX = 6.0  # half the side of the box a marker occupies
 
 
@@ -71,7 +71,7 @@ def place_labels(
     placed = np.zeros((0, 4))
     for i in np.argsort(anchors[:, 0], kind="stable"):
         (ax, ay), (w, h) = anchors[i], sizes[i]
-        own = np.all(np.abs(m - anchors[i]) < 1e-6, axis=1)
+        own = np.all(np.abs(m - anchors[i]) < 1.0, axis=1)  # its own point (within a pixel)
         best, best_cost = None, np.inf
         for cx, cy, dist in _candidates(w, h):
             box = np.array([ax + cx, ay + cy, ax + cx + w, ay + cy + h])

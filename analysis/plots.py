@@ -106,13 +106,13 @@ def front_labels(
     if front.sum() > MAX_LABELS:
         return []
     ties = pool["tie_group"] if "tie_group" in pool.columns else pd.Series(pd.NA, index=pool.index)
-    groups: dict[tuple[float, float], list[str]] = {}
+    groups: dict[tuple[str, str], tuple[float, float, list[str]]] = {}
     for i in np.flatnonzero(front):
         text = point_label(pool["genotype_id"].iloc[i], pool["baseline"].iloc[i], ties.iloc[i])
-        key = (float(f"{x[i]:.4g}"), float(f"{y[i]:.4g}"))
-        if text not in groups.setdefault(key, []):
-            groups[key].append(text)
-    return [("\n".join(texts), kx, ky) for (kx, ky), texts in groups.items()]
+        _, _, texts = groups.setdefault((f"{x[i]:.4g}", f"{y[i]:.4g}"), (x[i], y[i], []))
+        if text not in texts:
+            texts.append(text)
+    return [("\n".join(texts), float(gx), float(gy)) for gx, gy, texts in groups.values()]
 
 
 def _place(fig: Figure, ax: Axes, labels: list[tuple[str, float, float, str]],

@@ -93,8 +93,12 @@ def _label_boxes(layout: dict) -> np.ndarray:
         lines = note["text"].split("<br>")
         w = max(len(html.unescape(t)) for t in lines) * 0.62 * FONT_PX
         h = 1.3 * FONT_PX * len(lines)
-        cx = (note["x"] - x0) / (x1 - x0) * plot_w + note["ax"]
-        cy = (note["y"] - y0) / (y1 - y0) * plot_h - note["ay"]
+        px = (note["x"] - x0) / (x1 - x0) * plot_w
+        py = (note["y"] - y0) / (y1 - y0) * plot_h
+        if note["showarrow"]:  # placed away, with a leader line: (ax, ay) is its centre
+            cx, cy = px + note["ax"], py - note["ay"]
+        else:  # next to its point: shifted lower-left corner
+            cx, cy = px + note["xshift"] + w / 2, py + note["yshift"] + h / 2
         boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
     return np.asarray(boxes).reshape(-1, 4)
 
