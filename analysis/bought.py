@@ -11,6 +11,7 @@ import pandas as pd
 from analysis.effects import (
     BOOTSTRAP,
     CONFOUNDED_R,
+    FDR,
     MIN_GROUP,
     MIN_TRIALS,
     SettingEffects,
@@ -44,6 +45,8 @@ def effect_cell(row: pd.Series) -> str:
     span = f"[{signed(row['lo'], row['outcome'])}, {signed(row['hi'], row['outcome'])}]"
     if row["verdict"] == DISTINCT:
         return f"**{value}** {span} ✔"
+    if row["verdict"].endswith("(FDR)"):
+        return f"{value} {span} (FDR)"
     return f"{value} {span}" if np.isfinite(row["lo"]) else f"{value} ({row['verdict']})"
 
 
@@ -59,11 +62,13 @@ def _tried(row: pd.Series) -> str:
 
 
 def effects_table(effects: SettingEffects) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the table: setting, values tried, trials, one column per outcome."""
+    """Header and rows of the table: setting, values tried, trials, one column per outcome;
+    strongest setting first (:meth:`analysis.effects.SettingEffects.ranking`)."""
     table = effects.table
     head = ["setting", "values tried", "trials", *(f"{o} ({unit(o)})" for o in effects.outcomes)]
     rows = []
-    for setting, group in table.groupby("setting", sort=False):
+    for setting in effects.ranking():
+        group = table[table["setting"] == setting]
         by = group.set_index("outcome", drop=False)
         first = group.iloc[0]
         cells = [effect_cell(by.loc[o]) if o in by.index else "" for o in effects.outcomes]
@@ -106,12 +111,16 @@ def confounding(effects: SettingEffects) -> list[str]:
 
 def method_text() -> str:
     return (
-        "Each row: how much each objective and the discretization gap moved when the setting "
+        "Strongest first (distinguishable for more outcomes, then the largest effect in units of "
+        "the outcome's spread). Each row: how much each objective and the discretization gap "
+        "moved when the setting "
         "went from the lowest to the highest value the sweep tried (a least-squares slope within "
         "baselines, times that span; log scale for settings spanning a decade), and for the "
         "baseline the difference of means against `ssr`. Brackets: 90 % percentile bootstrap "
-        f"interval over trials ({BOOTSTRAP} resamples). ✔: the interval excludes 0 and at least "
-        f"{MIN_TRIALS} trials carry the setting. Only complete trials enter; SSR weights are left "
+        f"interval over trials ({BOOTSTRAP} resamples). ✔: the interval excludes 0, at least "
+        f"{MIN_TRIALS} trials carry the setting, and it survives a false-discovery control at "
+        f"{FDR:.0%} over all the estimates (Benjamini-Hochberg; `(FDR)`: excluded 0, but no more "
+        "often than chance across this many estimates). Only complete trials enter; SSR weights are left "
         "out of `darts_pruning` trials (fixed at 0 there) and the shrinking schedule out of "
         "`no_shrink` trials (no shrinking). The seed is noise, not a setting. mIoU and the gap "
         "in percentage points (pts), FPS in frames per second. Method: analysis/effects.py."

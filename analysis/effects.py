@@ -12,8 +12,11 @@ estimated one setting at a time, **within baselines**, with a bootstrap interval
 - **The baseline**: each baseline's mean minus the reference baseline's (``ssr`` when present).
 - **Interval**: the 5th to 95th percentile of the same estimate over :data:`BOOTSTRAP` resamples
   of the trials (Efron & Tibshirani 1993, percentile bootstrap). A setting is **distinguishable
-  from noise** when that 90 % interval excludes 0 and at least :data:`MIN_TRIALS` trials carry
-  it (:data:`MIN_GROUP` per baseline for the baseline). With fewer trials nothing is claimed.
+  from noise** when that 90 % interval excludes 0, at least :data:`MIN_TRIALS` trials carry it
+  (:data:`MIN_GROUP` per baseline for the baseline), and its bootstrap p-value survives the
+  false-discovery control over all the report's estimates (:func:`false_discoveries`): tens of
+  90 % intervals would otherwise exclude 0 by chance a few times. With fewer trials nothing is
+  claimed.
 - **Settings that do not apply** to a trial are left out of its estimate: the SSR weights under
   ``darts_pruning`` (which fixes them at 0) and the shrinking schedule under ``no_shrink``
   (which turns shrinking off), docs/method.md §10. The seed is not a setting: its variation is
@@ -40,6 +43,8 @@ SEED = 0
 MIN_TRIALS = 6
 #: Fewest trials per baseline behind a baseline comparison.
 MIN_GROUP = 3
+#: False-discovery rate over all estimates of a report (Benjamini & Hochberg 1995).
+FDR = 0.10
 #: |Spearman r| between two settings' sampled values from which an effect is flagged as shared.
 CONFOUNDED_R = 0.6
 #: Setting prefix -> baselines under which the setting does not act (docs/method.md §10).
@@ -69,11 +74,31 @@ class Curve:
 class SettingEffects:
     """The estimates: one row per (setting, outcome), and what the sweep allowed."""
 
-    table: pd.DataFrame  # setting, outcome, kind, n, low, high, log, effect, lo, hi, verdict, note
+    table: (
+        pd.DataFrame
+    )  # setting, outcome, kind, n, low, high, log, effect, lo, hi, p, verdict, note
     outcomes: list[str]
     trials: int  # complete trials with finite objectives (the pool)
     too_small: bool  # no setting reaches MIN_TRIALS trials for any outcome
     curves: dict[tuple[str, str], Curve] = field(default_factory=dict)  # (setting, outcome)
+    spread: dict[str, float] = field(default_factory=dict)  # outcome -> its sd over the pool
+
+    def ranking(self) -> list[str]:
+        """Settings, strongest first: those distinguishable from noise for more outcomes, then
+        by their largest effect in units of the outcome's spread over the trials (|effect| / sd);
+        settings with too few trials last."""
+        spread = self.table["outcome"].map(self.spread).astype(float)
+        table = self.table.assign(
+            size=(self.table["effect"].astype(float).abs() / spread).fillna(0.0),
+            found=self.table["verdict"] == "distinguishable",
+            usable=~self.table["verdict"].str.startswith("too few"),
+        )
+        score = table.groupby("setting", sort=False).agg(
+            found=("found", "sum"), usable=("usable", "any"), size=("size", "max")
+        )
+        score["size"] = score["size"].fillna(0.0)
+        order = score.sort_values(["usable", "found", "size"], ascending=False, kind="stable")
+        return list(order.index)
 
 
 def _floats(series: pd.Series) -> np.ndarray:
@@ -128,6 +153,31 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     lo, hi = np.percentile(good, [5.0, 95.0])
     return float(lo), float(hi)
+
+
+def _p_value(samples: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of "the effect is 0": twice the smaller share of resampled
+    estimates on either side of 0 (NaN when most resamples failed)."""
+    good = samples[np.isfinite(samples)]
+    if len(good) < 0.8 * len(samples):
+        return float("nan")
+    return float(min(1.0, 2.0 * min(np.mean(good <= 0), np.mean(good >= 0))))
+
+
+def false_discoveries(p: np.ndarray, q: float = FDR) -> np.ndarray:
+    """True where an estimate survives Benjamini & Hochberg's (1995) false-discovery control at
+    rate ``q`` over all finite ``p``: with tens of estimates at 90 %, a few intervals exclude 0
+    by chance, and this keeps those from being called findings."""
+    p = np.asarray(p, dtype=float)
+    keep = np.zeros(len(p), dtype=bool)
+    finite = np.flatnonzero(np.isfinite(p))
+    if len(finite) == 0:
+        return keep
+    order = finite[np.argsort(p[finite], kind="stable")]
+    passed = p[order] <= q * np.arange(1, len(order) + 1) / len(order)
+    if passed.any():
+        keep[order[: np.flatnonzero(passed).max() + 1]] = True
+    return keep
 
 
 def _verdict(n: int, need: int, lo: float, hi: float) -> str:
@@ -188,7 +238,8 @@ def numeric_effect(
     out: dict[str, object] = {"kind": "log slope" if log else "slope", "n": n, "log": log,
                               "low": float(x.min()) if n else np.nan,
                               "high": float(x.max()) if n else np.nan}  # fmt: skip
-    out.update(effect=np.nan, lo=np.nan, hi=np.nan, verdict=_verdict(n, MIN_TRIALS, np.nan, np.nan))
+    out.update(effect=np.nan, lo=np.nan, hi=np.nan, p=np.nan,
+               verdict=_verdict(n, MIN_TRIALS, np.nan, np.nan))  # fmt: skip
     if n < 2:
         return {**out, "note": ""}, None
     xs = np.log10(x) if log else x
@@ -202,7 +253,7 @@ def numeric_effect(
         idx = rng.integers(0, n, size=(BOOTSTRAP, n))
         samples = _slopes(xs[idx], y[idx], onehot[idx])
         lo, hi = _interval(samples * span)
-        out.update(lo=lo, hi=hi, verdict=_verdict(n, MIN_TRIALS, lo, hi))
+        out.update(lo=lo, hi=hi, p=_p_value(samples), verdict=_verdict(n, MIN_TRIALS, lo, hi))
     out["effect"] = slope * span
     note = _confounded(rows, setting, settings) if n >= 4 else ""
     curve = _curve(x, y, names, onehot, slope if np.isfinite(slope) else 0.0, samples, log)
@@ -227,9 +278,11 @@ def baseline_effects(pool: pd.DataFrame, outcome: str, rng: np.random.Generator)
         a = y_ref[rng.integers(0, len(y_ref), size=(BOOTSTRAP, len(y_ref)))].mean(axis=1)
         b = y_other[rng.integers(0, len(y_other), size=(BOOTSTRAP, len(y_other)))].mean(axis=1)
         lo, hi = _interval(b - a) if n >= 2 else (float("nan"), float("nan"))
+        p = _p_value(b - a) if n >= 2 else float("nan")
         out.append({"setting": f"baseline: {other} vs {ref}", "kind": "difference of means",
                     "n": len(y_ref) + len(y_other), "log": False, "low": np.nan, "high": np.nan,
-                    "effect": diff, "lo": lo, "hi": hi, "verdict": _verdict(n, MIN_GROUP, lo, hi),
+                    "effect": diff, "lo": lo, "hi": hi, "p": p,
+                    "verdict": _verdict(n, MIN_GROUP, lo, hi),
                     "note": f"{len(y_other)} {other} against {len(y_ref)} {ref} trials"})  # fmt: skip
     return out
 
@@ -254,7 +307,14 @@ def setting_effects(trials: pd.DataFrame, objectives: Sequence[tuple[str, bool]]
                 curves[setting, outcome] = curve
         rows += [{**r, "outcome": outcome} for r in baseline_effects(pool, outcome, rng)]
     columns = ["setting", "outcome", "kind", "n", "low", "high", "log", "effect", "lo", "hi",
-               "verdict", "note"]  # fmt: skip
+               "p", "verdict", "note"]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
+    tested = ~table["verdict"].str.startswith("too few").to_numpy(dtype=bool)
+    chance = (table["verdict"] == "distinguishable").to_numpy() & ~false_discoveries(
+        np.where(tested, table["p"].to_numpy(dtype=float), np.nan)
+    )
+    table.loc[chance, "verdict"] = "within noise (FDR)"
     too_small = not (~table["verdict"].str.startswith("too few")).any() if len(table) else True
-    return SettingEffects(table, outcomes, len(pool), too_small, curves)
+    spread = {o: float(np.nanstd(_floats(pool[o]), ddof=1)) if len(pool) > 1 else float("nan")
+              for o in outcomes}  # fmt: skip
+    return SettingEffects(table, outcomes, len(pool), too_small, curves, spread)

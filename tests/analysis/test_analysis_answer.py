@@ -83,6 +83,18 @@ def test_a_setting_is_left_out_of_the_trials_it_does_not_act_in() -> None:
     assert again.loc[("cfg.ssr.op", "discretization_gap"), "effect"] == pytest.approx(op["effect"])
 
 
+def test_settings_that_do_nothing_are_not_findings_however_many() -> None:
+    df = sweep_records(n=30, seed=1)
+    rng = np.random.default_rng(101)
+    for k in range(10):  # ten settings with no effect at all: 30 estimates at 90 %
+        df[f"cfg.noise.k{k}"] = rng.uniform(0, 1, len(df))
+    _, table = effects_of(df)
+    noise = table[[s.startswith("cfg.noise") for s, _ in table.index]]
+    assert (noise["verdict"] == "within noise (FDR)").sum() >= 2  # intervals that exclude 0
+    assert not (noise["verdict"] == "distinguishable").any()  # ... are not called findings
+    assert table.loc[("cfg.flops.weight", "fps_exclusive"), "verdict"] == "distinguishable"
+
+
 def test_baselines_are_compared_against_ssr() -> None:
     df = sweep_records()
     df.loc[df["baseline"] == "no_shrink", "discretization_gap"] += 0.05
