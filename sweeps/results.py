@@ -7,7 +7,8 @@ finished; the table itself is rewritten atomically (:func:`ssr.atomic.atomic_pat
 journal holds :data:`COMPACT_FRACTION` of the rows or is :data:`COMPACT_S` seconds old, and at
 the end of the sweep, after which the journal is emptied. Rewriting the whole file for every
 trial would cost O(n) per trial, O(n^2) per sweep (``benchmarks/driver_scale.py``). Every reader
-of the table in the driver (:class:`ResultsTable`) replays the journal over the file. Early-stopped (ASHA) and failed trials get a row too, marked
+of the table in the driver (:class:`ResultsTable`) replays the journal over the file. With a
+remote ``--storage`` each change is copied to the store (:mod:`sweeps.mirror`). Early-stopped (ASHA) and failed trials get a row too, marked
 by ``status`` and ``error``, so that analysis can leave them out of the fronts (an ASHA-stopped
 trial carries low-fidelity values, docs/stack.md §2). A resumed sweep starts from the rows on disk.
 """
@@ -35,6 +36,7 @@ from sweeps.protocol import (
     TRIAL_DIR_PREFIX,
     is_finite_number,
 )
+from sweeps.rundir import journal_path, run_mirror
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,6 @@ log = logging.getLogger(__name__)
 COMPACT_FRACTION = 0.05
 #: ... or once the oldest row of the journal is this many seconds old (fresh for other readers).
 COMPACT_S = 30.0
-
-
-def journal_path(path: Path) -> Path:
-    """The journal of the results table at ``path`` (``results.journal.jsonl``)."""
-    return Path(path).with_suffix(".journal.jsonl")
 
 
 def _plain(value: Any) -> Any:
@@ -176,6 +173,9 @@ class ResultsTable:
         self._order = 0  # the largest completion_order so far
         self._pending = 0  # rows in the journal since the table was last written
         self._journal_since: float | None = None
+        #: The run's copy in object storage (``--storage s3://...``), kept current on every
+        #: change (:mod:`sweeps.mirror`); None for a local run.
+        self.mirror = run_mirror(self.path.parent) if load else None
         if load and self.path.is_file():
             for rec in read_rows(self.path):
                 self._rows[str(rec["trial_id"])] = rec
@@ -229,6 +229,8 @@ class ResultsTable:
             due = due or time.monotonic() - self._journal_since >= COMPACT_S
         if due:
             self.write()
+        elif self.mirror is not None:
+            self.mirror.sync()
         return merged
 
     def update_many(self, trial_ids: Iterable[str], values: dict[str, Any]) -> None:
@@ -263,6 +265,8 @@ class ResultsTable:
                 write_records(frame, tmp, objectives=self.objectives)
             journal_path(self.path).unlink(missing_ok=True)  # NOTE: its rows are in the file now
             self._pending, self._journal_since = 0, None
+        if self.mirror is not None:
+            self.mirror.sync(force=True)
         return self.path
 
 

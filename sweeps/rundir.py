@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from ssr.atomic import write_json
 from ssr.config import ConfigError
+from sweeps.cluster import Unreachable
 
 #: Names of runs and sweeps: safe as a folder name, an MLflow tag value and a Tune experiment.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -42,8 +43,40 @@ REPORT_DIR = "report"
 MLFLOW_DB = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlartifacts"
 LOCK_FILE = ".lock"
+#: Environment variable naming the local folder of run folders (:func:`default_storage`).
+RUNS_ENV = "SSR_RUNS"
+#: The run's Optuna study by default (the name ``sweeps.searchers.STUDY_FILE`` uses; not imported:
+#: that module imports Optuna and Ray).
+STUDY_FILE = "optuna.db"
+#: The results table's journal (:func:`journal_path`, :mod:`sweeps.results`).
+JOURNAL_FILE = "results.journal.jsonl"
+#: The driver's files of a run that a remote storage keeps (:mod:`sweeps.mirror`), in the order
+#: a resume needs them.
+MIRRORED = (SWEEP_FILE, RUN_FILE, RESULTS_FILE, JOURNAL_FILE, EXCLUSIVE_FILE, STUDY_FILE)
 
 log = logging.getLogger("sweeps")
+
+
+def journal_path(path: Path) -> Path:
+    """The journal of the results table at ``path`` (:data:`JOURNAL_FILE` beside
+    ``results.parquet``, :mod:`sweeps.results`)."""
+    return Path(path).with_suffix(".journal.jsonl")
+
+
+def run_mirror(run_dir: Path) -> Any:
+    """The :class:`sweeps.mirror.Mirror` of a run folder whose ``run.json`` names a remote
+    storage (the journal at once; the table, the study and the re-measurement when due), else
+    None."""
+    from sweeps.mirror import Mirror
+
+    try:
+        storage = str(read_run_file(run_dir).get("storage") or "")
+    except ConfigError:
+        return None
+    if not is_remote(storage):
+        return None
+    due = (RESULTS_FILE, STUDY_FILE, EXCLUSIVE_FILE)
+    return Mirror(storage, Path(run_dir).name, run_dir, (JOURNAL_FILE,), due, (JOURNAL_FILE,))
 
 
 class RunLocation(NamedTuple):
@@ -63,7 +96,11 @@ def check_name(name: str, where: str) -> None:
 
 
 def default_storage() -> Path:
-    """``<repo>/runs`` in a checkout of the repository, else ``./runs``."""
+    """Where run folders live on this machine: ``$SSR_RUNS`` when set, else ``<repo>/runs`` in a
+    checkout of the repository, else ``./runs``. With a remote ``--storage`` (``s3://...``) this
+    is where the driver keeps its local copy of the run (:mod:`sweeps.mirror`)."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV]).expanduser().resolve()
     repo = Path(__file__).resolve().parents[1]
     if (repo / "pyproject.toml").is_file() and (repo / "sweeps").is_dir():
         return repo / "runs"
@@ -104,6 +141,8 @@ def resolve_run(
         name = f"{sweep_name}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = local_root / name
     exists = (run_dir / SWEEP_FILE).is_file()
+    if resume and not exists and remote:  # another machine's run: its files come from the store
+        exists = _pull_remote(tune_storage, name, run_dir)
     if resume and not exists:
         raise ConfigError(f"--resume: {run_dir} holds no sweep (no {SWEEP_FILE})")
     if not resume and exists:
@@ -112,6 +151,25 @@ def resolve_run(
             "or choose another --name"
         )
     return RunLocation(tune_storage, name, run_dir)
+
+
+def _pull_remote(storage: str, name: str, run_dir: Path) -> bool:
+    """Fetch a run's driver files from the store into ``run_dir`` (:func:`sweeps.mirror.pull`);
+    whether it holds a sweep now. :class:`~sweeps.cluster.Unreachable` when the store cannot
+    be read."""
+    from sweeps.mirror import pull
+
+    try:
+        got = pull(storage, name, run_dir, MIRRORED)
+    except Exception as exc:  # OSError from pyarrow: no such bucket, no credentials, no route
+        why = " ".join(str(exc).split())[:300]
+        raise Unreachable(
+            f"--resume: cannot read {storage}/{name} ({why}): check the bucket and the AWS_* "
+            "variables (AWS_ENDPOINT_URL, keys, region)"
+        ) from None
+    if got:
+        log.info("resuming %s from %s: fetched %s", name, storage, ", ".join(got))
+    return (run_dir / SWEEP_FILE).is_file()
 
 
 def read_run_file(run_dir: Path) -> dict[str, Any]:
@@ -131,9 +189,22 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
 
 
 def write_run_file(run_dir: Path, tracking_uri: str, storage: str) -> Path:
-    """Save the tracking URI and storage of the run for ``--resume`` (atomically)."""
+    """Save the tracking URI and storage of the run for ``--resume`` (atomically); with a
+    remote storage, copy it and the sweep definition there (:mod:`sweeps.mirror`)."""
     record = {"tracking_uri": tracking_uri, "storage": storage}
-    return write_json(Path(run_dir) / RUN_FILE, record, indent=None)
+    path = write_json(Path(run_dir) / RUN_FILE, record, indent=None)
+    if is_remote(storage):
+        from sweeps.mirror import push
+
+        try:
+            push(storage, Path(run_dir).name, Path(run_dir), (SWEEP_FILE, RUN_FILE))
+        except Exception as exc:  # before any trial: say so now, not at the first resume
+            why = " ".join(str(exc).split())[:300]
+            raise Unreachable(
+                f"--storage {storage}: cannot write there ({why}): check the bucket and the "
+                "AWS_* variables (AWS_ENDPOINT_URL, keys, region)"
+            ) from None
+    return path
 
 
 def claim_run(location: RunLocation, resume: bool) -> int:
