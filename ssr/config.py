@@ -123,7 +123,7 @@ class DataConfig:
     eval_split: str = "val"
 
     def __post_init__(self) -> None:
-        validate_data(self, "")
+        validate_data(self)
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class SpaceConfig:
     search_depth: bool = True
 
     def __post_init__(self) -> None:
-        validate_space(self, "")
+        validate_space(self)
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ class OptimConfig:
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
-        validate_optim(self, "")
+        validate_optim(self)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def check_finite_fields(cfg: Any, prefix: str = "") -> None:
                 raise ConfigError(f"{where} must be a finite number, got {v}")
 
 
-def validate_data(data: DataConfig, prefix: str = "data.") -> None:
+def validate_data(data: DataConfig, prefix: str = "") -> None:
     """Sizes, batch and the synthetic dataset's image counts."""
     p = prefix
     _check(data.height >= 16 and data.width >= 16, f"{p}height and {p}width must be >= 16")
@@ -126,7 +126,7 @@ def validate_data(data: DataConfig, prefix: str = "data.") -> None:
         )
 
 
-def validate_space(space: SpaceConfig, prefix: str = "space.") -> None:
+def validate_space(space: SpaceConfig, prefix: str = "") -> None:
     """A space the supernet can build: widths that grow, depths, dilations, pools, widths left."""
     p = prefix
     check_finite_fields(space, p)
@@ -167,7 +167,7 @@ def validate_space(space: SpaceConfig, prefix: str = "space.") -> None:
     )
 
 
-def validate_optim(opt: OptimConfig, prefix: str) -> None:
+def validate_optim(opt: OptimConfig, prefix: str = "") -> None:
     """Adam's settings: a positive rate, betas in [0, 1), eps > 0, decay and power >= 0."""
     p = prefix
     _check(opt.lr > 0, f"{p}lr must be > 0, got {opt.lr}")

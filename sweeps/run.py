@@ -63,13 +63,9 @@ from sweeps.spec import DEFAULT_CONFIG, check_dataset, dump_sweep, flat_source, 
 log = logging.getLogger("sweeps")
 
 #: The options that set a field of the sweep file: option dest -> dotted sweep-file key.
-SWEEP_OPTIONS = {
-    "num_samples": "num_samples",
-    "max_concurrent": "max_concurrent",
-    "cpus_per_trial": "resources.cpus_per_trial",
-    "gpus_per_trial": "resources.gpus_per_trial",
-    "experiment": "experiment",
-}
+SWEEP_OPTIONS = {"num_samples": "num_samples", "max_concurrent": "max_concurrent",
+                 "cpus_per_trial": "resources.cpus_per_trial",
+                 "gpus_per_trial": "resources.gpus_per_trial", "experiment": "experiment"}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
