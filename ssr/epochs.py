@@ -25,13 +25,11 @@ from typing import Any
 
 from ssr.atomic import write_jsonl
 from ssr.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ssr.loop import Reporter
 
-__all__ = ["EpochDriver", "Reporter"]
+__all__ = ["EpochDriver"]
 
 log = logging.getLogger(__name__)
-
-Reporter = Callable[[dict[str, float], int], None]
-"""``reporter(metrics, epoch)``: what search and retraining call after every epoch."""
 
 
 @dataclass
