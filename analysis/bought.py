@@ -141,6 +141,7 @@ def bought_lines(effects: SettingEffects | None, figure: str | None = None) -> l
         out += ["", f"Sampled together (|Spearman r| >= {CONFOUNDED_R}): their effects may be "
                 "each other's.", *shared]  # fmt: skip
     if figure:
-        out += ["", f"![{TITLE}]({figure}) (points: trials, adjusted for their baseline's level; "
-                "line and band: the slope and its 90 % bootstrap band)"]  # fmt: skip
+        out += ["", f"![{TITLE}]({figure}) (points: trials as partial residuals, their baseline's "
+                "level removed; line and band: the slope and its 90 % bootstrap band, drawn only "
+                f"where at least {MIN_TRIALS} trials carry the setting)"]  # fmt: skip
     return out

@@ -205,14 +205,17 @@ def _curve(
     samples: np.ndarray | None,
     log: bool,
 ) -> Curve:
-    """Points adjusted to a common baseline level and the line through their centre."""
+    """The fitted line through the pool's centre and the trials as partial residuals around it
+    (each trial's residual from its baseline's fit, added to the line at its own value), so the
+    points scatter about the line exactly as the estimate saw them."""
     xs = np.log10(x) if log else x
-    y_adj = _within(y, onehot) + y.mean()
+    residual = _within(y, onehot) - slope * _within(xs, onehot)
+    y_adj = residual + y.mean() + slope * (xs - xs.mean())
     grid = np.linspace(xs.min(), xs.max(), 30)
     line = y.mean() + slope * (grid - xs.mean())
     band = None
-    if samples is not None:
-        good = samples[np.isfinite(samples)]
+    good = samples[np.isfinite(samples)] if samples is not None else np.zeros(0)
+    if len(good):
         offsets = good[:, None] * (grid - xs.mean())[None, :]
         band = y.mean() + np.percentile(offsets, [5.0, 95.0], axis=0)
     shown = 10**grid if log else grid

@@ -297,8 +297,8 @@ def _effect_panel(ax: Axes, curve: Curve, outcome: str, fitted: bool) -> None:
 
 def plot_effects(effects: SettingEffects, path: str | Path | None = None) -> Figure | None:
     """What each setting bought, drawn: one row per numeric setting, one column per outcome
-    (objectives, then the gap); each panel shows the trials the estimate used (adjusted to a
-    common baseline level) and, where at least :data:`analysis.effects.MIN_TRIALS` trials carry
+    (objectives, then the gap); each panel shows the trials the estimate used (as partial
+    residuals, their baseline's level removed) and, where at least :data:`analysis.effects.MIN_TRIALS` trials carry
     the setting, the fitted line and its 90 % bootstrap band: never a line through a few single
     trials. None when no setting has two trials. mIoU and the gap in percentage points."""
     from matplotlib.lines import Line2D
@@ -332,8 +332,8 @@ def plot_effects(effects: SettingEffects, path: str | Path | None = None) -> Fig
     handles.append(Line2D([], [], color=FRONT, lw=6, alpha=0.25, label="fit, 90 % band"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     fig.suptitle(
-        f"What each setting bought ({effects.trials} complete trials; outcome adjusted to a "
-        "common baseline level)" + (": too few trials to say anything" * effects.too_small),
+        f"What each setting bought ({effects.trials} complete trials; points: partial residuals, "
+        "baseline level removed)" + (": too few trials to say anything" * effects.too_small),
         fontsize=10,
     )
     _save(fig, path)
