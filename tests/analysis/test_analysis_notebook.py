@@ -50,7 +50,12 @@ def test_notebook_runs_with_the_command_of_its_first_cell(records, tmp_path) -> 
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3  # front, gap, hypervolume history
+    assert len(images) == 3  # front, what each setting bought, hypervolume history
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "90 % percentile bootstrap interval" in markdown  # the report's own section
+    assert "Optuna's Pareto set" in markdown and "scheduler stopped" in markdown
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "discretization_gap (pts)" in tables  # the gap in points, as in the report
     plotly = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(plotly) == 1
     text = "".join(o.get("text", "") for o in outputs)
