@@ -123,7 +123,9 @@ def method_text() -> str:
         "often than chance across this many estimates). Only complete trials enter; SSR weights are left "
         "out of `darts_pruning` trials (fixed at 0 there) and the shrinking schedule out of "
         "`no_shrink` trials (no shrinking). The seed is noise, not a setting. mIoU and the gap "
-        "in percentage points (pts), FPS in frames per second. Method: analysis/effects.py."
+        "in percentage points (pts), FPS in frames per second. Method: analysis/effects.py. "
+        "(optuna-dashboard's importance ranks every parameter over every trial, SSR weights "
+        "included where `darts_pruning` fixes them at 0; this table does not.)"
     )
 
 
