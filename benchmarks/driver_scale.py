@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,19 @@ class Timings:
         setattr(owner, attr, timed)
 
 
+def skip_mlflow() -> None:
+    """``--skip mlflow``: the MLflow callback and the end-of-sweep sync and registry do nothing
+    (the parent run is still made), to measure the rest at sizes MLflow makes too slow here."""
+    from sweeps import tracking
+    from sweeps.tracking import callback
+
+    for hook in ("on_trial_start", "on_trial_restore", "on_trial_result", "on_trial_complete",
+                 "on_trial_error"):  # fmt: skip
+        setattr(callback.MlflowCallback, hook, lambda self, *a, **kw: None)
+    tracking.sync = lambda *a, **kw: 0
+    tracking.register_front = lambda *a, **kw: {}
+
+
 def instrument(timings: Timings) -> None:
     """Time every driver-side hook of the real classes (see the module docstring)."""
     from sweeps import driver, progress, results, searchers, tracking
@@ -212,9 +225,12 @@ def instrument(timings: Timings) -> None:
 # One size
 
 
-def sweep_file(path: Path, trials: int, epochs: int) -> Path:
-    """The smoke sweep with ``trials`` samples, MO-ASHA rungs at 1 and 2, no re-measurement."""
+def sweep_file(path: Path, trials: int, epochs: int, skip: Sequence[str] = ()) -> Path:
+    """The smoke sweep with ``trials`` samples, MO-ASHA rungs at 1 and 2, no re-measurement
+    (``skip`` optuna: Ray's random search instead)."""
     spec = yaml.safe_load(SMOKE.read_text())
+    if "optuna" in skip:
+        spec["searcher"] = {"kind": "random", "seed": 0}
     spec.update(
         name="scale",
         experiment="ssr-scale",
@@ -280,7 +296,7 @@ def use_engine(engine: str) -> None:
 
 
 def run_one(
-    trials: int, epochs: int, template: Path, keep: Path | None, engine: str
+    trials: int, epochs: int, template: Path, keep: Path | None, engine: str, skip: Sequence[str]
 ) -> dict[str, Any]:
     """Run the real driver over ``trials`` simulated trials; timings per part."""
     from sweeps import run
@@ -294,9 +310,11 @@ def run_one(
     tiny_onnx(tiny / "model.onnx")
     TEMPLATE.update(dir=str(tiny), epochs=epochs, node="127.0.0.2")
     use_engine(engine)
+    if "mlflow" in skip:
+        skip_mlflow()
     timings = Timings()
     instrument(timings)
-    spec = sweep_file(tmp / "scale.yaml", trials, epochs)
+    spec = sweep_file(tmp / "scale.yaml", trials, epochs, skip)
     argv = ["--config", str(spec), "--storage", str(tmp / "runs"), "--name", "scale", "--insecure"]
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -412,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         help="loop: the driver's hooks in a stand-in for Tune's loop (benchmarks/scale_loop.py); "
         "tune: real Ray Tune (seconds per trial of Tune's own work on a small machine)",
     )
+    p.add_argument(
+        "--skip",
+        nargs="+",
+        choices=("mlflow", "optuna"),
+        default=[],
+        help="leave these parts out (MLflow: no logging; Optuna: Ray's random search), to reach "
+        "sizes they make too slow on a small machine; their cost is measured at smaller sizes",
+    )
     p.add_argument("--template", type=Path, help="a template folder to reuse (made if missing)")
     p.add_argument("--keep", type=Path, help="keep each size's run folder under this folder")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per size")
@@ -420,12 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     template = args.template or Path(tempfile.gettempdir()) / "ssr-scale-template"
     if args.one:
-        print(json.dumps(run_one(args.one, args.epochs, template, args.keep, args.engine)))
+        print(
+            json.dumps(run_one(args.one, args.epochs, template, args.keep, args.engine, args.skip))
+        )
         return 0
     make_template(template)
     results = []
     for n in args.trials:
-        cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs), "--engine", args.engine,
+        cmd = [sys.executable, __file__, "--one", str(n), "--epochs", str(args.epochs), "--engine", args.engine, *(["--skip", *args.skip] if args.skip else []),
                "--template", str(template)] + (["--keep", str(args.keep)] if args.keep else [])  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
                               env={**os.environ, **ENV}, start_new_session=True)  # fmt: skip
@@ -444,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "epochs_per_trial": args.epochs,
         "engine": args.engine,
+        "skipped": args.skip,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "python": platform.python_version(),
         "sizes": results,

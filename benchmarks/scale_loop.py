@@ -17,6 +17,7 @@ experiment snapshots. ``driver_scale.py --engine tune`` runs real Tune for the c
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,19 @@ from typing import Any
 
 #: Node address the simulated trials report (a local instance's, docs/stack.md §3).
 NODE = "127.0.0.2"
+
+
+def sample(space: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A random point of the sweep's sampled values (what Ray's random search would draw)."""
+    dims = space.get("dims", {})
+    out = {}
+    for key, domain in dims.items():
+        out[key] = (
+            domain.sample(random_state=rng.randrange(2**31))
+            if hasattr(domain, "sample")
+            else domain
+        )
+    return {"dims": out}
 
 
 class SimTrial:
@@ -64,6 +78,7 @@ class LoopTuner:
         self.run_dir = run_dir
         self.reports = reports
         self.iteration = 0
+        self.rng = random.Random(0)
 
     def _call(self, hook: str, *args: Any, **kwargs: Any) -> None:
         for cb in self.callbacks:
@@ -76,7 +91,9 @@ class LoopTuner:
 
         space = self.sweep.param_space()
         searcher, scheduler = self.sweep.searcher(self.run_dir), self.sweep.scheduler()
-        searcher.set_search_properties(None, None, space)
+        optuna = hasattr(searcher, "suggest")  # else Ray's random generator (--skip optuna)
+        if optuna:
+            searcher.set_search_properties(None, None, space)
         total, width = self.sweep.spec.num_samples, self.sweep.spec.max_concurrent
         for cb in self.callbacks:
             cb.setup(total_num_samples=total)
@@ -85,7 +102,10 @@ class LoopTuner:
         while len(trials) < total or running:
             while len(running) < width and len(trials) < total:
                 trial_id = Trial.generate_id()
-                config = merge_dicts(copy.deepcopy(space), searcher.suggest(trial_id))
+                config = merge_dicts(
+                    copy.deepcopy(space),
+                    searcher.suggest(trial_id) if optuna else sample(space, self.rng),
+                )
                 trial = SimTrial(
                     trial_id, config, str(len(trials) + 1), self.exp_dir / f"trial_{trial_id}"
                 )
@@ -127,6 +147,10 @@ class LoopTuner:
             trial.checkpoint = Checkpoint.from_directory(str(trial.path / "final"))
         return res
 
+    def _end_search(self, searcher: Any, trial_id: str, res: dict[str, Any]) -> None:
+        if hasattr(searcher, "on_trial_complete"):
+            searcher.on_trial_complete(trial_id, result=res)
+
     def _end(
         self,
         trial: SimTrial,
@@ -138,7 +162,7 @@ class LoopTuner:
         """A trial that reported its final record or that the scheduler stopped."""
         trial.status = "TERMINATED"
         scheduler.on_trial_complete(None, trial, res)
-        searcher.on_trial_complete(trial.trial_id, result=res)
+        self._end_search(searcher, trial.trial_id, res)
         self._call("on_trial_complete", trials, trial)
 
     def _grid_entry(self, trial: SimTrial) -> Any:

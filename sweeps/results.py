@@ -260,9 +260,9 @@ class ResultsTable:
         from analysis.schema import write_records
 
         with self._lock:
-            frame = self.frame()
-            with atomic_path(self.path) as tmp:
-                write_records(frame, tmp, objectives=self.objectives)
+            rows = self.rows()
+            with atomic_path(self.path) as tmp:  # NOTE: write_records coerces and validates once
+                write_records(rows, tmp, objectives=self.objectives)
             journal_path(self.path).unlink(missing_ok=True)  # NOTE: its rows are in the file now
             self._pending, self._journal_since = 0, None
         if self.mirror is not None:
