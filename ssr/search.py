@@ -151,7 +151,9 @@ class _SearchRun:
     discrete_at: int | None = None
 
     @classmethod
-    def build(cls, cfg: SearchConfig, device: torch.device, out: Path | None, progress: bool):
+    def build(
+        cls, cfg: SearchConfig, device: torch.device, out: Path | None, progress: bool
+    ) -> _SearchRun:
         """Data (split into weight and architecture halves with ``arch_split``), supernet, step."""
         torch.manual_seed(cfg.seed)
         pin = device.type == "cuda"  # pinned batches: non-blocking copies (ssr/precision.py)
