@@ -149,7 +149,9 @@ def test_retrain_bad_override(capsys, tmp_path) -> None:
 
 
 def test_the_command_table_is_the_parser() -> None:
-    assert list(cli.COMMANDS) == ["search", "retrain", "bench", "export", "pipeline"]
+    assert list(cli.COMMANDS) == [
+        "search", "retrain", "bench", "export", "pipeline", "evaluate", "data",
+    ]  # fmt: skip
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(sub.choices) == list(cli.COMMANDS)
@@ -293,7 +295,7 @@ def test_usage_errors_are_one_line(capsys) -> None:
     [
         ["bench", "--genotype", "ssr_cityscapes", "--input", "99999x99999"],
         ["bench", "--genotype", "ssr_cityscapes", "--batch", "0"],
-        ["export", "--genotype", "ssr_cityscapes", "--input", "33x64", "--out", "m.onnx"],
+        ["export", "--genotype", "ssr_cityscapes", "--input", "99999x99999", "--out", "m.onnx"],
         ["search", "--out", "o", "--set", "epochs=0"],
         ["retrain", "--genotype", "no_such_genotype", "--out", "o"],
         ["pipeline", "--out", "o", "--set", "bench.iters=0"],
