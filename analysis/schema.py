@@ -78,6 +78,8 @@ RESULT_COLUMNS = MappingProxyType(
         "derived_miou_lo": "Float64",  # 90 % bootstrap interval over validation images
         "derived_miou_hi": "Float64",
         "retrained_miou": "Float64",
+        "retrained_miou_lo": "Float64",  # 90 % bootstrap interval over validation images
+        "retrained_miou_hi": "Float64",
         "discretization_gap": "Float64",  # supernet_miou - derived_miou, end of budget
         "gap_at_discrete": "Float64",  # the gap when the net became discrete
         "discrete_at_epoch": "Float64",
@@ -122,8 +124,14 @@ MIOU_COLUMNS = (
     "derived_miou_lo",
     "derived_miou_hi",
     "retrained_miou",
+    "retrained_miou_lo",
+    "retrained_miou_hi",
 )
-INTERVALS = (("derived_miou_lo", "derived_miou_hi"), ("fps_exclusive_lo", "fps_exclusive_hi"))
+INTERVALS = (
+    ("derived_miou_lo", "derived_miou_hi"),
+    ("retrained_miou_lo", "retrained_miou_hi"),
+    ("fps_exclusive_lo", "fps_exclusive_hi"),
+)
 CFG_DTYPES = ("string", "boolean", "Int64", "Float64")
 
 _TRUE = frozenset({"true", "yes", "1"})

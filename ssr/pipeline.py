@@ -83,7 +83,13 @@ def run_pipeline(
         t0 = time.perf_counter()
         result = run_retrain(rcfg, genotype, out / "retrain", retrain_reporter, resume=resume)
         record["retrained_miou"] = result.miou
+        record["retrained_miou_lo"] = result.miou_lo
+        record["retrained_miou_hi"] = result.miou_hi
         record["retrained_best_miou"] = result.best_miou
+        record["retrained_pixel_acc"] = result.pixel_acc
+        record["retrained_per_class_iou"] = dict(zip(result.class_names, result.per_class_iou))
+        record["class_names"] = list(result.class_names)
+        record["class_weights"] = list(result.class_weights)
         record["retrain_seconds"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -61,6 +61,12 @@ class RetrainResult:
     checkpoint: Path | None
     precision: str = "fp32"
     channels_last: bool = False
+    #: 90 % bootstrap interval of ``miou`` over validation images (:func:`final_interval`)
+    miou_lo: float = math.nan
+    miou_hi: float = math.nan
+    class_names: tuple[str, ...] = ()
+    #: the loss's class weights, computed from the training split (``data.class_weights``)
+    class_weights: tuple[float, ...] = ()
 
 
 class TrainStep:
@@ -291,6 +297,7 @@ def _retrain(
     history = driver.run(run.epoch, run.state)
 
     final = next((r for r in reversed(history) if r.get("evaluated")), {})
+    lo, hi = final_interval(run)
     params_m, gmacs = _size(run.model, cfg.data.height, cfg.data.width)
     best = run.best_path
     return RetrainResult(
@@ -306,4 +313,19 @@ def _retrain(
         checkpoint=best if best is not None and best.is_file() else None,
         precision=cfg.precision,
         channels_last=cfg.channels_last,
+        miou_lo=lo,
+        miou_hi=hi,
+        class_names=tuple(dataset_info(cfg.data.name).class_names),
+        class_weights=tuple(float(w) for w in run.step.weights.cpu()),
     )
+
+
+def final_interval(run: _RetrainRun) -> tuple[float, float]:
+    """The 90 % bootstrap interval (over validation images, docs/method.md §8.3) of the final
+    network's validation mIoU: one more pass over the validation set, image by image, with the
+    protocol of :func:`ssr.loop.evaluate` (the sum of the per-image matrices is its matrix)."""
+    from ssr.gap import evaluate_images
+    from ssr.metrics import bootstrap_miou_interval
+
+    per_image = evaluate_images(run.model, run.val_loader, run.num_classes, run.device)
+    return bootstrap_miou_interval(per_image)

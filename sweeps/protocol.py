@@ -54,6 +54,8 @@ NUMERIC_FIELDS = (
     "derived_miou_lo",
     "derived_miou_hi",
     "retrained_miou",
+    "retrained_miou_lo",
+    "retrained_miou_hi",
     "discretization_gap",
     "gap_at_discrete",
     "discrete_at_epoch",

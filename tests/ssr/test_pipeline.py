@@ -87,6 +87,15 @@ def _record_holds_what_each_phase_computed(record: dict, reports: list[dict], ou
     # retraining: the record's mIoU is the last evaluated epoch's, and the reporter saw it
     retrain_rows = [r for r in _jsonl(out / "retrain" / "history.jsonl") if r["evaluated"]]
     assert record["retrained_miou"] == retrain_rows[-1]["val_miou"] == reports[2]["val_miou"]
+    # its 90 % interval over validation images brackets it and is not a point
+    assert record["retrained_miou_lo"] <= record["retrained_miou"] <= record["retrained_miou_hi"]
+    assert record["retrained_miou_lo"] < record["retrained_miou_hi"]
+    # per-class IoU by name, and the class weights the loss used (ENet, from the train split)
+    assert list(record["retrained_per_class_iou"]) == record["class_names"]
+    assert len(record["class_names"]) == len(record["class_weights"]) == 19
+    got = list(record["retrained_per_class_iou"].values())
+    want = retrain_rows[-1]["val_per_class_iou"]
+    assert got == pytest.approx(want, nan_ok=True)
     # size: the derived network's, counted at the search's FLOPs input size
     geno = Genotype.load(out / "genotype.json")
     net = DerivedNet(geno, 19)
