@@ -34,6 +34,7 @@ Imported lazily by :mod:`sweeps.definition`; this module imports Ray and Optuna 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,6 +48,9 @@ from sweeps.protocol import COMPLETE, EARLY_STOPPED, FAILED, FINAL_KEY, SAMPLED_
 
 #: The study file in a run folder (the default storage).
 STUDY_FILE = "optuna.db"
+#: Tries to open a new RDB storage: two drivers starting on an empty PostgreSQL database race to
+#: create Optuna's tables, and the loser fails with a unique violation (docs/stack.md §2).
+CREATE_ATTEMPTS = 3
 #: RDB URL schemes Optuna's storage takes (SQLAlchemy dialects, with or without a driver).
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
@@ -75,10 +79,18 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 30}}  # NOTE: wait for another writer, do not fail
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as exc:
-        raise ConfigError(f"Optuna storage {url}: cannot be opened: {exc}") from None
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except IntegrityError as exc:  # NOTE: another driver created the tables meanwhile
+            problem = exc
+            time.sleep(1.0 + attempt)
+        except Exception as exc:
+            problem = exc
+            break
+    raise ConfigError(f"Optuna storage {url}: cannot be opened: {problem}") from None
 
 
 def probe_study(storage: str, run_dir: Path) -> None:
