@@ -5,6 +5,7 @@ import pytest
 from ssr.config import (
     ConfigError,
     PipelineConfig,
+    RetrainConfig,
     SearchConfig,
     load_config,
     parse_overrides,
@@ -212,3 +213,13 @@ def test_retraining_inherits_what_it_leaves_none() -> None:
     assert (alone.data, alone.device, alone.precision) == (DataConfig(), "cpu", "fp32")
     resolved = load_config(PipelineConfig, None, ["search.data.height=64"]).resolved()
     assert to_dict(resolved)["retrain"]["data"]["height"] == 64
+
+
+def test_camvid_configs_follow_the_published_protocol() -> None:
+    search = load_config(SearchConfig, "ssr/configs/search_camvid.yaml", ["data.root=/d"])
+    assert (search.data.train_split, search.data.eval_split) == ("train", "val")  # no test
+    retrain = load_config(RetrainConfig, "ssr/configs/retrain_camvid.yaml", ["data.root=/d"])
+    d = retrain.data
+    assert (d.train_split, d.eval_split, d.height, d.width) == ("trainval", "test", 360, 480)
+    assert d.scale_range == (0.5, 2.0) and d.crop == (360, 480) and d.augment
+    assert d.class_weights == "enet"

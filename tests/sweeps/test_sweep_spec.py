@@ -20,7 +20,7 @@ def smoke_raw() -> dict:
     return load_yaml(CONFIG_DIR / "smoke.yaml")
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "default", "paper", "camvid"])
 def test_shipped_configs_validate(name: str) -> None:
     sweep = load_sweep(CONFIG_DIR / f"{name}.yaml")
     assert sweep.spec.name == name
@@ -29,6 +29,28 @@ def test_shipped_configs_validate(name: str) -> None:
     assert set(space) == {"sweep", "base", "dims", "run"}
     assert space["base"]["search"]["epochs"] == sweep.spec.budget.search_epochs
     assert sweep.max_t == sweep.spec.budget.search_epochs + sweep.spec.budget.retrain_epochs + 1
+
+
+def test_camvid_sweep_searches_small_retrains_larger_and_times_the_native_size() -> None:
+    sweep = load_sweep(CONFIG_DIR / "camvid.yaml", ["dataset.root=/data/CamVid"])
+    cfg = sweep.base_config
+    search, retrain = cfg.search.data, cfg.resolved_retrain.data
+    assert (search.name, search.root, search.height, search.width) == (
+        "camvid",
+        "/data/CamVid",
+        96,
+        128,
+    )
+    assert (retrain.name, retrain.root, retrain.height, retrain.width) == (
+        "camvid",
+        "/data/CamVid",
+        120,
+        160,
+    )
+    assert retrain.train_size is None and retrain.val_size is None  # every train and val image
+    assert (cfg.bench.height, cfg.bench.width) == (360, 480)
+    assert cfg.resolved_retrain.epochs == sweep.spec.budget.retrain_epochs >= 1
+    assert sweep.spec.objectives[0].metric == "retrained_miou"
 
 
 def test_default_is_the_embedded_default() -> None:
