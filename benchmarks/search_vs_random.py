@@ -208,9 +208,10 @@ def _sweep_rows(run: Path) -> tuple[list[dict[str, Any]], Any]:
          "gmacs": float(r.gmacs), "retrained_miou": float(r.retrained_miou), "fps": float(getattr(r, fps))}
         for r in df.itertuples()
     ]  # fmt: skip
-    resolved = next(run.glob(f"*{rows[0]['trial_id']}*/pipeline/config.resolved.yaml"), None)
+    trial = rows[0]["trial_id"]
+    resolved = next(iter(sorted(run.glob(f"*{trial}*/**/config.resolved.yaml"))), None)
     if resolved is None:
-        raise SystemExit(f"error: {run}: trial {rows[0]['trial_id']} has no config.resolved.yaml")
+        raise SystemExit(f"error: {run}: trial {trial} has no config.resolved.yaml")
     return rows, load_config(PipelineConfig, resolved)
 
 
