@@ -4,7 +4,8 @@ MLflow's HTTP client retries a dead server for about four minutes before it give
 (docs/stack.md §4), and a store it cannot use fails with a multi-line message or a traceback.
 Before :func:`analysis.load.from_mlflow` reads anything, :func:`probe` asks an ``http(s)``
 server for ``/health`` with a short timeout, and :func:`within` runs the first real request in a
-thread it waits on for a few seconds only. :data:`HTTP_LIMITS` are the settings the entry point
+thread it waits on for a few seconds only (:func:`run_within`, which the sweep's tracking uses
+too: ``sweeps/tracking/store.py``). :data:`HTTP_LIMITS` are the settings the entry point
 gives MLflow's client for the rest (:func:`limit_http`), unless the user set them.
 
 An unreachable store raises :class:`~analysis.errors.TrackingUnreachableError` (exit status 3);
@@ -25,7 +26,17 @@ from urllib.parse import urlparse
 
 from analysis.errors import AnalysisInputError, TrackingUnreachableError
 
-__all__ = ["HTTP_LIMITS", "PROBE_TIMEOUT_S", "SCHEMES", "limit_http", "one_line", "probe", "within"]
+__all__ = [
+    "HTTP_LIMITS",
+    "PROBE_TIMEOUT_S",
+    "SCHEMES",
+    "Overdue",
+    "limit_http",
+    "one_line",
+    "probe",
+    "run_within",
+    "within",
+]
 
 T = TypeVar("T")
 
@@ -90,11 +101,18 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         )
 
 
-def within(fn: Callable[[], T], uri: str, seconds: float = 10.0) -> T:
-    """``fn()`` (the first request to the store) given ``seconds``, in a daemon thread.
+class Overdue(TimeoutError):
+    """A call given a time limit by :func:`run_within` did not return within it."""
 
-    Too slow: :class:`TrackingUnreachableError`. An :class:`AnalysisInputError` raised by
-    ``fn`` passes unchanged; any other failure becomes one that says the store cannot be used.
+
+def run_within(fn: Callable[[], T], seconds: float, name: str = "mlflow-call") -> T:
+    """``fn()`` in a daemon thread, waited on for ``seconds``: its value, or its exception raised
+    again here; :class:`Overdue` when it is still running (the thread is left to finish on its
+    own; as a daemon it does not keep the process alive).
+
+    The one time limit around MLflow calls: the report's first request (:func:`within`) and the
+    sweep's tracking setup (``sweeps.tracking.store.with_timeout``) each say in their own terms
+    what a failure means.
     """
     box: dict[str, Any] = {}
 
@@ -104,16 +122,29 @@ def within(fn: Callable[[], T], uri: str, seconds: float = 10.0) -> T:
         except BaseException as exc:
             box["error"] = exc
 
-    thread = threading.Thread(target=run, daemon=True, name="mlflow-probe")
+    thread = threading.Thread(target=run, daemon=True, name=name)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
+        raise Overdue(f"no answer within {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def within(fn: Callable[[], T], uri: str, seconds: float = 10.0) -> T:
+    """``fn()`` (the first request to the store) given ``seconds`` (:func:`run_within`).
+
+    Too slow: :class:`TrackingUnreachableError`. An :class:`AnalysisInputError` raised by
+    ``fn`` passes unchanged; any other failure becomes one that says the store cannot be used.
+    """
+    try:
+        return run_within(fn, seconds, name="mlflow-probe")
+    except Overdue:
         raise TrackingUnreachableError(
             f"MLflow at {uri} did not answer within {seconds:.0f} s; check that the store is up"
-        )
-    error = box.get("error")
-    if isinstance(error, AnalysisInputError):
-        raise error
-    if error is not None:
-        raise AnalysisInputError(f"MLflow at {uri} cannot be used: {one_line(error)}")
-    return box["value"]
+        ) from None
+    except AnalysisInputError:
+        raise
+    except Exception as error:
+        raise AnalysisInputError(f"MLflow at {uri} cannot be used: {one_line(error)}") from None

@@ -207,19 +207,8 @@ def remeasure(sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker
 
 def forget_failed(tracker: Tracker, trial_ids: list[str]) -> None:
     """Before failed trials run again: their child runs lose the error and take a new record."""
-    from mlflow.entities import RunStatus
-
     for t in trial_ids:
-        tracker.final_logged.discard(t)
-        run_id = tracker.children.get(t)
-        if run_id:
-            tracker.store.call(
-                f"reopening the run of {t}",
-                lambda r=run_id: (
-                    tracker.client.delete_tag(r, "ssr.error"),
-                    tracker.client.update_run(r, status=RunStatus.to_string(RunStatus.RUNNING)),
-                ),
-            )
+        tracker.reopen(t)
 
 
 def report(sweep: Sweep, table: ResultsTable, run_dir: Path) -> tuple[Any, str | None]:
@@ -371,5 +360,6 @@ def _summarise(
             print(f"models:  {tracker.experiment}-front in the MLflow registry ({named})")
     else:
         print(f"report:  not written ({problem})")
-    print(f"view the runs: {tracking.view_line(tracker.uri, tracker.experiment_id)}", flush=True)
+    front = result.front if result is not None else None  # the views: docs/mlflow.md
+    print(tracking.view_lines(tracker, sweep.report_objectives(), front), flush=True)
     return EXIT_OK if counts[COMPLETE] else EXIT_FAILED

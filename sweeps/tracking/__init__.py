@@ -8,12 +8,14 @@ sweep, or on ``--resume``, from results.parquet and Tune's checkpoints). One ide
 - :mod:`~sweeps.tracking.store`: the default store, probing a URI, the client, time limits and
   back-off;
 - :mod:`~sweeps.tracking.names`: short run names and the params a run keeps;
+- :mod:`~sweeps.tracking.book`: :class:`~sweeps.tracking.book.RunBook`, what each child run
+  holds (each step once);
 - :mod:`~sweeps.tracking.runs`: :class:`Tracker`, the parent and child runs and their ends;
 - :mod:`~sweeps.tracking.records`: epochs, final records, artifacts, re-measurements of a child;
 - :mod:`~sweeps.tracking.models`: each derived architecture as a logged model of its trial;
 - :mod:`~sweeps.tracking.registry`: the front in the model registry, with aliases;
 - :mod:`~sweeps.tracking.sync`: back-fill after an outage, pruning of orphaned runs;
-- :mod:`~sweeps.tracking.ui`: the training view of the MLflow UI and the link to the runs;
+- :mod:`~sweeps.tracking.ui`: the training view of the MLflow UI and the views the sweep links;
 - :mod:`~sweeps.tracking.callback`: :class:`MlflowCallback`, the Tune callback.
 """
 
@@ -29,7 +31,7 @@ from sweeps.tracking.store import (
     probe,
 )
 from sweeps.tracking.sync import prune_orphans, sync
-from sweeps.tracking.ui import view_line
+from sweeps.tracking.ui import view_line, view_lines
 
 __all__ = [
     "HTTP_LIMITS",
@@ -46,4 +48,5 @@ __all__ = [
     "register_front",
     "sync",
     "view_line",
+    "view_lines",
 ]

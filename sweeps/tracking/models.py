@@ -52,8 +52,9 @@ def model_filter(tracker: Tracker, trial_id: str) -> str:
 
 def find_model(tracker: Tracker, trial_id: str) -> Any | None:
     """The trial's logged model (the oldest, if a crash left several), or None."""
-    if trial_id in tracker.models:
-        return tracker.client.get_logged_model(tracker.models[trial_id])
+    known = tracker.book.model_id(trial_id)
+    if known is not None:
+        return tracker.client.get_logged_model(known)
     found = list(
         tracker.client.search_logged_models(
             [tracker.experiment_id], filter_string=model_filter(tracker, trial_id), max_results=50
@@ -62,18 +63,16 @@ def find_model(tracker: Tracker, trial_id: str) -> Any | None:
     if not found:
         return None
     model = min(found, key=lambda m: m.creation_timestamp or 0)
-    tracker.models[trial_id] = model.model_id
+    tracker.book.note_model(trial_id, model.model_id)
     return model
 
 
 def model_of(tracker: Tracker, trial_id: str) -> str | None:
     """The id of the trial's logged model, if it has one (None also when MLflow is away)."""
-    box: list[Any] = []
-    tracker.store.call(
-        f"looking up the logged model of {trial_id}",
-        lambda: box.append(find_model(tracker, trial_id)),
+    model = tracker.store.fetch(
+        f"looking up the logged model of {trial_id}", lambda: find_model(tracker, trial_id)
     )
-    return box[0].model_id if box and box[0] is not None else None
+    return model.model_id if model is not None else None
 
 
 def prepare_model(
@@ -100,7 +99,7 @@ def prepare_model(
         params={k: str(v)[:6000] for k, v in params.items()},
         model_type=MODEL_TYPE,
     )
-    tracker.models[row["trial_id"]] = model.model_id
+    tracker.book.note_model(row["trial_id"], model.model_id)
     return model
 
 

@@ -139,6 +139,13 @@ def trial_label(
     return f"{settings_text(config, varied)} {number}"
 
 
+def stopped_label(label: str, epoch: int) -> str:
+    """``stopped@6 · ssr op=32 out=12 thr=.15 #08``: the run name of a trial the scheduler
+    stopped after ``epoch`` epochs. The mark comes first because the MLflow runs table shows a
+    name's beginning, and a stopped trial ends FINISHED like a complete one."""
+    return f"stopped@{epoch} · {label}"
+
+
 def defining_params(flat: Mapping[str, Any], varied: Sequence[str] | None) -> dict[str, Any]:
     """The MLflow params of a trial: the config values the sweep varied and those that define
     any run (baseline, seed, dataset and its size, epoch budgets), from ``cfg.*`` of

@@ -25,11 +25,18 @@ from typing import Any
 
 from analysis.schema import COLUMNS
 from sweeps.params import flat_params
-from sweeps.protocol import COMPLETE, FAILED, FINAL_ARTIFACTS, FINAL_KEY, is_finite_number
+from sweeps.protocol import (
+    COMPLETE,
+    EARLY_STOPPED,
+    FAILED,
+    FINAL_ARTIFACTS,
+    FINAL_KEY,
+    is_finite_number,
+)
 from sweeps.results import genotype_json
 from sweeps.tracking.models import is_ready, model_of, prepare_model, save_model
-from sweeps.tracking.names import defining_params
-from sweeps.tracking.runs import LAST_STEP_TAG, Tracker
+from sweeps.tracking.names import defining_params, stopped_label
+from sweeps.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ _SKIP = frozenset(
         "epoch", FINAL_KEY,
     }
 )  # fmt: skip
+#: Per-epoch state flags, not logged: 0/1 values that stay constant over most runs (the MLflow
+#: UI would chart each) and that the record already tells (``discrete_at_epoch``; an epoch
+#: without evaluation reports no score). They stay in the trial's ``history.jsonl``.
+_FLAGS = frozenset({"arch_step", "discrete", "evaluated"})
 #: Per-epoch report keys logged under another name.
 _RENAME = {"time_this_iter_s": "epoch_s"}
 #: Phase prefixes of per-epoch metrics (the trial reports ``phase`` 0 or 1).
@@ -57,7 +68,7 @@ def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
     phase = PHASES.get(int(result.get("phase") or 0), "search")
     out = {}
     for k, v in result.items():
-        if k in _SKIP or "/" in k or not is_finite_number(v):
+        if k in _SKIP or k in _FLAGS or "/" in k or not is_finite_number(v):
             continue
         name = _RENAME.get(k, k.removesuffix("_epoch") if k.endswith("_epoch") else k)
         out[f"{phase}/{name}"] = float(v)
@@ -65,30 +76,35 @@ def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def log_epoch(
-    tracker: Tracker, trial_id: str, config: dict[str, Any], result: dict[str, Any]
+    tracker: Tracker, trial_id: str, config: dict[str, Any] | None, result: dict[str, Any]
 ) -> bool:
-    """Per-epoch metrics at the pipeline's epoch step (a step that a resumed trial reports again
-    is skipped). False when MLflow could not take them."""
-    from mlflow.entities import Metric, RunTag
+    """Per-epoch metrics at the pipeline's epoch step, each step once (a step that a resumed
+    trial reports again is skipped: :meth:`~sweeps.tracking.runs.Tracker.log_step`). False when
+    MLflow could not take them."""
+    from mlflow.entities import Metric
 
     tracker.note_number(trial_id, result.get("experiment_tag"))
-    run_id = tracker.child(trial_id, config)
-    if not run_id:
+    if not tracker.child(trial_id, config):
         return False
     step = int(result.get("step") or result.get("training_iteration") or 0)
-    if step <= tracker.last_step.get(run_id, 0):
-        return True
     now = int(time.time() * 1000)
     items = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
-    ok = tracker.store.call(
+    return tracker.log_step(
+        trial_id,
+        step,
         f"logging epoch metrics of {trial_id}",
-        lambda: tracker.client.log_batch(
-            run_id, metrics=items, tags=[RunTag(LAST_STEP_TAG, str(step))]
-        ),
+        lambda run_id: tracker.client.log_batch(run_id, metrics=items),
     )
-    if ok:
-        tracker.last_step[run_id] = step
-    return ok
+
+
+def final_name(tracker: Tracker, row: dict[str, Any], config: dict[str, Any] | None) -> str | None:
+    """The run's name once the trial ended: an early-stopped trial's says so first
+    (``stopped@6 · ssr op=32 ... #08``, :func:`~sweeps.tracking.names.stopped_label`), where the
+    runs table shows it without an extra column; None: the name stays."""
+    if row.get("status") != EARLY_STOPPED or not config:
+        return None
+    epoch = tracker.last_step(row["trial_id"]) or int(row.get("iterations") or 0)
+    return stopped_label(tracker.run_name(row["trial_id"], config), epoch)
 
 
 def final_metrics(row: dict[str, Any]) -> dict[str, float]:
@@ -125,13 +141,14 @@ def log_final(
     from mlflow.entities import Metric, RunTag
 
     trial_id = row["trial_id"]
-    if trial_id in tracker.final_logged:  # a resumed sweep's callbacks see it end again
+    if tracker.book.is_final(trial_id):  # a resumed sweep's callbacks see it end again
         return True
     run_id = tracker.child(trial_id, config)
-    if not run_id:
+    last = tracker.last_step(trial_id) if run_id else None
+    if not run_id or last is None:
         return False
-    step = max(int(row.get("iterations") or 0), tracker.last_step.get(run_id, 0))
-    tags = [RunTag(k, v) for k, v in {**final_tags(row), LAST_STEP_TAG: str(step)}.items()]
+    step = max(int(row.get("iterations") or 0), last)
+    tags = [RunTag(k, v) for k, v in final_tags(row).items()]
 
     def batch(model_id: str | None) -> None:
         now = int(time.time() * 1000)
@@ -162,9 +179,10 @@ def log_final(
             _upload_files(tracker, run_id, row, src, skip_model=model is not None)
 
     if not tracker.store.call(f"logging the record of {trial_id}", record):
+        tracker.book.unsure(trial_id)  # part of it may be in: read the run's last step back
         return False
-    tracker.last_step[run_id] = step  # later values (re-measurement) go to the final step
-    return tracker.end_child(trial_id, row["status"])
+    # later values (the re-measurement) go to the final step
+    return tracker.end_child(trial_id, row["status"], step, final_name(tracker, row, config))
 
 
 def _save_model(tracker: Tracker, model: Any, run_id: str, src: Path, step: int) -> bool:
@@ -212,11 +230,11 @@ def log_values(
     trial's logged model when it has one."""
     from mlflow.entities import Metric, RunTag
 
-    run_id = tracker.children.get(trial_id)
-    if not run_id:
+    run_id = tracker.book.run_id(trial_id)
+    step = tracker.last_step(trial_id) if run_id else None
+    if not run_id or step is None:
         return False
     model_id = model_of(tracker, trial_id)
-    step = tracker.last_step.get(run_id, 0)
     now = int(time.time() * 1000)
     metrics = [
         Metric(k, float(v), now, step, model_id=model_id)

@@ -18,6 +18,7 @@ registered last.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -25,10 +26,13 @@ from typing import Any
 
 from sweeps.tracking.models import bind_process_uri, model_of
 from sweeps.tracking.runs import Tracker
+from sweeps.tracking.ui import accuracy_and_speed
 
 log = logging.getLogger(__name__)
 
 ALIASES = ("knee", "most-accurate", "fastest")
+#: Tag of a logged model listing its registered versions (``mlflow.utils.mlflow_tags``).
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 
 
 def registered_name(experiment: str) -> str:
@@ -45,12 +49,7 @@ def alias_rows(front: Any, objectives: Sequence[tuple[str, bool]]) -> dict[str, 
         knee = front[front["is_knee"].fillna(False).astype(bool)]
         if len(knee):
             out["knee"] = knee.iloc[0]
-    cols = [(c, m) for c, m in objectives if c in front.columns]
-    accuracy = next((o for o in cols if "miou" in o[0]), cols[0] if cols else None)
-    speed = next(
-        (o for o in cols if o[0].startswith("fps") or "latency" in o[0]),
-        cols[1] if len(cols) > 1 else None,
-    )
+    accuracy, speed = accuracy_and_speed([(c, m) for c, m in objectives if c in front.columns])
     for alias, objective in (("most-accurate", accuracy), ("fastest", speed)):
         if objective is None:
             continue
@@ -131,32 +130,11 @@ def register_front(
             trial_id = str(row["trial_id"])
             version = mine.get(trial_id)
             if version is None:
-                model_id = model_of(tracker, trial_id)
-                if model_id is None:
-                    log.warning(
-                        "front trial %s has no logged model (no ONNX export?): not registered",
-                        trial_id,
-                    )
+                version = _new_version(tracker, name, row, objectives)
+                if version is None:
                     continue
-                tags = {
-                    "ssr.sweep": tracker.sweep,
-                    "ssr.trial_id": trial_id,
-                    "ssr.genotype_id": _text(row.get("genotype_id")),
-                    "ssr.baseline": _text(row.get("baseline")),
-                }
-                for column, _ in objectives:
-                    text = _number(row.get(column))
-                    if text is not None:
-                        tags[f"ssr.{column}"] = text
-                version = client.create_model_version(
-                    name,
-                    source=f"models:/{model_id}",
-                    run_id=tracker.children.get(trial_id),
-                    tags=tags,
-                    model_id=model_id,
-                    description=f"sweep {tracker.sweep}, trial {trial_id}",
-                )
                 mine[trial_id] = version
+            link_version(client, version)
             on_front[trial_id] = str(version.version)
         for trial_id, version in mine.items():
             flag = "true" if trial_id in on_front else "false"
@@ -177,6 +155,60 @@ def register_front(
 
     tracker.store.call(f"registering the front in the model registry ({name})", register)
     return result
+
+
+def _new_version(
+    tracker: Tracker, name: str, row: dict[str, Any], objectives: Sequence[tuple[str, bool]]
+) -> Any | None:
+    """A new version of ``name`` for the front row's logged model, tagged with the sweep, the
+    trial and its objective values; None (and a warning) when the trial has no logged model."""
+    trial_id = str(row["trial_id"])
+    model_id = model_of(tracker, trial_id)
+    if model_id is None:
+        log.warning(
+            "front trial %s has no logged model (no ONNX export?): not registered", trial_id
+        )
+        return None
+    tags = {
+        "ssr.sweep": tracker.sweep,
+        "ssr.trial_id": trial_id,
+        "ssr.genotype_id": _text(row.get("genotype_id")),
+        "ssr.baseline": _text(row.get("baseline")),
+    }
+    for column, _ in objectives:
+        text = _number(row.get(column))
+        if text is not None:
+            tags[f"ssr.{column}"] = text
+    return tracker.client.create_model_version(
+        name,
+        source=f"models:/{model_id}",
+        run_id=tracker.book.run_id(trial_id),
+        tags=tags,
+        model_id=model_id,
+        description=f"sweep {tracker.sweep}, trial {trial_id}",
+    )
+
+
+def link_version(client: Any, version: Any) -> None:
+    """Make the version's logged model list it (tag ``mlflow.modelVersions``, which the UI's
+    logged model page and the models table read: "Registered" instead of "Not registered").
+
+    NOTE: MLflow 3.17's SQL registry does not keep the ``model_id`` given to
+    ``create_model_version`` (the version links to its model by ``source = models:/<id>``),
+    and only ``mlflow.register_model`` tags the model. A version registered before this link
+    (an earlier run of the sweep) is linked here when the front is registered again.
+    """
+    source = str(getattr(version, "source", "") or "")
+    model_id = getattr(version, "model_id", None) or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    )
+    if not model_id:
+        return
+    entry = {"name": version.name, "version": str(version.version)}
+    tags = client.get_logged_model(model_id).tags or {}
+    listed = json.loads(tags.get(MODEL_VERSIONS_TAG) or "[]")
+    if entry not in [{"name": v.get("name"), "version": str(v.get("version"))} for v in listed]:
+        client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps([*listed, entry])})
 
 
 def _aliases(client: Any, name: str) -> set[str]:

@@ -5,10 +5,11 @@ The parent is tagged ``ssr.role=sweep``, ``ssr.sweep=<name>``; a child ``ssr.rol
 by these tags, never created twice: a resumed sweep reuses its parent and each trial's oldest
 child. A child is named by its baseline and the values the sweep varied
 (:func:`~sweeps.tracking.names.trial_label`) and holds as params only those values and the few
-that define a run (:func:`~sweeps.tracking.names.defining_params`). A :class:`Tracker`
-remembers what each child already holds (its params, the last logged epoch step, whether its
-final record is in, its logged model) so that nothing is logged twice. The experiment is marked
-as a model-training one, so the MLflow UI lists its runs first (:mod:`sweeps.tracking.ui`).
+that define a run (:func:`~sweeps.tracking.names.defining_params`). What each child already
+holds (its params, the last logged epoch step, whether its final record is in, its logged model)
+is in the tracker's run book (:mod:`sweeps.tracking.book`), so that nothing is logged twice. The
+experiment is marked as a model-training one, so the MLflow UI lists its runs first
+(:mod:`sweeps.tracking.ui`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ssr.config import ConfigError
 from sweeps.params import flat_params
 from sweeps.protocol import COMPLETE, EARLY_STOPPED, FAILED, is_finite_number
+from sweeps.tracking.book import RunBook
 from sweeps.tracking.names import (
     baseline_of,
     defining_params,
@@ -28,18 +29,16 @@ from sweeps.tracking.names import (
     trial_label,
     trial_number,
 )
-from sweeps.tracking.store import Store, with_timeout
+from sweeps.tracking.store import NameTaken, Store, with_timeout
 from sweeps.tracking.ui import mark_training
 
 #: MLflow run status of a trial's child run, by the trial's status. An early-stopped trial ran
-#: as it should (the scheduler ended it): FINISHED, told apart by its tag ``ssr.status``.
+#: as it should (the scheduler ended it): FINISHED, told apart by its name and tag ``ssr.status``.
 RUN_STATUS = {COMPLETE: "FINISHED", EARLY_STOPPED: "FINISHED", FAILED: "FAILED"}
-#: Tag of a child run: the last per-epoch step it holds (a resume logs from the next one).
-LAST_STEP_TAG = "ssr.last_step"
 
 
 class Tracker:
-    """MLflow client side of one sweep: the parent run, the child runs, what each holds."""
+    """MLflow client side of one sweep: the parent run, the child runs and their run book."""
 
     def __init__(
         self,
@@ -58,12 +57,8 @@ class Tracker:
         self.store = Store(uri)
         self.experiment_id: str = ""
         self.parent_id: str = ""
-        self.children: dict[str, str] = {}  # trial_id -> run_id
-        self.params_done: set[str] = set()  # runs whose params are known to be complete
-        self.last_step: dict[str, int] = {}  # run_id -> last logged step
-        self.final_logged: set[str] = set()  # trial ids whose final record is in MLflow
-        self.models: dict[str, str] = {}  # trial_id -> logged model id
-        self.numbers: dict[str, str] = {}  # trial_id -> its number in the sweep ("#08")
+        #: What each trial's child run holds (:mod:`sweeps.tracking.book`).
+        self.book = RunBook()
 
     def __getstate__(self) -> dict[str, Any]:
         # NOTE: pickled with Tune's experiment state: keep the settings, not the client
@@ -84,17 +79,16 @@ class Tracker:
 
     def note_number(self, trial_id: str, tag: str | None) -> None:
         """Remember the trial's number from Tune's ``experiment_tag`` (for its run name)."""
-        if trial_id not in self.numbers:
-            number = trial_number(trial_id, tag)
-            if number != trial_id:
-                self.numbers[trial_id] = number
+        number = trial_number(trial_id, tag)
+        if number != trial_id:
+            self.book.note_number(trial_id, number)
 
     def run_name(self, trial_id: str, config: Mapping[str, Any] | None) -> str:
         """The child run's name: ``ssr op=32 out=12 thr=.15 #08`` (the trial id without config;
         its number, else its id, at the end)."""
         if not config:
             return trial_id
-        number = self.numbers.get(trial_id, trial_id)
+        number = self.book.number(trial_id) or trial_id
         return trial_label(config, number, self.varied_keys(config))
 
     def _parent_filter(self) -> str:
@@ -130,34 +124,20 @@ class Tracker:
     ) -> str:
         """Find or create the experiment and the sweep's parent run; returns its id.
 
-        Raises :class:`~sweeps.tracking.store.TrackingError` when MLflow cannot be used, and
-        ConfigError when a new sweep's name is already taken in the experiment (its runs would
-        mix with this one's).
+        Raises :class:`~sweeps.tracking.store.TrackingError` when MLflow cannot be used, and its
+        kind :class:`~sweeps.tracking.store.NameTaken` when a new sweep's name is already taken
+        in the experiment (its runs would mix with this one's).
         """
         from mlflow.entities import RunStatus
 
         def setup() -> None:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is None:
-                location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
-                try:
-                    self.experiment_id = self.client.create_experiment(
-                        self.experiment, artifact_location=location
-                    )
-                except Exception:  # created concurrently by another sweep
-                    exp = self.client.get_experiment_by_name(self.experiment)
-                    if exp is None:
-                        raise
-            if exp is not None:
-                if exp.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(exp.experiment_id)
-                self.experiment_id = exp.experiment_id
+            self.experiment_id = self._experiment()
             mark_training(self.client, self.experiment_id)
             found = self.client.search_runs(
                 [self.experiment_id], self._parent_filter(), max_results=10
             )
             if found and not resume:
-                raise ConfigError(
+                raise NameTaken(
                     f"MLflow experiment {self.experiment!r} at {self.uri} already has a sweep "
                     f"named {self.sweep!r}: pass --resume to continue it or choose another --name"
                 )
@@ -180,6 +160,21 @@ class Tracker:
 
         with_timeout(setup, 60.0, self.uri)
         return self.parent_id
+
+    def _experiment(self) -> str:
+        """The id of the sweep's experiment, created (or restored from the bin) if need be."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+            try:
+                return self.client.create_experiment(self.experiment, artifact_location=location)
+            except Exception:  # created concurrently by another sweep
+                exp = self.client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            self.client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
 
     def finish(self, metrics: Mapping[str, float], artifacts: Iterable[Path], status: str) -> None:
         """Log the sweep's summary and files to the parent run and end it with ``status``."""
@@ -211,7 +206,8 @@ class Tracker:
 
     # ---- the trials (children) -------------------------------------------------------------
     def load_children(self) -> None:
-        """Read the parent's child runs: trial ids, last logged steps, final records."""
+        """Read the parent's child runs into the run book: trial ids, the last step each holds
+        (the largest step of its metrics), final records."""
         runs = []
         token = None
         while True:
@@ -227,68 +223,90 @@ class Tracker:
                 break
         for run in sorted(runs, key=lambda r: r.info.start_time or 0):
             trial_id = run.data.tags.get("ssr.trial_id")
-            if not trial_id:
-                continue
-            run_id = self.children.setdefault(trial_id, run.info.run_id)
-            if run_id != run.info.run_id:  # NOTE: the oldest run of a trial is the one kept
-                continue
-            # NOTE: runs logged before the tag existed hold the step as a metric
-            step = int(float(run.data.tags.get(LAST_STEP_TAG) or run.data.metrics.get("step") or 0))
-            self.last_step[run_id] = max(self.last_step.get(run_id, 0), step)
-            if run.data.tags.get("ssr.final") == "1":
-                self.final_logged.add(trial_id)
+            if trial_id:  # NOTE: the oldest run of a trial is the one kept
+                final = run.data.tags.get("ssr.final") == "1"
+                self.book.add(trial_id, run.info.run_id, last_metric_step(run), final)
+
+    def stored_step(self, run_id: str) -> int | None:
+        """The last step the run holds in the store (None: the store cannot answer now)."""
+        return self.store.fetch(
+            "reading a run's last step", lambda: last_metric_step(self.client.get_run(run_id))
+        )
+
+    def last_step(self, trial_id: str) -> int | None:
+        """The last step the trial's run holds (None: unknown, the store cannot answer now)."""
+        run_id = self.book.run_id(trial_id)
+        if run_id is None:
+            return None
+        return self.book.last_step(trial_id, lambda: self.stored_step(run_id))
+
+    def log_step(self, trial_id: str, step: int, what: str, log: Any) -> bool:
+        """``log(run_id)`` at ``step`` unless the trial's run holds that step already; once
+        (:meth:`~sweeps.tracking.book.RunBook.log_step`). False when MLflow could not take it."""
+        run_id = self.book.run_id(trial_id)
+        if run_id is None:
+            return False
+        return self.book.log_step(
+            trial_id,
+            step,
+            lambda: self.store.call(what, lambda: log(run_id)),
+            lambda: self.stored_step(run_id),
+        )
 
     def child(self, trial_id: str, config: dict[str, Any] | None) -> str | None:
         """The child run of ``trial_id`` (created with its params on first sight), or None
         while MLflow is unreachable."""
-        if trial_id in self.children:
-            run_id = self.children[trial_id]
-            if config is not None and run_id not in self.params_done:  # reused on resume
+        run_id = self.book.run_id(trial_id)
+        if run_id is not None:
+            if config is not None and not self.book.params_done(trial_id):  # reused on resume
                 self.store.call(
                     f"logging the params of trial {trial_id}",
-                    lambda: self.ensure_params(run_id, config),
+                    lambda: self.ensure_params(trial_id, run_id, config),
                 )
             return run_id
         if not self.attach():
             return None
-
-        def create() -> str:
-            found = self.client.search_runs(
-                [self.experiment_id],
-                f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`ssr.trial_id` = '{trial_id}'",
-                max_results=1,
+        found = self.store.fetch(
+            f"creating the run of trial {trial_id}", lambda: self._create(trial_id, config)
+        )
+        if found is None:
+            return None
+        run_id, have, last_step = found
+        run_id = self.book.add(trial_id, run_id, last_step)
+        if config is not None:
+            self.store.call(
+                f"logging the params of trial {trial_id}",
+                lambda: self.ensure_params(trial_id, run_id, config, have),
             )
-            name = self.run_name(trial_id, config)
-            if found:  # reused (resume): add the params an outage may have cut off
-                run = found[0]
-                have = set(run.data.params)
-                if run.info.run_name == trial_id and name != trial_id:  # named before labels
-                    self.client.update_run(run.info.run_id, name=name)
-            else:
-                have = set()
-                tags = {
-                    "mlflow.parentRunId": self.parent_id,
-                    "ssr.role": "trial",
-                    "ssr.trial_id": trial_id,
-                    "ssr.sweep": self.sweep,
-                }
-                if config:
-                    tags["ssr.baseline"] = baseline_of(config)
-                run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-            if config is not None:
-                self.ensure_params(run.info.run_id, config, have)
-            return run.info.run_id
-
-        box: list[str] = []
-        self.store.call(f"creating the run of trial {trial_id}", lambda: box.append(create()))
-        run_id = box[0] if box else None
-        if run_id:
-            self.children[trial_id] = run_id
-            self.last_step.setdefault(run_id, 0)
         return run_id
 
+    def _create(self, trial_id: str, config: dict[str, Any] | None) -> tuple[str, set[str], int]:
+        """The trial's run (found again on resume, else created), the params it has and the last
+        step it holds."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`ssr.trial_id` = '{trial_id}'",
+            max_results=1,
+        )
+        name = self.run_name(trial_id, config)
+        if found:  # reused (resume): add the params an outage may have cut off
+            run = found[0]
+            if run.info.run_name == trial_id and name != trial_id:  # named before labels
+                self.client.update_run(run.info.run_id, name=name)
+            return run.info.run_id, set(run.data.params), last_metric_step(run)
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "ssr.role": "trial",
+            "ssr.trial_id": trial_id,
+            "ssr.sweep": self.sweep,
+        }
+        if config:
+            tags["ssr.baseline"] = baseline_of(config)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id, set(), 0
+
     def ensure_params(
-        self, run_id: str, config: dict[str, Any], have: set[str] | None = None
+        self, trial_id: str, run_id: str, config: dict[str, Any], have: set[str] | None = None
     ) -> None:
         """Log the trial's params (the varied and defining ``cfg.*`` values) that the run lacks
         (an outage may cut them off)."""
@@ -296,20 +314,46 @@ class Tracker:
             have = set(self.client.get_run(run_id).data.params)
         params = defining_params(flat_params(config), self.varied_keys(config))
         self.store.log_params(run_id, params, have)
-        self.params_done.add(run_id)
+        self.book.mark_params(trial_id)
 
-    def end_child(self, trial_id: str, status: str) -> bool:
-        """Mark the trial's final record as logged (tag ``ssr.final``) and end its run."""
-        run_id = self.children.get(trial_id)
+    def end_child(self, trial_id: str, status: str, step: int, name: str | None = None) -> bool:
+        """Mark the trial's final record as logged at ``step`` (tag ``ssr.final``), rename the
+        run when ``name`` is given, and end it."""
+        run_id = self.book.run_id(trial_id)
         if not run_id:
             return False
-        if not self.store.call(
-            f"ending the run of {trial_id}",
-            lambda: (
-                self.client.set_tag(run_id, "ssr.final", "1"),
-                self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED")),
-            ),
-        ):
+
+        def end() -> None:
+            self.client.set_tag(run_id, "ssr.final", "1")
+            if name is not None:
+                self.client.update_run(run_id, name=name)
+            self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
+
+        if not self.store.call(f"ending the run of {trial_id}", end):
             return False
-        self.final_logged.add(trial_id)
+        self.book.mark_final(trial_id, step)
         return True
+
+    def reopen(self, trial_id: str) -> None:
+        """Before a failed trial runs again: its run loses the error and takes a new record."""
+        from mlflow.entities import RunStatus
+
+        self.book.reopen(trial_id)
+        run_id = self.book.run_id(trial_id)
+        if not run_id:
+            return
+
+        def reopen() -> None:
+            self.client.set_tag(run_id, "ssr.final", "0")
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            if "ssr.error" in self.client.get_run(run_id).data.tags:
+                self.client.delete_tag(run_id, "ssr.error")
+
+        self.store.call(f"reopening the run of {trial_id}", reopen)
+
+
+def last_metric_step(run: Any) -> int:
+    """The largest step among a run's metrics (MLflow keeps each metric's latest step): the
+    last step the run holds, read from what it holds rather than from a marker beside it."""
+    steps = [m.step for m in run.data.to_proto().metrics]
+    return int(max(steps, default=0))

@@ -12,20 +12,21 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from analysis.probe import Overdue, run_within
 from ssr.config import ConfigError
 from sweeps.rundir import MLFLOW_ARTIFACTS, MLFLOW_DB
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds MLflow is left alone after a failed operation.
 OFFLINE_S = 60.0
@@ -42,6 +43,11 @@ PARAM_LIMIT = 6000
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be reached or used; the message says what to do."""
+
+
+class NameTaken(TrackingError, ConfigError):
+    """A new sweep's name is already taken in its experiment: a tracking error the user made
+    (bad input, exit status 2), not an unreachable store."""
 
 
 def default_uri(run_dir: Path) -> str:
@@ -126,29 +132,17 @@ def client(uri: str) -> Any:
 
 
 def with_timeout(fn: Callable[[], Any], seconds: float, uri: str) -> Any:
-    """``fn()`` in a daemon thread, given ``seconds``; its failure becomes a TrackingError.
-
-    A :class:`ConfigError` raised by ``fn`` passes through unchanged (a user mistake, not an
-    unreachable store).
+    """``fn()`` given ``seconds`` (:func:`analysis.probe.run_within`); a failure becomes a
+    :class:`TrackingError` (one raised by ``fn``, such as :class:`NameTaken`, passes unchanged).
     """
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except Exception as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    if t.is_alive():
-        raise TrackingError(f"MLflow at {uri} did not answer within {seconds:.0f} s")
-    if isinstance(box.get("error"), ConfigError):
-        raise box["error"]
-    if "error" in box:
-        raise TrackingError(f"MLflow at {uri} cannot be used: {box['error']}")
-    return box.get("value")
+    try:
+        return run_within(fn, seconds, name="mlflow-setup")
+    except Overdue:
+        raise TrackingError(f"MLflow at {uri} did not answer within {seconds:.0f} s") from None
+    except TrackingError:
+        raise
+    except Exception as exc:
+        raise TrackingError(f"MLflow at {uri} cannot be used: {exc}") from None
 
 
 def param_text(v: Any, limit: int = PARAM_LIMIT) -> str:
@@ -180,11 +174,20 @@ class Store:
 
     def call(self, what: str, fn: Callable[[], Any]) -> bool:
         """Run one MLflow operation; on failure warn, go offline for a while, return False."""
-        if not self.online:
-            return False
-        try:
+
+        def done() -> bool:
             fn()
             return True
+
+        return bool(self.fetch(what, done, False))
+
+    def fetch(self, what: str, fn: Callable[[], T], default: T | None = None) -> T | None:
+        """``fn()``'s value (one MLflow operation), or ``default`` when MLflow is offline or the
+        operation fails (warned once; MLflow is then left alone for a while)."""
+        if not self.online:
+            return default
+        try:
+            return fn()
         except Exception as exc:
             self._offline_until = time.monotonic() + OFFLINE_S
             log.warning(
@@ -194,7 +197,7 @@ class Store:
                 what,
                 exc,
             )
-            return False
+            return default
 
     def log_params(self, run_id: str, params: Mapping[str, Any], have: set[str]) -> None:
         """Log the params of ``params`` that the run does not ``have``, 100 per request."""

@@ -32,7 +32,7 @@ def sync(tracker: Tracker, table: ResultsTable, results: dict[str, Any]) -> int:
     missing = 0
     for row in table.rows():
         t = row["trial_id"]
-        if t in tracker.final_logged:
+        if tracker.book.is_final(t):
             continue
         res = results.get(t)
         config = getattr(res, "config", None)
@@ -48,10 +48,12 @@ def sync(tracker: Tracker, table: ResultsTable, results: dict[str, Any]) -> int:
 
 def _backfill(tracker: Tracker, trial_id: str, config: Any, result: Any, last: int) -> bool:
     """Log the epochs of ``result``'s history that the child run lacks (False: MLflow failed)."""
-    run_id = tracker.child(trial_id, config)
-    if not run_id:
+    if not tracker.child(trial_id, config):
         return False
-    if result is None or tracker.last_step.get(run_id, 0) >= last - 1:
+    done = tracker.last_step(trial_id)
+    if done is None:
+        return False
+    if result is None or done >= last - 1:
         return True
     try:
         history = result.metrics_dataframe
@@ -77,15 +79,15 @@ def prune_orphans(tracker: Tracker, known: set[str]) -> list[str]:
 
     if not tracker.store.call("listing the sweep's runs", tracker.load_children):
         return []
-    orphans = [t for t in tracker.children if t not in known and t not in tracker.final_logged]
+    book = tracker.book
+    orphans = [t for t in book.trials() if t not in known and not book.is_final(t)]
     for t in orphans:
-        run_id = tracker.children[t]
 
-        def drop(run_id: str = run_id) -> None:
+        def drop(run_id: str | None = book.run_id(t)) -> None:
             tracker.client.set_tag(run_id, "ssr.orphan", "1")
             tracker.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
             tracker.client.delete_run(run_id)
 
         if tracker.store.call(f"removing the orphaned run of trial {t}", drop):
-            del tracker.children[t]
+            book.forget(t)
     return orphans

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from sweeps.spec import CONFIG_DIR, load_sweep
-from sweeps.tracking import Tracker, log_epoch, log_final, register_front
+from sweeps.tracking import Tracker, log_epoch, log_final, register_front, view_lines
 from sweeps.tracking.models import find_model
-from sweeps.tracking.ui import EXPERIMENT_KIND_TAG, TRAINING_KIND
+from sweeps.tracking.ui import EXPERIMENT_KIND_TAG, TRAINING_KIND, VIEW_TAG, view_key
 
 pytestmark = pytest.mark.slow
 GENOTYPE = Path(__file__).parents[2] / "ssr" / "genotypes" / "ssr_cityscapes.json"
@@ -85,7 +85,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
         tracker.note_number(t, f"{i + 1}_dims=...")
         tracker.child(t, configs[t])
         log_epoch(tracker, t, configs[t], {"step": 1, "phase": 0.0, "val_miou": 0.1,
-                                           "derived_miou_epoch": 0.05})  # fmt: skip
+                                           "derived_miou_epoch": 0.05, "arch_step": 1.0,
+                                           "discrete": 0.0})  # fmt: skip
         log_epoch(tracker, t, configs[t], {"step": 3, "phase": 1.0, "val_miou": 0.2})
     rows = {
         "t1": row("t1", "complete", 0.5, 100.0),
@@ -113,11 +114,15 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'elsewhere.db'}")
     again = Tracker(uri, "exp", "sw", tmp / "mlartifacts", varied)
     again.start(params={}, tags={}, artifacts=[], resume=True)
-    assert "t1" in again.final_logged
-    again.final_logged.discard("t1")  # as if the first attempt had been cut off before the end
+    assert again.book.is_final("t1")
+    again.book.reopen("t1")  # as if the first attempt had been cut off before the end
     assert log_final(again, rows["t1"], configs["t1"], DirCheckpoint(tmp / "t1"))
     second = register_front(again, front.iloc[1:].assign(is_knee=False), objectives)
-    return {"uri": uri, "tracker": again, "first": first, "second": second, "tmp": tmp}
+    links = view_lines(again, objectives, front)
+    return {
+        "uri": uri, "tracker": again, "first": first, "second": second, "tmp": tmp,
+        "links": links,
+    }  # fmt: skip
 
 
 def runs(uri: str) -> dict:
@@ -144,6 +149,8 @@ def test_run_names_statuses_and_params(logged: dict) -> None:
         "t1": "FINISHED", "t2": "FINISHED", "t3": "FINISHED", "t4": "FAILED",
     }  # fmt: skip
     assert by_trial["t3"].data.tags["ssr.status"] == "early_stopped"
+    # a stopped trial ends FINISHED like a complete one: its name says it stopped, first
+    assert by_trial["t3"].info.run_name == "stopped@3 · ssr op=20 out=1 thr=.1 seed=0 #03"
     assert by_trial["t4"].data.tags["ssr.error"] == "ValueError: width must be positive"
     assert set(by_trial["t1"].data.params) == {
         "cfg.ssr.op", "cfg.ssr.out", "cfg.shrink.threshold", "cfg.baseline", "cfg.seed",
@@ -161,6 +168,7 @@ def test_metrics_are_grouped_by_phase_and_final_values_plain(logged: dict) -> No
     assert {"search/val_miou", "search/derived_miou", "retrain/val_miou"} <= metrics
     assert {"derived_miou", "fps_shared", "gmacs"} <= metrics
     assert not any(m in metrics for m in ("val_miou", "step", "phase", "derived_miou_epoch"))
+    assert not {"search/arch_step", "search/discrete"} & metrics  # flags: no constant charts
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "search/val_miou")]
     assert steps == [1]
     history = client.get_metric_history(run.info.run_id, "derived_miou")
@@ -212,3 +220,30 @@ def test_front_is_registered_with_aliases_and_no_duplicates(logged: dict) -> Non
     assert set(client.get_registered_model("exp-front").aliases) == {"most-accurate", "fastest"}
     v = client.get_model_version_by_alias("exp-front", "fastest")
     assert v.tags["ssr.trial_id"] == "t2" and v.source.startswith("models:/m-")
+    for v in versions:  # each logged model lists its version (the UI: "Registered")
+        model = client.get_logged_model(v.source.removeprefix("models:/"))
+        listed = json.loads(model.tags["mlflow.modelVersions"])
+        assert listed == [{"name": "exp-front", "version": v.version}], listed
+
+
+def test_the_printed_links_open_saved_views(logged: dict) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(logged["uri"])
+    exp = client.get_experiment_by_name("exp")
+    trials = json.loads(exp.tags[VIEW_TAG + view_key("sw", "trials")])
+    front = json.loads(exp.tags[VIEW_TAG + view_key("sw", "front")])
+    assert trials["searchFilter"] == "tags.`ssr.sweep` = 'sw' and tags.`ssr.role` = 'trial'"
+    found = client.search_runs([exp.experiment_id], trials["searchFilter"])
+    assert sorted(r.data.tags["ssr.trial_id"] for r in found) == ["t1", "t2", "t3", "t4"]
+    assert trials["orderByKey"] == "metrics.`derived_miou`"  # flat rows, best first
+    assert {"metrics.`fps_exclusive`", "tags.`ssr.status`"} <= set(trials["selectedColumns"])
+    found = client.search_runs([exp.experiment_id], front["searchFilter"])
+    assert sorted(r.data.tags["ssr.trial_id"] for r in found) == ["t1", "t2"]
+    (chart,) = front["compareRunCharts"]
+    assert chart["type"] == "SCATTER"
+    assert (chart["xaxis"]["key"], chart["yaxis"]["key"]) == ("fps_exclusive", "derived_miou")
+    lines = logged["links"].splitlines()
+    assert lines[0].startswith(f"view the runs: mlflow ui --backend-store-uri {logged['uri']}")
+    assert f"viewStateShareKey={view_key('sw', 'trials')}&compareRunsMode=TABLE" in lines[1]
+    assert f"viewStateShareKey={view_key('sw', 'front')}&compareRunsMode=CHART" in lines[2]
