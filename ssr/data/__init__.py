@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssr.config import ConfigError, DataConfig
 from ssr.data.camvid import CAMVID_CLASSES
-from ssr.data.cityscapes import CITYSCAPES_CLASSES, ERFNET_WEIGHTS, DatasetError, evenly_spaced
+from ssr.data.cityscapes import (
+    CITYSCAPES_CLASSES,
+    ERFNET_WEIGHTS,
+    DatasetError,
+    evenly_spaced,
+    warn_once,
+)
 from ssr.data.labels import IGNORE
 from ssr.data.transforms import Transform, train_transform
 
@@ -82,9 +88,6 @@ def _require_root(cfg: DataConfig) -> str:
     return cfg.root
 
 
-_WARNED: set[str] = set()
-
-
 def _capped(ds: Dataset, cfg: DataConfig, role: Role, split: str) -> Dataset:
     """Warn (once per message) when ``data.<split>_size`` keeps only part of a real split."""
     total, kept = getattr(ds, "total", None), len(ds)  # type: ignore[arg-type]
@@ -93,9 +96,7 @@ def _capped(ds: Dataset, cfg: DataConfig, role: Role, split: str) -> Dataset:
             f"{cfg.name} {split}: data.{role}_size={kept} uses {kept} of {total} images; "
             f"set data.{role}_size=null to use all of them"
         )
-        if msg not in _WARNED:
-            _WARNED.add(msg)
-            log.warning("%s", msg)
+        warn_once(log, msg)
     return ds
 
 

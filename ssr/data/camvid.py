@@ -28,7 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssr.data.cityscapes import DatasetError, _require_pillow, evenly_spaced, load_pair, to_tensors
+from ssr.data.cityscapes import (
+    DatasetError,
+    _require_pillow,
+    evenly_spaced,
+    load_pair,
+    to_tensors,
+    warn_once,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,6 @@ LAYOUT = (
     "--download DIR` fetches it)"
 )
 ASPECT_TOLERANCE = 0.01
-_WARNED: set[str] = set()
 
 
 def _listed(root: Path, split: str) -> list[str] | None:
@@ -119,9 +125,7 @@ def check_aspect(image: Path, height: int, width: int) -> float:
             f"{height}x{width} (aspect {asked:.3f}): the images are distorted; keep the ratio, "
             f"e.g. {height}x{round(height * native)}"
         )
-        if msg not in _WARNED:
-            _WARNED.add(msg)
-            log.warning("%s", msg)
+        warn_once(log, msg)
     return native
 
 

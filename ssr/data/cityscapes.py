@@ -111,6 +111,17 @@ def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torc
     return img.contiguous(), torch.from_numpy(label.astype(np.int64))
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_once(logger: logging.Logger, message: str) -> None:
+    """Log ``message`` as a warning the first time it is seen in this process (a dataset is
+    built once per phase and per worker: the same cap or distortion is said once)."""
+    if (logger.name, message) not in _WARNED:
+        _WARNED.add((logger.name, message))
+        logger.warning("%s", message)
+
+
 def evenly_spaced(n: int, cap: int | None) -> list[int]:
     """``cap`` indices spread over ``range(n)`` (all of them when cap is None or >= n)."""
     if cap is None or cap >= n:

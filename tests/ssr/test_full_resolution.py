@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssr import data as data_mod
+from ssr.data import cityscapes as cityscapes_mod
 from ssr.checkpoint import load_checkpoint
 from ssr.config import ConfigError, DataConfig, RetrainConfig, load_config
 from ssr.data import build_dataset, build_loader
@@ -79,7 +79,7 @@ def test_retrain_evaluates_at_full_resolution(tmp_path: Path, monkeypatch) -> No
 
 def test_a_size_cap_on_a_real_dataset_is_a_warning(tmp_path: Path, caplog) -> None:
     make_cityscapes(tmp_path)
-    data_mod._WARNED.clear()
+    cityscapes_mod._WARNED.clear()
     with caplog.at_level(logging.WARNING, logger="ssr.data"):
         assert len(build_dataset(_cfg(tmp_path, train_size=1), "train")) == 1
         build_dataset(_cfg(tmp_path, train_size=1), "train")  # once per message
