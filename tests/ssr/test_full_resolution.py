@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssr.data import cityscapes as cityscapes_mod
 from ssr.checkpoint import load_checkpoint
 from ssr.config import ConfigError, DataConfig, RetrainConfig, load_config
 from ssr.data import build_dataset, build_loader
+from ssr.data import cityscapes as cityscapes_mod
 from ssr.genotype import Genotype
 from ssr.loop import evaluate
 from ssr.metrics import ConfusionMatrix
