@@ -349,8 +349,8 @@ def plot_history(analysis: FrontAnalysis, path: str | Path | None = None) -> Fig
     scale = total / analysis.hypervolume if analysis.hypervolume else 1.0
     ax.step(hist["step"], hist["hypervolume"] * scale, where="post", color=FRONT)
     ax.scatter(hist["step"], hist["hypervolume"] * scale, s=10, color=FRONT)
-    ax.set_title(f"Hypervolume over the sweep (reference {reference_text(analysis, 4)})",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(f"Hypervolume over the sweep\nreference point: {reference_text(analysis, 4)}",
+                 fontsize=9)  # fmt: skip
     ax.set_xlabel("trials finished (completion order)")
     ax.set_ylabel(f"hypervolume ({unit})")
     ax.grid(alpha=0.3)
