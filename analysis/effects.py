@@ -259,7 +259,8 @@ def numeric_effect(
         out.update(lo=lo, hi=hi, p=_p_value(samples), verdict=_verdict(n, MIN_TRIALS, lo, hi))
     out["effect"] = slope * span
     note = _confounded(rows, setting, settings) if n >= 4 else ""
-    curve = _curve(x, y, names, onehot, slope if np.isfinite(slope) else 0.0, samples, log)
+    fitted = n >= MIN_TRIALS and np.isfinite(slope)  # else: points only, their level removed
+    curve = _curve(x, y, names, onehot, slope if fitted else 0.0, samples, log)
     return {**out, "note": f"moved with {note}" if note else ""}, curve
 
 
