@@ -111,14 +111,16 @@ def front_points(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
 
 
 def compare(results: list[dict[str, Any]], seeds: list[int], level: float = 0.9) -> dict:
-    """Per seed hypervolumes (one reference for all) and paired mIoU differences, summarised."""
-    all_v = np.array([[r["miou"], r["fps"]] for r in results], dtype=float)
+    """Per seed hypervolumes (one reference for all; mIoU in % and FPS, the axes' units) and
+    paired mIoU differences, summarised."""
+    all_v = np.array([[100 * r["miou"], r["fps"]] for r in results], dtype=float)
     ref = default_reference(all_v, [True, True])
     per_seed, diffs = [], []
     for s in seeds:
         arms = {}
         for arm in ("searched", "random"):
-            pts = [[r["miou"], r["fps"]] for r in results if r["arm"] == arm and r["seed"] == s]
+            pts = [[100 * r["miou"], r["fps"]] for r in results
+                   if r["arm"] == arm and r["seed"] == s]  # fmt: skip
             arms[arm] = hypervolume(np.array(pts, dtype=float), [True, True], ref) if pts else 0.0
         per_seed.append({"seed": s, "hv_searched": arms["searched"], "hv_random": arms["random"]})
         for r in results:
@@ -289,7 +291,8 @@ def _table(summary: dict, results: list[dict]) -> str:
     lo, hi = summary["miou_diff_pts_interval"]
     lines += [
         "",
-        f"Hypervolume in % x FPS, reference {summary['reference']}. Searched minus random at "
+        f"Hypervolume in % x FPS, reference (mIoU %, FPS) "
+        f"({summary['reference'][0]:.2f}, {summary['reference'][1]:.2f}). Searched minus random at "
         f"matched GMACs: {summary['miou_diff_pts_mean']:+.2f} pts of mIoU, 90 % bootstrap "
         f"interval [{lo:.2f}, {hi:.2f}] over {summary['pairs_total']} pairs; searched wins "
         f"{summary['searched_wins_pairs']} of {summary['pairs_total']} pairs and "

@@ -73,8 +73,10 @@ def test_compare_pairs_each_searched_network_with_its_twin_and_uses_one_referenc
     assert 2.0 <= lo <= 6.0 <= hi <= 10.0
     assert out["verdict"].startswith("searched beats random")
     # one reference for every hypervolume: worst mIoU and FPS of all rows, moved 10 % further
-    assert out["reference"] == pytest.approx([0.36 - 0.016, 10 - 1.0])
+    assert out["reference"] == pytest.approx([36 - 1.6, 10 - 1.0])  # mIoU in %, the axes' units
     assert all(s["hv_searched"] > s["hv_random"] > 0 for s in out["per_seed"])
+    # seed 0, searched (50 %, 10 FPS) and (40 %, 20 FPS) above (34.4, 9): 11 x 5.6 + 1 x 10
+    assert out["per_seed"][0]["hv_searched"] == pytest.approx(11 * 5.6 + 1 * 10)
     assert out["hv_searched_wins_seeds"] == 2
 
 
