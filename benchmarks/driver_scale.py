@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{proc.stderr[-1500:]}", file=sys.stderr)  # fmt: skip
             return 1
         print(f"{n} trials: {results[-1]['wall_s']} s", file=sys.stderr, flush=True)
+        if args.json:  # NOTE: after every size, so a long run that is stopped keeps the others
+            args.json.write_text(json.dumps({"sizes": results}, indent=2) + "\n")
     slopes = exponents(results)
     print(table(results, slopes))
     summary = {
