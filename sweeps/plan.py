@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssr.config import ConfigError, PipelineConfig
+from ssr.errors import EXIT_OK, EXIT_USAGE
 
 __all__ = ["SweepPlan", "format_plan", "run_plan", "sweep_totals", "trial_seconds"]
-EXIT_CONFIG = 2
 GIB = 2**30
 
 
@@ -216,6 +216,6 @@ def run_plan(args: argparse.Namespace, load_definition: Callable[[argparse.Names
         plan = sweep_totals(secs["trial"], sweep.spec, gpus)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     print(format_plan(sweep, cost, secs, plan, gpus))
-    return 0
+    return EXIT_OK
