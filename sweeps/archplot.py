@@ -25,72 +25,49 @@ def _load(genotype: str | dict[str, Any] | Path) -> dict[str, Any]:
     return json.loads(genotype)
 
 
-def draw_genotype(
-    genotype: str | dict[str, Any] | Path, path: str | Path, title: str | None = None
-) -> Path:
-    """Draw ``genotype`` (JSON text, dict or a genotype.json path) into a PNG at ``path``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Rectangle
-
-    g = _load(genotype)
+def _blocks(g: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stem, then per stage its reduction and its layers, in network order."""
     blocks: list[dict[str, Any]] = [{"kind": "stem", "c_out": g["stem"], "stage": -1}]
     for s, red in enumerate(g["reductions"]):
         blocks.append({"kind": "red", "c_out": red["c_in"] + red["c_conv"], "stage": s})
         blocks.extend({"kind": "layer", **layer} for layer in g["layers"] if layer["stage"] == s)
-    top = max(b["c_out"] for b in blocks)
-    fig = Figure(figsize=(max(6.0, 0.55 * len(blocks) + 1.5), 3.6), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width, gap = 0.8, 0.2
-    used: dict[int, str] = {}
-    prev_stage = -1
-    for i, b in enumerate(blocks):
-        x = i * (width + gap)
-        h = b["c_out"] / top
-        if b["stage"] != prev_stage and i > 0:
-            ax.axvline(x - gap / 2, color="0.6", lw=0.8, ls="--")
-            prev_stage = b["stage"]
-        if b["kind"] != "layer":
-            ax.add_patch(Rectangle((x, 0), width, h, fc="0.8", ec="0.3", lw=0.8))
-            ax.text(
-                x + width / 2,
-                h + 0.02,
-                "stem" if b["kind"] == "stem" else "red",
-                ha="center",
-                va="bottom",
-                fontsize=6,
-                rotation=90,
-            )
-            ax.text(x + width / 2, -0.03, str(b["c_out"]), ha="center", va="top", fontsize=6)
-            continue
-        colour = DILATION_COLOURS.get(b["dilation"], _OTHER)
-        used[b["dilation"]] = colour
-        pooled = b["pool"] > 1
-        ax.add_patch(
-            Rectangle(
-                (x, 0),
-                width,
-                h,
-                fc=colour,
-                ec="0.2",
-                lw=0.8,
-                hatch="//" if pooled else None,
-                alpha=0.9,
-            )
-        )
-        mid = b["c_mid"] / top
-        ax.add_patch(
-            Rectangle(
-                (x + width * 0.35, 0), width * 0.3, mid, fc="white", ec="0.2", lw=0.5, alpha=0.6
-            )
-        )
-        label = f"d{b['dilation']}" + (f" /{b['pool']}" if pooled else "")
-        ax.text(x + width / 2, h + 0.02, label, ha="center", va="bottom", fontsize=6, rotation=90)
-        ax.text(
-            x + width / 2, -0.03, f"{b['c_mid']}\n{b['c_out']}", ha="center", va="top", fontsize=5.5
-        )
-    ax.set_xlim(-gap, len(blocks) * (width + gap))
+    return blocks
+
+
+def _draw_block(ax: Any, b: dict[str, Any], x: float, width: float, top: int) -> str | None:
+    """One bar: grey for the stem and reductions, coloured by dilation (hatched when pooled) with
+    an inner c_mid bar for a layer. Returns the layer's colour (None for the fixed blocks)."""
+    from matplotlib.patches import Rectangle
+
+    h = b["c_out"] / top
+    if b["kind"] != "layer":
+        ax.add_patch(Rectangle((x, 0), width, h, fc="0.8", ec="0.3", lw=0.8))
+        name = "stem" if b["kind"] == "stem" else "red"
+        ax.text(x + width / 2, h + 0.02, name, ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.text(x + width / 2, -0.03, str(b["c_out"]), ha="center", va="top", fontsize=6)
+        return None
+    colour = DILATION_COLOURS.get(b["dilation"], _OTHER)
+    pooled = b["pool"] > 1
+    ax.add_patch(Rectangle((x, 0), width, h, fc=colour, ec="0.2", lw=0.8,
+                           hatch="//" if pooled else None, alpha=0.9))  # fmt: skip
+    mid = b["c_mid"] / top
+    ax.add_patch(
+        Rectangle((x + width * 0.35, 0), width * 0.3, mid, fc="white", ec="0.2", lw=0.5, alpha=0.6)
+    )
+    label = f"d{b['dilation']}" + (f" /{b['pool']}" if pooled else "")
+    ax.text(x + width / 2, h + 0.02, label, ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.text(
+        x + width / 2, -0.03, f"{b['c_mid']}\n{b['c_out']}", ha="center", va="top", fontsize=5.5
+    )
+    return colour
+
+
+def _decorate(ax: Any, g: dict[str, Any], used: dict[int, str], n: int, title: str | None,
+              width: float, gap: float) -> None:  # fmt: skip
+    """Axes limits, the legend of the dilations used and the title with the stage depths."""
+    from matplotlib.patches import Patch
+
+    ax.set_xlim(-gap, n * (width + gap))
     ax.set_ylim(-0.22, 1.25)
     ax.set_yticks([])
     ax.set_xticks([])
@@ -111,6 +88,33 @@ def draw_genotype(
         f"(height: c_out, labels below: c_mid / c_out)",
         fontsize=8,
     )
+
+
+def draw_genotype(
+    genotype: str | dict[str, Any] | Path, path: str | Path, title: str | None = None
+) -> Path:
+    """Draw ``genotype`` (JSON text, dict or a genotype.json path) into a PNG at ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    g = _load(genotype)
+    blocks = _blocks(g)
+    top = max(b["c_out"] for b in blocks)
+    fig = Figure(figsize=(max(6.0, 0.55 * len(blocks) + 1.5), 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width, gap = 0.8, 0.2
+    used: dict[int, str] = {}
+    prev_stage = -1
+    for i, b in enumerate(blocks):
+        x = i * (width + gap)
+        if b["stage"] != prev_stage and i > 0:
+            ax.axvline(x - gap / 2, color="0.6", lw=0.8, ls="--")
+            prev_stage = b["stage"]
+        colour = _draw_block(ax, b, x, width, top)
+        if colour is not None:
+            used[b["dilation"]] = colour
+    _decorate(ax, g, used, len(blocks), title, width, gap)
     out = Path(path)
     fig.savefig(out, bbox_inches="tight")
     return out
