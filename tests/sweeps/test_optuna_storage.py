@@ -60,7 +60,7 @@ def test_study_is_stored_labelled_and_continued_after_restore(tmp_path: Path) ->
     assert trials["a"].user_attrs["status"] == "complete"
     assert trials["b"].user_attrs["status"] == "early_stopped"
     assert trials["c"].user_attrs["status"] == "failed"
-    assert trials["a"].user_attrs["baseline"] == trials["a"].params["dims/baseline"]
+    assert trials["a"].user_attrs["baseline"] == trials["a"].params["baseline"]
     figure = optuna.visualization.plot_pareto_front(study)  # plotly is in requirements.txt
     assert len(figure.data) >= 1
 
