@@ -115,13 +115,21 @@ def probe(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"tracking URI {uri!r}: cannot create {db.parent}: {exc}") from None
         # NOTE: the first use creates the tables; two drivers doing it at once would race (one
         # sees half-made tables): the lock makes the second wait for the first.
+        import_mlflow()
         try:
             with _file_lock(db.with_name(db.name + ".lock")):
                 with_timeout(lambda: client(uri).search_experiments(max_results=1), 60.0, uri)
         except OSError as exc:
             raise TrackingError(f"tracking URI {uri!r}: cannot lock {db}: {exc}") from None
         return
+    import_mlflow()
     with_timeout(lambda: client(uri).search_experiments(max_results=1), 30.0, uri)
+
+
+def import_mlflow() -> None:
+    """Import mlflow before a time limit starts: importing it (seconds, minutes on a starved
+    machine) is not the store answering."""
+    import mlflow  # noqa: F401
 
 
 def client(uri: str) -> Any:

@@ -35,8 +35,6 @@ TRAINING_KIND = "custom_model_development"
 DEFAULT_UI = "http://127.0.0.1:5000"
 #: Experiment tag prefix of the UI's shared views (followed by the view's key).
 VIEW_TAG = "mlflow.sharedViewState."
-#: Width of the run name column in the views (the UI's default cuts the settings off).
-NAME_WIDTH = 340
 
 
 def mark_training(client: Any, experiment_id: str) -> None:
@@ -95,17 +93,16 @@ def trials_view(
     sweep: str, objectives: Sequence[tuple[str, bool]], varied: Iterable[str]
 ) -> dict[str, Any]:
     """The runs table of the sweep's trials: one flat row per trial, best first by the first
-    objective, with the objectives, ``ssr.status`` and the varied values as columns."""
+    objective, with ``ssr.status``, the objectives and the varied values as columns."""
     first = list(objectives)[:1] or [("derived_miou", True)]
-    columns = [_column("metrics", c) for c, _ in objectives]
-    columns += [_column("tags", "ssr.status")]
-    columns += [_column("params", f"cfg.{k.removeprefix('search.')}") for k in varied]
+    leading = [_column("tags", "ssr.status")] + [_column("metrics", c) for c, _ in objectives]
+    params = [_column("params", f"cfg.{k.removeprefix('search.')}") for k in varied]
     return {
         "searchFilter": f"tags.`ssr.sweep` = '{sweep}' and tags.`ssr.role` = 'trial'",
         "orderByKey": _column("metrics", first[0][0]),
         "orderByAsc": not first[0][1],
-        "selectedColumns": columns,
-        "columnWidths": {_column("attributes", "Run Name"): NAME_WIDTH},
+        "selectedColumns": leading + params,
+        "columnOrder": leading,  # NOTE: else the UI groups columns: metrics, params, then tags
         "runsHiddenMode": "SHOW_ALL",
     }
 
@@ -148,7 +145,6 @@ def front_view(run_ids: Sequence[str], objectives: Sequence[tuple[str, bool]]) -
             }
         ],
         "isAccordionReordered": True,
-        "columnWidths": {_column("attributes", "Run Name"): NAME_WIDTH},
     }
 
 
