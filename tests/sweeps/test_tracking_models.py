@@ -223,7 +223,7 @@ def test_front_is_registered_with_aliases_and_no_duplicates(logged: dict) -> Non
     for v in versions:  # each logged model lists its version (the UI: "Registered")
         model = client.get_logged_model(v.source.removeprefix("models:/"))
         listed = json.loads(model.tags["mlflow.modelVersions"])
-        assert listed == [{"name": "exp-front", "version": v.version}], listed
+        assert listed == [{"name": "exp-front", "version": str(v.version)}], listed
 
 
 def test_the_printed_links_open_saved_views(logged: dict) -> None:
