@@ -53,10 +53,17 @@ class RunBook:
     # ---- runs ---------------------------------------------------------------------------------
     def add(self, trial_id: str, run_id: str, last_step: int = 0, final: bool = False) -> str:
         """Record ``run_id`` as the trial's run (a trial keeps the first run recorded: the oldest,
-        when runs are read in start order); returns the trial's run id."""
+        when runs are read in start order); returns the trial's run id. Reading the same run
+        again (the store may hold more than this book knows: another copy of the callback)
+        raises its last step and final flag to what was read."""
         with self._lock:
             run = self._runs.setdefault(trial_id, _Run(run_id, last_step, final=final))
-            return run.run_id
+        if run.run_id == run_id:
+            with run.lock:
+                if run.last_step is not None:
+                    run.last_step = max(run.last_step, last_step)
+                run.final = run.final or final
+        return run.run_id
 
     def run_id(self, trial_id: str) -> str | None:
         """The trial's child run, if recorded."""
