@@ -120,12 +120,18 @@ def test_runs_are_named_and_the_experiment_opens_on_them(server_sweep: dict) -> 
     exp = mlflow.MlflowClient(uri).get_experiment_by_name("ssr-smoke")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     link = f"{uri}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
-    assert f"view the runs: {link}" in server_sweep["out"]
+    out = server_sweep["out"]
+    assert "view the runs:\n" in out  # a server's address is the UI's: no command to run
+    assert f"  trials: {link}&viewStateShareKey=" in out  # saved views (docs/mlflow.md)
+    assert f"  front:  {link}&viewStateShareKey=" in out
     with urllib.request.urlopen(uri + "/", timeout=10) as page:  # the UI itself is served
         assert page.status == 200
-    pattern = re.compile(r"^(ssr|darts_pruning|no_shrink)( [a-z.]+=\S+)+ #0[1-9]$")
+    pattern = re.compile(r"^(stopped@\d · )?(ssr|darts_pruning|no_shrink)( [a-z.]+=\S+)+ #0[1-9]$")
     names = [k.info.run_name for k in server_sweep["kids"]]
     assert all(pattern.match(n) for n in names), names
+    for k in server_sweep["kids"]:  # a stopped trial says so where the runs table shows it
+        stopped = k.data.tags["ssr.status"] == "early_stopped"
+        assert k.info.run_name.startswith("stopped@") == stopped, k.info.run_name
     assert len(set(names)) == len(names)
     for k in server_sweep["kids"]:
         assert set(k.data.params) <= {
