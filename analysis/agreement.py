@@ -1,6 +1,6 @@
 """One truth, every view: does Optuna's Pareto set equal the report's front, and if not, why.
 
-Optuna is told a trial's objectives when the trial ends (:mod:`sweeps.searchers`); a speed
+Optuna is told a trial's objectives when the trial ends (:mod:`sweeps.schedule.searchers`); a speed
 measured inside a trial shares the device with the other running trials (``fps_shared``). The
 report's front ranks the exclusive re-measurement taken after the sweep, one network at a time
 (``fps_exclusive``), and Optuna cannot be re-told a finished trial's values. So the two sets are

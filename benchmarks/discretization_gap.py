@@ -114,7 +114,7 @@ SUMMARISED = (
 def run(arm: str, seed: int, overrides: list[str]) -> dict[str, Any]:
     """One search of ``arm``; the summary values the benchmark reports."""
     from ssr.config import SearchConfig, load_config
-    from ssr.search import run_search
+    from ssr.method.search import run_search
 
     cfg = load_config(SearchConfig, CONFIG, [*overrides, *ARMS[arm], f"seed={seed}",
                                              f"data.seed={seed}"])  # fmt: skip
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "typical_discrete_epoch": typical_epoch(summary, gap_epochs),
     }
-    from ssr.atomic import write_json
+    from ssr.files.atomic import write_json
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "discretization_gap" + ("_camvid" if args.data == "camvid" else "")

@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from sweeps.protocol import FINAL_KEY
+from sweeps.contract.protocol import FINAL_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "sweeps" / "configs" / "smoke.yaml"
@@ -63,9 +63,9 @@ GENOTYPES = 200
 def make_template(out: Path) -> Path:
     """One real pipeline run of the smoke sweep's base config (about 30 s on 2 cores): its
     per-epoch reports go to ``epochs.json`` and its output folder holds the final files."""
-    from ssr.pipeline import run_pipeline
-    from sweeps.params import build_pipeline
-    from sweeps.spec import load_sweep
+    from ssr.run.pipeline import run_pipeline
+    from sweeps.contract.params import build_pipeline
+    from sweeps.define.spec import load_sweep
 
     if (out / "epochs.json").is_file():
         return out
@@ -84,7 +84,7 @@ def make_template(out: Path) -> Path:
 def simulated_reports(config: dict[str, Any], final: Path) -> Iterator[dict[str, Any]]:
     """The reports of one simulated trial: its epochs, then its final record, whose checkpoint
     files are written to ``final`` (the template's, with this trial's values)."""
-    from sweeps.protocol import FINAL_ARTIFACTS
+    from sweeps.contract.protocol import FINAL_ARTIFACTS
     from sweeps.trial import epoch_result, final_result
 
     run = config["run"]
@@ -182,8 +182,10 @@ def skip_mlflow() -> None:
 
 def instrument(timings: Timings) -> None:
     """Time every driver-side hook of the real classes (see the module docstring)."""
-    from sweeps import driver, progress, results, searchers, tracking
-    from sweeps.moasha import MOASHAScheduler
+    from sweeps import driver, progress, tracking
+    from sweeps.record import results
+    from sweeps.schedule import searchers
+    from sweeps.schedule.moasha import MOASHAScheduler
     from sweeps.tracking import callback
 
     original_init = results.ResultsTable.__init__

@@ -7,20 +7,20 @@
                                                    # busy machine (a diagnostic, not a latency)
     python benchmarks/roofline.py --profile        # where ONNX Runtime's time goes, vs the probe
 
-Variants (each measured in its own loop, one after the other, through ``ssr.bench.measure``):
+Variants (each measured in its own loop, one after the other, through ``ssr.measure.bench.measure``):
 
 - ``torch``: eager PyTorch, the network as defined (the official protocol, docs/method.md §8.3);
 - ``torch-opt``: eager PyTorch, BN folded, channels-last memory (``measure(optimize=True)``);
-- ``onnxruntime``: the network exported as is (``ssr.onnx_export.export_onnx``), ORT CPU provider;
+- ``onnxruntime``: the network exported as is (``ssr.deploy.onnx_export.export_onnx``), ORT CPU provider;
 - ``onnxruntime-opt``: the exact inference form ``ssr.deploy.deploy`` exported, ORT;
-- ``onnxruntime-int8``: the int8 QDQ form of ``ssr.quantize`` (calibrated on
+- ``onnxruntime-int8``: the int8 QDQ form of ``ssr.deploy.quantize`` (calibrated on
   ``--calibration-images`` synthetic training images; the weights are random, so this row is
   about speed only: ``benchmarks/int8.py`` measures accuracy on trained weights).
 
-Every time comes with the conv GMAC/s it achieved (the network's MACs, ``ssr.complexity``) and
-its share of this machine's probe at the same thread count (``ssr.roofline``: fp32 rows against
+Every time comes with the conv GMAC/s it achieved (the network's MACs, ``ssr.method.complexity``) and
+its share of this machine's probe at the same thread count (``ssr.measure.roofline``: fp32 rows against
 the fp32 probe, the int8 row against the int8 conv probe), and the header names the CPU and its
-SIMD flags (``ssr.host.cpu_info``): figures from CPUs with other flags are not comparable.
+SIMD flags (``ssr.measure.host.cpu_info``): figures from CPUs with other flags are not comparable.
 
 Every figure carries ``other_load``: the share of the machine's CPU that other processes used
 while it was measured. ``--wait-idle S`` waits up to S seconds for the machine to be quiet
@@ -58,8 +58,8 @@ def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    from ssr.host import cpu_info
-    from ssr.roofline import probe
+    from ssr.measure.host import cpu_info
+    from ssr.measure.roofline import probe
 
     info = cpu_info()
     return {
@@ -78,7 +78,7 @@ def machine(threads: int) -> dict[str, Any]:
 
 def other_load(seconds: float = 1.0) -> float | None:
     """Share of the machine's CPU other processes use right now (sampled over ``seconds``)."""
-    from ssr.host import OtherLoad
+    from ssr.measure.host import OtherLoad
 
     with OtherLoad() as load:
         time.sleep(seconds)
@@ -101,8 +101,8 @@ class Runner:
         import torch
 
         from ssr.config import BenchConfig
-        from ssr.genotype import Genotype
-        from ssr.network import DerivedNet
+        from ssr.method.genotype import Genotype
+        from ssr.method.network import DerivedNet
 
         torch.manual_seed(0)
         self.net = DerivedNet(Genotype.load(args.genotype), 19).eval()
@@ -122,8 +122,8 @@ class Runner:
         """The ONNX file of an onnxruntime variant (exported, or quantized, on first use)."""
         from ssr.config import DataConfig
         from ssr.deploy import deploy
-        from ssr.onnx_export import export_onnx
-        from ssr.quantize import quantize_model
+        from ssr.deploy.onnx_export import export_onnx
+        from ssr.deploy.quantize import quantize_model
 
         path = self.tmp / f"{variant}-{size[0]}x{size[1]}.onnx"
         name = f"{variant} {size[0]}x{size[1]}"
@@ -147,7 +147,7 @@ class Runner:
         return path
 
     def session(self, variant: str, size: tuple[int, int]) -> Any:
-        from ssr.onnx_export import ort_session
+        from ssr.deploy.onnx_export import ort_session
 
         key = (variant, size)
         if key not in self.sessions:
@@ -176,9 +176,9 @@ class Runner:
     def _measure_once(self, variant: str, size: tuple[int, int]) -> dict[str, Any]:
         import dataclasses
 
-        from ssr.bench import measure
-        from ssr.complexity import count_macs
-        from ssr.roofline import achieved
+        from ssr.measure.bench import measure
+        from ssr.measure.roofline import achieved
+        from ssr.method.complexity import count_macs
 
         shape = (1, 3, *size)
         if variant.startswith("onnxruntime"):
@@ -217,7 +217,7 @@ def run_cpu_time(args: argparse.Namespace, runner: Runner) -> dict[str, Any]:
     import torch
 
     from ssr.deploy import fold_bn
-    from ssr.onnx_export import ort_session
+    from ssr.deploy.onnx_export import ort_session
 
     rows = []
     with _threads(1), torch.inference_mode():

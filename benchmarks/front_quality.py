@@ -7,7 +7,7 @@ one finished sweep (a run folder with ``results.parquet``, ``sweep.yaml`` and th
 1. **cost spread**: conv GMACs of every unique derived network at the sweep's bench input, and
    their max/min ratio (target >= 3);
 2. **speed**: two independent exclusive re-measurements of all unique networks, each in
-   ``--passes`` interleaved rounds (:func:`ssr.interleave.measure_interleaved`), their Spearman
+   ``--passes`` interleaved rounds (:func:`ssr.measure.interleave.measure_interleaved`), their Spearman
    rank correlation (target >= 0.9), the max/min latency ratio (target >= 2) and the number of
    pairs whose pass ranges overlap (tied);
 3. **the FLOPs term**: ``flops.weight`` and ``flops.target`` of each trial against its derived
@@ -37,15 +37,15 @@ import torch
 from analysis.front import analyze_front
 from analysis.load import from_parquet
 from analysis.objectives import recorded_objectives
-from ssr.complexity import count_macs
 from ssr.config import BenchConfig, PipelineConfig, to_dict
 from ssr.data import dataset_info
-from ssr.genotype import Genotype
-from ssr.host import cpu_name
-from ssr.interleave import measure_interleaved
-from ssr.network import DerivedNet
-from ssr.pipeline import run_pipeline
-from sweeps.params import trial_pipeline
+from ssr.measure.host import cpu_name
+from ssr.measure.interleave import measure_interleaved
+from ssr.method.complexity import count_macs
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
+from ssr.run.pipeline import run_pipeline
+from sweeps.contract.params import trial_pipeline
 
 
 def _rank(values: list[float]) -> list[float]:

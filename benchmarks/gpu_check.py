@@ -10,15 +10,15 @@ Optuna or tqdm), from the repository root without installing it::
 Sections (each one's failure is recorded and the others still run; the JSON is rewritten after
 every section, so a run cut short keeps what it measured):
 
-- ``search``: one iteration of the search (:class:`ssr.search_step.SearchStep`) of the paper's
+- ``search``: one iteration of the search (:class:`ssr.method.search_step.SearchStep`) of the paper's
   space (ssr/configs/search_cityscapes.yaml) at its batch and size (6 x 512x1024): at the start
   (whole supernet, weight + architecture step) and once discrete (the supernet restricted to the
   paper's genotype, weight step only, as the search does then), in fp32 and bf16, with peak
   memory (CUDA: ``max_memory_allocated``);
-- ``retrain``: a retraining step of the paper network (:class:`ssr.retrain.TrainStep`, recipe of
+- ``retrain``: a retraining step of the paper network (:class:`ssr.run.retrain.TrainStep`, recipe of
   ssr/configs/retrain_cityscapes.yaml), fp32 and bf16;
 - ``fps``: the paper network at batch 1, 512x1024 and 1024x2048, fp32 and fp16, eager
-  (:func:`ssr.bench.measure`: warm-up, synchronised per-iteration timing) and as a CUDA graph
+  (:func:`ssr.measure.bench.measure`: warm-up, synchronised per-iteration timing) and as a CUDA graph
   (captured once, replayed: the launch overhead of ~200 small kernels goes away), with the
   GPU's name;
 - ``onnxruntime``: the exported network on ONNX Runtime's CUDA provider, if it is present;
@@ -81,12 +81,12 @@ def _gib(n: int | None) -> float | None:
 def check_search(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any]]:
     from ssr.config import SearchConfig, load_config
     from ssr.data.cityscapes import ERFNET_WEIGHTS
-    from ssr.derive import restrict_to
-    from ssr.genotype import Genotype
-    from ssr.precision import cuda_habits
-    from ssr.search_step import SearchStep
-    from ssr.supernet import Supernet
-    from ssr.trialcost import time_step
+    from ssr.method.derive import restrict_to
+    from ssr.method.genotype import Genotype
+    from ssr.method.search_step import SearchStep
+    from ssr.method.supernet import Supernet
+    from ssr.run.trialcost import time_step
+    from ssr.train.precision import cuda_habits
 
     rows = []
     for state in ("start", "discrete"):
@@ -124,11 +124,11 @@ def check_search(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any
 def check_retrain(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any]]:
     from ssr.config import RetrainConfig, load_config
     from ssr.data.cityscapes import ERFNET_WEIGHTS
-    from ssr.genotype import Genotype
-    from ssr.network import DerivedNet
-    from ssr.precision import cuda_habits
-    from ssr.retrain import TrainStep
-    from ssr.trialcost import time_step
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
+    from ssr.run.retrain import TrainStep
+    from ssr.run.trialcost import time_step
+    from ssr.train.precision import cuda_habits
 
     rows = []
     for precision in ("fp32", "bf16"):
@@ -179,10 +179,10 @@ def cuda_graph(model: nn.Module, shape: tuple[int, ...], device: torch.device, d
 def check_fps(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any]]:
     import dataclasses
 
-    from ssr.bench import measure
     from ssr.config import BenchConfig
-    from ssr.genotype import Genotype
-    from ssr.network import DerivedNet
+    from ssr.measure.bench import measure
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     rows = []
     for h, w in sz["fps_hw"]:
@@ -220,10 +220,10 @@ def check_onnxruntime(device: torch.device, sz: dict[str, Any]) -> list[dict[str
     providers = ort.get_available_providers()
     if "CUDAExecutionProvider" not in providers:
         return [{"section": "onnxruntime", "skipped": f"no CUDA provider ({providers})"}]
-    from ssr.bench import measure
     from ssr.config import BenchConfig
-    from ssr.genotype import Genotype
-    from ssr.network import DerivedNet
+    from ssr.measure.bench import measure
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     h, w = sz["fps_hw"][0]
     cfg = BenchConfig(height=h, width=w, warmup=10 if sz["repeats"] > 1 else 2,
@@ -247,10 +247,10 @@ def _compare(name: str, ref: torch.Tensor, out: torch.Tensor, tol: float) -> dic
 def check_agreement(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any]]:
     """Device vs CPU on the same weights and input: supernet, derived net, a weight gradient."""
     from ssr.config import SpaceConfig
-    from ssr.derive import derive_network, restrict_to
-    from ssr.genotype import Genotype
-    from ssr.loss import weighted_ce
-    from ssr.supernet import Supernet
+    from ssr.method.derive import derive_network, restrict_to
+    from ssr.method.genotype import Genotype
+    from ssr.method.supernet import Supernet
+    from ssr.train.loss import weighted_ce
 
     old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -297,7 +297,7 @@ SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], list[dict[str, Any]
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    from ssr.host import device_name
+    from ssr.measure.host import device_name
 
     info = {"device": device_name(str(device)), "torch": torch.__version__,
             "python": platform.python_version(), "cuda": torch.version.cuda,
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run only these sections")
     args = p.parse_args(argv)
     from ssr.config import ConfigError
-    from ssr.device import resolve_device
+    from ssr.train.device import resolve_device
 
     try:
         device = resolve_device(args.device)

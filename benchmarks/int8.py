@@ -7,18 +7,18 @@
 
 For every evaluation size the network (weights from ``--weights``; an untrained network's mIoU
 means nothing, so the weights are required) is exported in fp32 and quantized by
-:func:`ssr.quantize.quantize_model`, calibrated on ``--calibration-images`` *training* images of
+:func:`ssr.deploy.quantize.quantize_model`, calibrated on ``--calibration-images`` *training* images of
 the synthetic set rendered at that size; both ONNX Runtime sessions then predict every
-*validation* image. Reported per size: fp32 and int8 mIoU (:class:`ssr.metrics.ConfusionMatrix`,
-logits upsampled to the label size as :func:`ssr.loop.evaluate` does), their difference in
+*validation* image. Reported per size: fp32 and int8 mIoU (:class:`ssr.train.metrics.ConfusionMatrix`,
+logits upsampled to the label size as :func:`ssr.train.loop.evaluate` does), their difference in
 points, and the share of pixels whose predicted class is the same in both.
 
 Latency at ``--latency-input`` (batch 1): the fp32 network as exported, the exact fp32 deploy
 form (:func:`ssr.deploy.deploy`) and the int8 form, timed in rotated passes
-(:func:`ssr.interleave.measure_interleaved`, so a change in the machine's load hits all three
-alike) with the one procedure of :func:`ssr.bench.measure`; each with the rate achieved against
-this machine's probe (:mod:`ssr.roofline`, int8 against the int8 probe). ``--exclude`` keeps
-named ONNX nodes in fp32 (see :func:`ssr.quantize.node_names`).
+(:func:`ssr.measure.interleave.measure_interleaved`, so a change in the machine's load hits all three
+alike) with the one procedure of :func:`ssr.measure.bench.measure`; each with the rate achieved against
+this machine's probe (:mod:`ssr.measure.roofline`, int8 against the int8 probe). ``--exclude`` keeps
+named ONNX nodes in fp32 (see :func:`ssr.deploy.quantize.node_names`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def evaluate_pair(
     import torch.nn.functional as F
 
     from ssr.data import build_loader
-    from ssr.metrics import ConfusionMatrix
-    from ssr.onnx_export import ort_session
+    from ssr.deploy.onnx_export import ort_session
+    from ssr.train.metrics import ConfusionMatrix
 
     sessions = {"fp32": ort_session(fp32_path, threads), "int8": ort_session(int8_path, threads)}
     conf = {k: ConfusionMatrix(num_classes) for k in sessions}
@@ -77,12 +77,12 @@ def latency(model: Any, q: Any, args: argparse.Namespace, tmp: Path) -> dict[str
     """fp32 as exported, fp32 deploy form and int8, in rotated passes, with the roofline."""
     import dataclasses
 
-    from ssr.complexity import count_macs
     from ssr.config import BenchConfig
     from ssr.deploy import deploy
-    from ssr.interleave import measure_interleaved
-    from ssr.onnx_export import export_onnx
-    from ssr.roofline import achieved, probe
+    from ssr.deploy.onnx_export import export_onnx
+    from ssr.measure.interleave import measure_interleaved
+    from ssr.measure.roofline import achieved, probe
+    from ssr.method.complexity import count_macs
 
     h, w = args.latency_input
     shape = (1, 3, h, w)
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ssr.commands.model_args import load_genotype, load_weights
     from ssr.config import DataConfig
-    from ssr.host import cpu_info
-    from ssr.network import DerivedNet
-    from ssr.quantize import quantize_model
+    from ssr.deploy.quantize import quantize_model
+    from ssr.measure.host import cpu_info
+    from ssr.method.network import DerivedNet
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,7 +2,7 @@
 """Hypervolume at equal compute: FIFO vs ASHA (mIoU) vs MO-ASHA (mIoU, expected GMACs).
 
 Whether early stopping on two objectives buys a better front for the same compute (BENCHMARKS.md).
-Every trial is a real SSR search through :func:`ssr.pipeline.run_pipeline` at
+Every trial is a real SSR search through :func:`ssr.run.pipeline.run_pipeline` at
 a tiny size (synthetic 64x128 scenes, a two-stage space, no retraining, no ONNX), run by Ray
 Tune two at a time, with the same per-epoch reports as a sweep trial (``step``, ``val_miou``,
 ``expected_gmacs``) and a final report carrying the derived network's mIoU (inherited weights,
@@ -136,12 +136,12 @@ def reference_gmacs(base: dict[str, Any]) -> float:
     """Conv GMACs of the largest sub-network of ``base``'s space at the search size."""
     import torch
 
-    from ssr.complexity import count_macs
     from ssr.config import PipelineConfig, from_dict
     from ssr.data import dataset_info
-    from ssr.derive import genotype_from_supernet
-    from ssr.network import DerivedNet
-    from ssr.supernet import Supernet
+    from ssr.method.complexity import count_macs
+    from ssr.method.derive import genotype_from_supernet
+    from ssr.method.network import DerivedNet
+    from ssr.method.supernet import Supernet
 
     cfg = from_dict(PipelineConfig, base).search
     classes = dataset_info(cfg.data.name).num_classes
@@ -161,7 +161,7 @@ def make_trainable(configs: list[dict[str, Any]]):
         from ray import tune
 
         from ssr.config import PipelineConfig, from_dict
-        from ssr.pipeline import run_pipeline
+        from ssr.run.pipeline import run_pipeline
 
         torch.set_num_threads(1)
         cfg = from_dict(PipelineConfig, configs[config["index"]])
@@ -194,7 +194,7 @@ def run_sweep(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from sweeps.moasha import MOASHAScheduler
+    from sweeps.schedule.moasha import MOASHAScheduler
 
     ledger: list[dict[str, Any]] = []
 

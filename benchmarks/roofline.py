@@ -5,14 +5,14 @@
     python benchmarks/roofline.py --profile --json     # one JSON object
     python benchmarks/roofline.py --kernels            # the search's conv kernels, alone
 
-The probe (:func:`ssr.roofline.probe`) measures the best achievable conv GMAC/s at each thread
+The probe (:func:`ssr.measure.roofline.probe`) measures the best achievable conv GMAC/s at each thread
 count: a 3x3 conv of 64 -> 64 channels on 1x64x128x256 in torch (oneDNN, channels-last) and in
 ONNX Runtime (fp32, and as an int8 ``QLinearConv``), and a 1024^3 fp32 GEMM. The CPU model and
-its SIMD flags (``ssr.host.cpu_info``) come with it: a probe is a property of one CPU.
+its SIMD flags (``ssr.measure.host.cpu_info``) come with it: a probe is a property of one CPU.
 
 ``--profile`` runs ONNX Runtime's profiler on the paper network's ONNX variants
 (``benchmarks/fps.py``: as exported, the deploy form, the int8 form) and splits the time in
-kernels by operator. The conv rate is the network's conv MACs (``ssr.complexity``; the deploy
+kernels by operator. The conv rate is the network's conv MACs (``ssr.method.complexity``; the deploy
 form's zero-padded channels included, since it computes them) over the time in convolution
 kernels (``Conv``, ``FusedConv``, ``QLinearConv``), set against the probe; the rest is the time
 in everything else. The profiler adds 10-25 % to the kernels it times.
@@ -101,8 +101,8 @@ def kernel_table() -> list[dict[str, Any]]:
 
 
 def probe_table(threads: list[int]) -> dict[str, Any]:
-    from ssr.host import cpu_info
-    from ssr.roofline import probe
+    from ssr.measure.host import cpu_info
+    from ssr.measure.roofline import probe
 
     rows = [probe(t, iters=20).to_dict() for t in threads]
     return {"cpu": cpu_info(), "probes": rows}
@@ -112,7 +112,7 @@ def profile_variant(path: Path, macs: int, threads: int, warmup: int, iters: int
     """ORT's per-op kernel time (ms per run, warm-up runs dropped) of one ONNX file."""
     import numpy as np
 
-    from ssr.onnx_export import ort_session
+    from ssr.deploy.onnx_export import ort_session
 
     sess = ort_session(path, threads, profile=True)
     inp = sess.get_inputs()[0]
@@ -142,9 +142,9 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from fps import Runner
 
-    from ssr.complexity import count_macs
     from ssr.deploy import deploy
-    from ssr.roofline import probe
+    from ssr.measure.roofline import probe
+    from ssr.method.complexity import count_macs
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,15 +1,15 @@
 """Time the search's own iteration, and a retraining step, against this machine's limit.
 
-What is timed is the step that ``ssr.search.run_search`` itself runs: the benchmark calls
+What is timed is the step that ``ssr.method.search.run_search`` itself runs: the benchmark calls
 ``run_search`` (the paper's search config, ``ssr/configs/search_cityscapes.yaml``, on synthetic
 data) and wraps the ``run_epoch`` it calls, so every iteration is run_search's own
-:class:`ssr.search_step.SearchStep`: the weight step (CE, backward into the weights, finiteness
+:class:`ssr.method.search_step.SearchStep`: the weight step (CE, backward into the weights, finiteness
 checks, Adam) followed by the architecture step (CE x ``ce_scale`` + the SSR terms + the FLOPs
 term, backward into the architecture parameters, checks, clipping, Adam), interleaved as in the
 loop. The search stops after the timed iterations (nothing is evaluated or derived). The split
 of an iteration into its weight and architecture parts is the return of
 ``SearchStep.weight_step``. Retraining steps are timed the same way through
-``ssr.retrain.run_retrain``.
+``ssr.run.retrain.run_retrain``.
 
 Scenarios (each in its own process, so peak memory is its own):
 
@@ -27,7 +27,7 @@ compared on a busy machine); the figures are the median over ``passes x iters`` 
 ``warmup`` untimed ones, with the range of the per-pass medians and p10/p90. The work is
 counted by ``torch.utils.flop_counter.FlopCounterMode`` on one warm-up iteration (conv forward
 and backward MACs as they ran: the architecture step computes no weight gradients), and set
-against the fp32 probe of ``ssr.roofline`` at the same threads.
+against the fp32 probe of ``ssr.measure.roofline`` at the same threads.
 
     python benchmarks/search_step.py [--threads 2] [--iters 3] [--passes 3] [--json]
     python benchmarks/search_step.py --scenarios start --profile     # where the time goes
@@ -154,13 +154,13 @@ def _data(batch: int, h: int, w: int, n_batches: int) -> list[str]:
 def run_search_scenario(
     name: str, timer: StepTimer, batch: int, h: int, w: int, overrides: list[str]
 ) -> None:
-    import ssr.search as search
+    import ssr.method.search as search
     from ssr.config import SearchConfig, load_config
 
     n = timer.warmup + timer.n + 1
     cfg = load_config(SearchConfig, CONFIG, [*_data(batch, h, w, n), "epochs=1", *overrides])
     _patch_loop(search, timer)
-    from ssr.search_step import SearchStep
+    from ssr.method.search_step import SearchStep
 
     weight_step = SearchStep.weight_step
 
@@ -171,8 +171,8 @@ def run_search_scenario(
 
     SearchStep.weight_step = timed_weight_step  # type: ignore[method-assign]
     if name == "shrunk":
-        from ssr.derive import restrict_to
-        from ssr.genotype import Genotype
+        from ssr.method.derive import restrict_to
+        from ssr.method.genotype import Genotype
 
         base = search.Supernet
 
@@ -192,14 +192,14 @@ def run_search_scenario(
 def run_retrain_scenario(
     name: str, timer: StepTimer, batch: int, h: int, w: int, overrides: list[str]
 ) -> None:
-    import ssr.retrain as retrain
+    import ssr.run.retrain as retrain
     from ssr.config import RetrainConfig, SearchConfig, load_config
-    from ssr.genotype import Genotype
+    from ssr.method.genotype import Genotype
 
     geno = Genotype.load("ssr_cityscapes")
     if name == "derived_max":
-        from ssr.derive import genotype_from_supernet
-        from ssr.supernet import Supernet
+        from ssr.method.derive import genotype_from_supernet
+        from ssr.method.supernet import Supernet
 
         space = load_config(SearchConfig, CONFIG, ["device=cpu"]).space
         net = Supernet(space, 19)
@@ -310,8 +310,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args, h, w)))
         return
-    from ssr.host import cpu_info
-    from ssr.roofline import probe
+    from ssr.measure.host import cpu_info
+    from ssr.measure.roofline import probe
 
     pr = probe(args.threads)  # once, before the scenarios: one reference for all of them
     ref = pr.fp32_gmacs_per_s

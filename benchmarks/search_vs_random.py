@@ -16,7 +16,7 @@ From a finished sweep that retrained every derived network (``sweeps/configs/cam
    retraining config (same data, size, epochs, optimiser), once per seed; the paper's released
    network (``ssr_cityscapes``, with this dataset's classes) as a hand-made reference;
 4. all of them timed together, alone, in interleaved passes at the sweep's benchmark size and
-   backend (:func:`ssr.interleave.measure_interleaved`).
+   backend (:func:`ssr.measure.interleave.measure_interleaved`).
 
 Compared per seed: the hypervolume of the searched networks against that of the random ones,
 with ONE reference point for all (:func:`analysis.pareto.default_reference` over every network
@@ -59,8 +59,8 @@ def sample_genotype(space: Any, rng: np.random.Generator, reduction: str, head: 
     op, output and mid width per layer) picks one candidate, decoded as the search decodes."""
     import torch
 
-    from ssr.derive import genotype_from_supernet
-    from ssr.supernet import DIMENSIONS, Supernet
+    from ssr.method.derive import genotype_from_supernet
+    from ssr.method.supernet import DIMENSIONS, Supernet
 
     net = Supernet(space, num_classes=2)
     with torch.no_grad():
@@ -78,8 +78,8 @@ def sample_genotype(space: Any, rng: np.random.Generator, reduction: str, head: 
 
 def gmacs_of(genotype: Any, num_classes: int, height: int, width: int) -> float:
     """Conv GMACs of the derived network at ``height x width`` (the record's ``gmacs``)."""
-    from ssr.complexity import count_macs
-    from ssr.network import DerivedNet
+    from ssr.method.complexity import count_macs
+    from ssr.method.network import DerivedNet
 
     return count_macs(DerivedNet(genotype, num_classes), (1, 3, height, width)) / 1e9
 
@@ -176,8 +176,8 @@ def _retrain_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from ssr.config import RetrainConfig, from_dict
-    from ssr.genotype import Genotype
-    from ssr.retrain import run_retrain
+    from ssr.method.genotype import Genotype
+    from ssr.run.retrain import run_retrain
 
     torch.set_num_threads(1)
     cfg = dataclasses.replace(from_dict(RetrainConfig, job["retrain"], "retrain"), seed=job["seed"])
@@ -221,7 +221,7 @@ def _jobs(args: argparse.Namespace, rows: list[dict], cfg: Any, work: Path) -> l
     """Every retraining to run: searched front networks, matched random twins, the paper's."""
     from ssr.config import to_dict
     from ssr.data import dataset_info
-    from ssr.genotype import Genotype
+    from ssr.method.genotype import Genotype
 
     ncls = dataset_info(cfg.search.data.name).num_classes
     fh, fw = cfg.search.flops.height, cfg.search.flops.width
@@ -260,9 +260,9 @@ def _jobs(args: argparse.Namespace, rows: list[dict], cfg: Any, work: Path) -> l
 def _measure_fps(results: list[dict], cfg: Any, passes: int) -> None:
     """All networks alone, interleaved, at the sweep's benchmark size and backend (in place)."""
     from ssr.data import dataset_info
-    from ssr.genotype import Genotype
-    from ssr.interleave import measure_interleaved
-    from ssr.network import DerivedNet
+    from ssr.measure.interleave import measure_interleaved
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     ncls = dataset_info(cfg.search.data.name).num_classes
     nets = {g: DerivedNet(Genotype.from_json(r["genotype"]), ncls).eval()

@@ -4,7 +4,7 @@
 The same set of trials (one search + derive + retrain + measure + ONNX per seed, identical
 configs) runs twice, one trial at a time with every CPU:
 
-1. **plain**: a Python process that calls :func:`ssr.pipeline.run_pipeline` in a loop;
+1. **plain**: a Python process that calls :func:`ssr.run.pipeline.run_pipeline` in a loop;
 2. **sweep**: ``python sweeps/run.py`` with a grid over the seeds (Ray local instance, SQLite
    MLflow store, per-epoch reports and checkpoints, results.parquet, report).
 
@@ -45,9 +45,9 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 from pathlib import Path
-from ssr.pipeline import run_pipeline
-from sweeps.params import build_pipeline
-from sweeps.spec import load_sweep
+from ssr.run.pipeline import run_pipeline
+from sweeps.contract.params import build_pipeline
+from sweeps.define.spec import load_sweep
 sweep = load_sweep(sys.argv[1])
 out = Path(sys.argv[2])
 torch.set_num_threads(max(1, int(sweep.spec.resources.cpus_per_trial)))

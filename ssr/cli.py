@@ -8,8 +8,8 @@ logging: the library's modules only log through ``logging.getLogger(__name__)``.
 User errors (a bad option, config or genotype, an input that does not fit in memory, a missing
 or unreadable file, a weights file that is not tensors, a missing optional package) print one
 ``error: ...`` line on stderr and exit with status 2, without a traceback; a run that diverged
-(:class:`ssr.errors.DivergenceError`) prints its one line and exits with status 1; Ctrl-C exits
-with 130 (the statuses: :mod:`ssr.errors`).
+(:class:`ssr.config.errors.DivergenceError`) prints its one line and exits with status 1; Ctrl-C exits
+with 130 (the statuses: :mod:`ssr.config.errors`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from ssr.cliargs import OneLineParser
 from ssr.commands import Command, bench, data, evaluate, export, pipeline, retrain, search
-from ssr.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ssr.config.cliargs import OneLineParser
+from ssr.config.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 __all__ = [
     "COMMANDS",
@@ -75,7 +75,8 @@ def configure_logging() -> None:
 
 def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 the run diverged, 2 user error)."""
-    from ssr.errors import ConfigError, DivergenceError  # GenotypeError, DatasetError: Config
+    # GenotypeError, DatasetError: Config
+    from ssr.config.errors import ConfigError, DivergenceError
 
     parser = build_parser(commands)
     args = parser.parse_args(argv)
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None, commands: Mapping[str, Command] | No
     except DivergenceError as exc:
         _error(exc)
         return EXIT_FAILED
-    except MemoryError as exc:  # what the estimate of ssr.footprint did not foresee
+    except MemoryError as exc:  # what the estimate of ssr.measure.footprint did not foresee
         _error(
             f"out of memory ({str(exc) or 'the allocator refused'}); use a smaller input or batch"
         )

@@ -24,13 +24,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ssr.atomic import write_json
-from ssr.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from ssr.config.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from ssr.files.atomic import write_json
 from sweeps import tracking
-from sweeps.definition import Sweep
-from sweeps.interrupts import Interrupts
-from sweeps.progress import ProgressCallback
-from sweeps.protocol import (
+from sweeps.contract.protocol import (
     COMPLETE,
     EARLY_STOPPED,
     EXCLUSIVE_FIELDS,
@@ -39,9 +36,12 @@ from sweeps.protocol import (
     STATUSES,
     trial_dirname,
 )
-from sweeps.recovery import failed_trials, rebuild_rows, settle_failed
-from sweeps.results import ResultsCallback, ResultsTable, result_trial_id, row_from_result
-from sweeps.rundir import EXCLUSIVE_FILE, REPORT_DIR, RESULTS_FILE, is_remote
+from sweeps.define.definition import Sweep
+from sweeps.progress import ProgressCallback
+from sweeps.record.recovery import failed_trials, rebuild_rows, settle_failed
+from sweeps.record.results import ResultsCallback, ResultsTable, result_trial_id, row_from_result
+from sweeps.runtime.interrupts import Interrupts
+from sweeps.runtime.rundir import EXCLUSIVE_FILE, REPORT_DIR, RESULTS_FILE, is_remote
 from sweeps.tracking import MlflowCallback, Tracker
 
 log = logging.getLogger("sweeps")
@@ -61,13 +61,13 @@ def make_tuner(
 
     With ``run_dir`` the Optuna study is stored (``<run_dir>/optuna.db`` unless the sweep file
     names a storage); a restored tuner reconnects to the study its searcher was pickled with.
-    A restored tuner leaves failed trials failed (:func:`sweeps.recovery.settle_failed`) unless
+    A restored tuner leaves failed trials failed (:func:`sweeps.record.recovery.settle_failed`) unless
     ``retry_failed``: then they resume from their last checkpoints.
     """
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from sweeps.restore import restore_tuner
+    from sweeps.runtime.restore import restore_tuner
     from sweeps.trial import run_trial
 
     r = sweep.spec.resources
@@ -104,7 +104,7 @@ def make_tuner(
 def unfinished_trials(storage: str, name: str, table: ResultsTable | None = None) -> list[str]:
     """Trial ids the saved experiment state does not mark finished (an interrupted fit), less
     those with a row in ``table`` (Tune's state can list a failed trial as RUNNING,
-    :mod:`sweeps.recovery`).
+    :mod:`sweeps.record.recovery`).
 
     NOTE: after an interrupted fit Tune's in-memory trials read TERMINATED (its cleanup stops
     them); the experiment state it saved just before says PENDING/RUNNING.
@@ -334,7 +334,7 @@ def _summarise(
     sweep: Sweep, table: ResultsTable, run_dir: Path, tracker: Tracker, wall_s: float
 ) -> int:
     """The report, the front in the registry, the parent run ended, the summary printed; the
-    exit status (:data:`ssr.errors.EXIT_FAILED` when no trial completed)."""
+    exit status (:data:`ssr.config.errors.EXIT_FAILED` when no trial completed)."""
     table_path = run_dir / RESULTS_FILE
     result, problem = report(sweep, table, run_dir)
     rows = table.rows()

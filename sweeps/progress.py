@@ -26,9 +26,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.definition import Sweep
-from sweeps.protocol import COMPLETE, EARLY_STOPPED, FAILED, is_finite_number
-from sweeps.results import ResultsTable
+from sweeps.contract.protocol import COMPLETE, EARLY_STOPPED, FAILED, is_finite_number
+from sweeps.define.definition import Sweep
+from sweeps.record.results import ResultsTable
 from sweeps.tracking.names import settings_text, short_value, trial_number
 
 #: Seconds between heartbeats (the running trials' phases and epochs).

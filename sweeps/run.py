@@ -10,10 +10,10 @@ study), ``report/``. While it runs, :mod:`sweeps.progress` prints each trial's s
 progress with an ETA, and a heartbeat every 30 s (``--quiet``: none of it).
 
 Order of work: validate the sweep file -> check the dataset -> claim the run folder (created
-0700 and locked for the driver's lifetime, :func:`sweeps.rundir.claim_run`; nothing is written
+0700 and locked for the driver's lifetime, :func:`sweeps.runtime.rundir.claim_run`; nothing is written
 there before) -> probe the tracking store -> join or start Ray (token authentication unless
-``--insecure``, :mod:`sweeps.cluster`; a local instance dies with the driver,
-:mod:`sweeps.reaper`) -> write the run definition -> Tune (Optuna/ASHA, trials of
+``--insecure``, :mod:`sweeps.runtime.cluster`; a local instance dies with the driver,
+:mod:`sweeps.runtime.reaper`) -> write the run definition -> Tune (Optuna/ASHA, trials of
 :mod:`sweeps.trial`, MLflow and results callbacks) -> fill any missing rows -> re-measure unique
 genotypes exclusively -> sync MLflow -> report. A failed trial is a result (a ``failed`` row),
 not an interruption. Problems found before the first trial end the command within seconds with
@@ -22,8 +22,8 @@ for an unreachable tracking store or Ray cluster. Exit 130 when the driver is in
 (SIGINT, SIGTERM; resume with ``--resume``), 1 when no trial completed. No input ends in a
 traceback.
 
-This module holds the options and that order only: Ray lives in :mod:`sweeps.cluster`, run
-folders in :mod:`sweeps.rundir`, the sweep file in :mod:`sweeps.spec`, the tracking store in
+This module holds the options and that order only: Ray lives in :mod:`sweeps.runtime.cluster`, run
+folders in :mod:`sweeps.runtime.rundir`, the sweep file in :mod:`sweeps.define.spec`, the tracking store in
 :mod:`sweeps.tracking` and everything from the Tune fit on in :mod:`sweeps.driver`. Importing it
 changes nothing: :func:`main` sets the process environment Ray, Tune and MLflow need.
 """
@@ -40,14 +40,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ssr.cliargs import OneLineParser, add_config_args, parse_set
 from ssr.config import ConfigError
-from ssr.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
-from sweeps import cluster, reaper
-from sweeps.cluster import Unreachable
-from sweeps.definition import Sweep
-from sweeps.interrupts import Interrupts
-from sweeps.rundir import (
+from ssr.config.cliargs import OneLineParser, add_config_args, parse_set
+from ssr.config.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
+from sweeps.define.definition import Sweep
+from sweeps.define.spec import DEFAULT_CONFIG, check_dataset, dump_sweep, flat_source, load_sweep
+from sweeps.runtime import cluster, reaper
+from sweeps.runtime.cluster import Unreachable
+from sweeps.runtime.interrupts import Interrupts
+from sweeps.runtime.rundir import (
     RESULTS_FILE,
     RUN_FILE,
     SWEEP_FILE,
@@ -58,7 +59,6 @@ from sweeps.rundir import (
     resolve_run,
     write_run_file,
 )
-from sweeps.spec import DEFAULT_CONFIG, check_dataset, dump_sweep, flat_source, load_sweep
 
 log = logging.getLogger("sweeps")
 
@@ -69,7 +69,7 @@ SWEEP_OPTIONS = {"num_samples": "num_samples", "max_concurrent": "max_concurrent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options of ``sweeps/run.py`` (exit statuses: :mod:`ssr.errors`)."""
+    """The options of ``sweeps/run.py`` (exit statuses: :mod:`ssr.config.errors`)."""
     p = OneLineParser(
         prog="python sweeps/run.py",
         description="Run a sweep of SSR searches (Ray Tune + Optuna + ASHA), track every trial in "
@@ -175,7 +175,7 @@ def _add_how_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no sweep: run a few steps of each phase of one trial on --device and print its "
         "memory and hours and the sweep's GPU-hours and wall time on --gpus GPUs "
-        "(sweeps/plan.py; no Ray or tracking store needed)",
+        "(sweeps/schedule/plan.py; no Ray or tracking store needed)",
     )
     p.add_argument("--device", metavar="D", help="with --plan: cpu, cuda or cuda:N "
                    "(default: the sweep's search device)")  # fmt: skip
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.plan:  # before Ray and tracking: what one trial and the sweep cost (sweeps/plan.py)
-        from sweeps.plan import run_plan
+    if args.plan:  # no Ray, no tracking: what a trial and the sweep cost (sweeps/schedule/plan.py)
+        from sweeps.schedule.plan import run_plan
 
         return run_plan(args, load_definition)
     if args.address:
@@ -300,13 +300,14 @@ def _run(args: argparse.Namespace, interrupts: Interrupts, state: dict[str, Any]
         state["lock"] = claim_run(location, args.resume)
         state.update(claimed=True, name=name, storage=storage, run_dir=run_dir)
         if args.resume:
-            from sweeps.recovery import set_aside_damaged  # NOTE: imports ray: after the auth
+            # NOTE: imports ray: after the auth
+            from sweeps.record.recovery import set_aside_damaged
 
             set_aside_damaged(run_dir / RESULTS_FILE)
         quiet_mlflow()
         tracking.probe(uri)
         if sweep.spec.searcher.storage and not args.resume:  # the default is made with the run
-            from sweeps.searchers import probe_study
+            from sweeps.schedule.searchers import probe_study
 
             probe_study(sweep.spec.searcher.storage, run_dir)
         address = cluster.start_ray(

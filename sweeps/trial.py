@@ -1,7 +1,7 @@
-"""The Ray Tune trainable: one trial = one :func:`ssr.pipeline.run_pipeline` (docs/architecture.md §3).
+"""The Ray Tune trainable: one trial = one :func:`ssr.run.pipeline.run_pipeline` (docs/architecture.md §3).
 
-``run_trial(config)`` resolves the Tune trial config (see :meth:`sweeps.definition.Sweep.param_space`)
-once into a :class:`sweeps.params.ResolvedTrial` (its validated :class:`ssr.config.PipelineConfig`,
+``run_trial(config)`` resolves the Tune trial config (see :meth:`sweeps.define.definition.Sweep.param_space`)
+once into a :class:`sweeps.contract.params.ResolvedTrial` (its validated :class:`ssr.config.PipelineConfig`,
 baseline and params), runs search -> derive -> retrain -> measure
 in the trial's own folder and talks to Tune only through ``ray.tune``:
 
@@ -15,7 +15,7 @@ in the trial's own folder and talks to Tune only through ``ray.tune``:
 - the last report carries the final record (``final_record = 1``) and a checkpoint holding the
   artifacts (genotype, history, prune events, summary, resolved config, record, ONNX), which the
   driver logs to MLflow: no side channels, so workers need no route to the tracking server.
-The names both sides use are in :mod:`sweeps.protocol`.
+The names both sides use are in :mod:`sweeps.contract.protocol`.
 
 Every record's FPS is marked as measured on a shared device. torch threads = CPUs of the trial.
 :func:`measure_exclusive` is the post-sweep benchmark task (one genotype, alone on a device).
@@ -29,9 +29,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ssr.atomic import write_json
-from sweeps.params import resolve_trial
-from sweeps.protocol import FINAL_ARTIFACTS, FINAL_KEY, REPORT_TEXT_FIELDS, is_finite_number
+from ssr.files.atomic import write_json
+from sweeps.contract.params import resolve_trial
+from sweeps.contract.protocol import (
+    FINAL_ARTIFACTS,
+    FINAL_KEY,
+    REPORT_TEXT_FIELDS,
+    is_finite_number,
+)
 
 
 def epoch_result(
@@ -93,7 +98,7 @@ def run_trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from ssr.pipeline import run_pipeline
+    from ssr.run.pipeline import run_pipeline
 
     _configure_logging()
     trial = resolve_trial(config)
@@ -155,7 +160,7 @@ def measure_exclusive(
 
     Runs as one Ray task after the sweep (docs/architecture.md §5): each genotype's DerivedNet at the
     sweep's bench input is timed once in each of ``passes`` rotated rounds
-    (:func:`ssr.interleave.measure_interleaved`), so that a change in the machine's load hits
+    (:func:`ssr.measure.interleave.measure_interleaved`), so that a change in the machine's load hits
     every network alike; each keeps its spread (``fps_exclusive_lo``/``_hi``: slowest and
     fastest pass). Each network is timed in its deployment form (``measure(optimize=True)``).
     ``threads`` applies when the bench config leaves threads at 0.
@@ -166,9 +171,9 @@ def measure_exclusive(
 
     from ssr.config import BenchConfig, from_dict
     from ssr.data import dataset_info
-    from ssr.genotype import Genotype
-    from ssr.interleave import measure_interleaved
-    from ssr.network import DerivedNet
+    from ssr.measure.interleave import measure_interleaved
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     cfg = from_dict(BenchConfig, bench)
     if cfg.threads == 0:

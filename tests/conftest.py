@@ -11,5 +11,5 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # as users run Ray (sweeps/cluster.py)
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # as users run Ray (sweeps/runtime/cluster.py)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

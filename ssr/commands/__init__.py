@@ -2,7 +2,7 @@
 
 A command module defines ``COMMAND = Command(name, help, description, add_arguments, run)``:
 ``add_arguments(parser)`` declares its options (``--config``/``--set`` through
-:func:`ssr.cliargs.add_config_args`) and ``run(args)`` does the work through library calls and
+:func:`ssr.config.cliargs.add_config_args`) and ``run(args)`` does the work through library calls and
 returns the exit status. Heavy imports (torch, the library) happen inside ``run``, so building
 the parser stays fast; options can also set ``_precheck`` (``parser.set_defaults``), a check
 :func:`ssr.cli.main` runs before ``run``, so that bad input is refused before torch loads. A user error raises :class:`ssr.config.ConfigError` (or

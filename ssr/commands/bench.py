@@ -1,8 +1,8 @@
 """``python -m ssr bench``: params, conv GMACs and latency/FPS of a genotype's network.
 
-Sizes come from :mod:`ssr.complexity`, timing from the one procedure :func:`ssr.bench.measure`,
-and on CPU the rate achieved against this machine's probe (:func:`ssr.roofline.achieved`).
-``--backend ort-int8`` measures the int8 form of :mod:`ssr.quantize` (ONNX Runtime, QDQ,
+Sizes come from :mod:`ssr.method.complexity`, timing from the one procedure :func:`ssr.measure.bench.measure`,
+and on CPU the rate achieved against this machine's probe (:func:`ssr.measure.roofline.achieved`).
+``--backend ort-int8`` measures the int8 form of :mod:`ssr.deploy.quantize` (ONNX Runtime, QDQ,
 calibrated on ``--calibration-images`` training images of ``--data``).
 Settings: :class:`ssr.config.BenchConfig` defaults <- ``--config`` <- ``--set`` <- flags.
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ssr.atomic import to_json
-from ssr.cliargs import add_config_args
 from ssr.commands import Command
 from ssr.commands.model_args import add_model_args, build_model
+from ssr.config.cliargs import add_config_args
+from ssr.files.atomic import to_json
 
 TABLE_KEYS = (
     "genotype_id", "params_m", "gmacs", "input", "batch", "backend", "device", "threads",
@@ -88,9 +88,9 @@ def bench_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """One JSON object (``--json``) or a short table."""
-    from ssr.bench import measure
-    from ssr.complexity import count_macs, count_params
     from ssr.config import ConfigError, DataConfig
+    from ssr.measure.bench import measure
+    from ssr.method.complexity import count_macs, count_params
 
     cfg = bench_config(args)
     if cfg.precision == "int8" and args.optimize:
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         )
         row.update(res.to_dict())
         if res.device_type == "cpu":
-            from ssr.roofline import achieved
+            from ssr.measure.roofline import achieved
 
             seconds = res.latency_ms_median / 1e3
             row.update(achieved(macs * cfg.batch, seconds, res.threads, res.precision))
@@ -146,7 +146,7 @@ def _print_table(row: dict[str, Any]) -> None:
 COMMAND = Command(
     name="bench",
     help="params, conv GMACs and latency/FPS of a genotype's network",
-    description="Measure a derived network with the one procedure of ssr.bench.measure.",
+    description="Measure a derived network with the one procedure of ssr.measure.bench.measure.",
     add_arguments=add_arguments,
     run=run,
 )

@@ -7,11 +7,11 @@ state dict is read too) or an ``.onnx`` model (the registered ONNX model of a sw
 were trained for: a checkpoint's recorded genotype, a state dict's tensor shapes and an ONNX
 model's convolution shapes are checked against it.
 
-Protocol (the one of :func:`ssr.loop.evaluate`, per image through :func:`ssr.gap.evaluate_images`):
+Protocol (the one of :func:`ssr.train.loop.evaluate`, per image through :func:`ssr.method.gap.evaluate_images`):
 images resized to ``--input HxW`` (default: the images' own size; an ONNX model's fixed input
 size), labels read at their native size (``data.eval_label_size``), logits upsampled bilinearly
 to it, void ignored. It prints mIoU with its percentile bootstrap interval over images
-(:func:`ssr.metrics.bootstrap_miou_interval`, 90 % by default), the IoU of every class by name,
+(:func:`ssr.train.metrics.bootstrap_miou_interval`, 90 % by default), the IoU of every class by name,
 and pixel accuracy; ``--json`` prints one object. Every image of the split is used unless
 ``--set data.val_size=N`` caps them.
 
@@ -28,10 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ssr.atomic import to_json
-from ssr.cliargs import add_config_args
 from ssr.commands import Command
 from ssr.commands.model_args import input_size, load_genotype, positive_int
+from ssr.config.cliargs import add_config_args
+from ssr.files.atomic import to_json
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".onnx")
 
@@ -66,8 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def precheck(args: argparse.Namespace) -> None:
     """Before torch loads: the weights file exists and has a known suffix, the genotype loads."""
-    from ssr.errors import ConfigError
-    from ssr.validate import check_device
+    from ssr.config.errors import ConfigError
+    from ssr.config.validate import check_device
 
     check_device(args.device, "--device")
     path = Path(args.weights)
@@ -88,8 +88,8 @@ def _check_recorded_genotype(path: Path, genotype: Any) -> None:
     """A checkpoint that records its genotype (``retrain/best.pt``) must record this one."""
     import torch
 
-    from ssr.errors import ConfigError
-    from ssr.genotype import Genotype
+    from ssr.config.errors import ConfigError
+    from ssr.method.genotype import Genotype
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     recorded = state.get("genotype") if isinstance(state, dict) else None
@@ -102,9 +102,9 @@ def _check_recorded_genotype(path: Path, genotype: Any) -> None:
 
 
 def torch_model(path: Path, genotype: Any, num_classes: int) -> Any:
-    """The genotype's :class:`~ssr.network.DerivedNet` with the weights of ``path`` (eval mode)."""
+    """The genotype's :class:`~ssr.method.network.DerivedNet` with the weights of ``path`` (eval mode)."""
     from ssr.commands.model_args import load_weights
-    from ssr.network import DerivedNet
+    from ssr.method.network import DerivedNet
 
     model = DerivedNet(genotype, num_classes).eval()
     load_weights(model, path)  # refuses non-tensors and shapes that do not fit, in one line
@@ -120,10 +120,10 @@ def _check_onnx_fits(path: Path, genotype: Any, num_classes: int) -> None:
     """The ONNX model's convolution weights have the shapes of the genotype's network (as
     exported, or in its deployment form, :func:`ssr.deploy.deploy`) and it scores
     ``num_classes`` classes."""
+    from ssr.config.errors import ConfigError
     from ssr.deploy import deploy
-    from ssr.errors import ConfigError
-    from ssr.network import DerivedNet
-    from ssr.onnx_export import require
+    from ssr.deploy.onnx_export import require
+    from ssr.method.network import DerivedNet
 
     onnx = require("onnx")
     try:
@@ -150,8 +150,8 @@ class OnnxModel:
     training = False
 
     def __init__(self, path: Path, device: str):
-        from ssr.errors import ConfigError
-        from ssr.onnx_export import ort_session
+        from ssr.config.errors import ConfigError
+        from ssr.deploy.onnx_export import ort_session
 
         self.session = ort_session(path, device=device)
         inp = self.session.get_inputs()[0]
@@ -206,8 +206,8 @@ def _native_sizes(data: Any, split: str) -> tuple[tuple[int, int], tuple[int, in
 
 def scores(per_image: Any, class_names: tuple[str, ...], level: float, resamples: int) -> dict:
     """mIoU, its bootstrap interval, per-class IoU by name and pixel accuracy of ``[N, K, K]``
-    per-image confusion matrices (the definitions of :mod:`ssr.metrics`)."""
-    from ssr.metrics import ConfusionMatrix, bootstrap_miou_interval
+    per-image confusion matrices (the definitions of :mod:`ssr.train.metrics`)."""
+    from ssr.train.metrics import ConfusionMatrix, bootstrap_miou_interval
 
     conf = ConfusionMatrix(len(class_names))
     conf.matrix = per_image.sum(0)
@@ -239,9 +239,9 @@ def _load(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; print the scores (or one JSON object)."""
+    from ssr.config.errors import ConfigError
     from ssr.data import build_loader, dataset_info
-    from ssr.errors import ConfigError
-    from ssr.gap import evaluate_images
+    from ssr.method.gap import evaluate_images
 
     data = _load(args)
     info = dataset_info(data.name)

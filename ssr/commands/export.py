@@ -1,15 +1,15 @@
 """``python -m ssr export``: a genotype's network as one ONNX file.
 
-Through :func:`ssr.onnx_export.export_onnx` (fixed input shape, single file, checked).
+Through :func:`ssr.deploy.onnx_export.export_onnx` (fixed input shape, single file, checked).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ssr.atomic import to_json
 from ssr.commands import Command
 from ssr.commands.model_args import DEFAULT_INPUT, add_model_args, build_model, positive_int
+from ssr.files.atomic import to_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write the file; print nodes, seconds and max |diff| (or one JSON object)."""
     from ssr.deploy import deploy, fold_bn
-    from ssr.onnx_export import export_onnx
+    from ssr.deploy.onnx_export import export_onnx
 
     genotype, model = build_model(args)
     if args.fold_bn:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command(
     name="export",
     help="export a genotype's network to one ONNX file",
-    description="Export with ssr.onnx_export.export_onnx (fixed input shape, single file).",
+    description="Export with ssr.deploy.onnx_export.export_onnx (fixed input shape, single file).",
     add_arguments=add_arguments,
     run=run,
 )

@@ -63,7 +63,7 @@ def precheck(args: argparse.Namespace) -> None:
     bad input is refused in a fraction of a second."""
     device = getattr(args, "device", None)
     if device is not None:
-        from ssr.validate import check_device
+        from ssr.config.validate import check_device
 
         check_device(device, "--device")
     _genotype_of(args)
@@ -86,8 +86,8 @@ def _genotype_of(args: argparse.Namespace) -> Any:
 
 
 def load_genotype(name: str) -> Any:
-    """A :class:`ssr.genotype.Genotype` from a file or a shipped name."""
-    from ssr.genotype import Genotype
+    """A :class:`ssr.method.genotype.Genotype` from a file or a shipped name."""
+    from ssr.method.genotype import Genotype
 
     return Genotype.load(name)
 
@@ -100,9 +100,9 @@ def check_model_fits(
     device: str = "cpu",
 ) -> None:
     """Refuse, in one line, an input the network's stride does not divide or a network and input
-    whose estimated memory (:mod:`ssr.footprint`) is more than ``device`` has free."""
-    from ssr.errors import ConfigError
-    from ssr.footprint import check_fits, check_input_size, estimate
+    whose estimated memory (:mod:`ssr.measure.footprint`) is more than ``device`` has free."""
+    from ssr.config.errors import ConfigError
+    from ssr.measure.footprint import check_fits, check_input_size, estimate
 
     if batch < 1:
         raise ConfigError(f"batch (--batch) must be >= 1, got {batch}")
@@ -131,7 +131,7 @@ def build_model(
         n = batch if batch is not None else getattr(args, "batch", None)
         device = getattr(args, "device", None) or "cpu"
         check_model_fits(genotype, args.num_classes, hw, 1 if n is None else n, device)
-    from ssr.network import DerivedNet  # torch loads once the input is known to be good
+    from ssr.method.network import DerivedNet  # torch loads once the input is known to be good
 
     model = DerivedNet(genotype, args.num_classes).eval()
     if args.weights:
@@ -152,7 +152,7 @@ def load_weights(model: Any, path: Path) -> None:
     """
     import torch
 
-    from ssr.errors import ConfigError
+    from ssr.config.errors import ConfigError
 
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")

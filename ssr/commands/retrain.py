@@ -1,6 +1,6 @@
 """``python -m ssr retrain``: train a genotype's network from scratch (docs/method.md §8.2).
 
-Runs :func:`ssr.retrain.run_retrain` and writes ``summary.json`` and ``config.resolved.yaml``
+Runs :func:`ssr.run.retrain.run_retrain` and writes ``summary.json`` and ``config.resolved.yaml``
 next to its checkpoints. Config: :class:`ssr.config.RetrainConfig` defaults <- ``--config`` <-
 ``--set`` <- the ``--data/--epochs/--device`` shortcuts.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssr.cliargs import add_config_args
 from ssr.commands import Command
 from ssr.commands.model_args import load_genotype, positive_int
 from ssr.commands.search import check_out
+from ssr.config.cliargs import add_config_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,9 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then write ``summary.json`` next to the checkpoints."""
-    from ssr.atomic import write_json
     from ssr.config import RetrainConfig, dump_yaml, load_config, to_dict
-    from ssr.footprint import check_retrain_fits
+    from ssr.files.atomic import write_json
+    from ssr.measure.footprint import check_retrain_fits
 
     items = list(args.set)
     for key, value in (("data.name", args.data), ("epochs", args.epochs), ("device", args.device)):
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(RetrainConfig, args.config, items)
     genotype = load_genotype(args.genotype)
     check_retrain_fits(cfg, genotype)
-    from ssr.retrain import run_retrain  # torch loads once the input is known to be good
+    from ssr.run.retrain import run_retrain  # torch loads once the input is known to be good
 
     out = Path(args.out)
     result = run_retrain(cfg, genotype, out, None, args.resume)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command(
     name="retrain",
     help="retrain a genotype's network from scratch (docs/method.md §8.2)",
-    description="Run ssr.retrain.run_retrain; writes DIR/summary.json and the resolved config.",
+    description="Run ssr.run.retrain.run_retrain; writes DIR/summary.json and the resolved config.",
     add_arguments=add_arguments,
     run=run,
 )

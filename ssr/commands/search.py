@@ -1,6 +1,6 @@
 """``python -m ssr search``: one SSR search to a genotype (docs/method.md §4-§7).
 
-Runs :func:`ssr.search.run_search` and writes ``genotype.json``, ``summary.json``,
+Runs :func:`ssr.method.search.run_search` and writes ``genotype.json``, ``summary.json``,
 ``history.jsonl``, ``prune_events.jsonl``, ``config.resolved.yaml`` and checkpoints into
 ``--out``; ``--resume`` continues an interrupted search to the same result. Config:
 :class:`ssr.config.SearchConfig` defaults <- ``--config`` <- ``--set`` <- ``--device``.
@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ssr.atomic import to_json
-from ssr.cliargs import add_config_args
 from ssr.commands import Command
+from ssr.config.cliargs import add_config_args
+from ssr.files.atomic import to_json
 
 SUMMARY_KEYS = (
     "genotype_id",
@@ -41,7 +41,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 def check_out(args: argparse.Namespace) -> None:
     """``--out`` is a folder or can become one (checked before torch loads)."""
-    from ssr.errors import ConfigError
+    from ssr.config.errors import ConfigError
 
     out = Path(args.out)
     for folder in (out, *out.parents):
@@ -54,14 +54,14 @@ def check_out(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Search; print the summary (JSON) on stdout and where the genotype went on stderr."""
     from ssr.config import SearchConfig, load_config
-    from ssr.footprint import check_search_fits
+    from ssr.measure.footprint import check_search_fits
 
     items = list(args.set)
     if args.device:
         items.append(f"device={args.device}")
     cfg = load_config(SearchConfig, args.config, items)  # bad input is refused before torch loads
     check_search_fits(cfg)
-    from ssr.search import run_search
+    from ssr.method.search import run_search
 
     result = run_search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     summary = {k: result.summary.get(k) for k in SUMMARY_KEYS}

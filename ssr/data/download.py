@@ -60,9 +60,9 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, BinaryIO
 
-from ssr.atomic import write_json
 from ssr.data.camvid import SPLIT_SIZES, split_pairs
 from ssr.data.cityscapes import DatasetError
+from ssr.files.atomic import write_json
 
 __all__ = [
     "ARCHIVE_SHA256",

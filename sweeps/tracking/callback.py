@@ -11,8 +11,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.protocol import COMPLETE, FINAL_KEY
-from sweeps.results import ResultsTable
+from sweeps.contract.protocol import COMPLETE, FINAL_KEY
+from sweeps.record.results import ResultsTable
 from sweeps.tracking.records import log_epoch, log_final
 from sweeps.tracking.runs import Tracker
 

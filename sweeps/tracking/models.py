@@ -1,6 +1,6 @@
 """Every derived architecture as an MLflow logged model of its trial (MLflow 3 ``LoggedModel``).
 
-A complete trial's ``model.onnx`` (the derived network exported by ``ssr.pipeline``) becomes a
+A complete trial's ``model.onnx`` (the derived network exported by ``ssr.run.pipeline``) becomes a
 logged model of the trial's child run, in the ONNX flavour: with a signature read from the ONNX
 graph (exact input and output shapes), an input example (zeros of the input shape, when it is
 small enough to store as JSON: :data:`MAX_EXAMPLE_VALUES`), pinned ``onnx``/``onnxruntime``

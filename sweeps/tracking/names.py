@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sweeps.protocol import SAMPLED_KEY
+from sweeps.contract.protocol import SAMPLED_KEY
 
 #: Short forms of config key components (the last component names a key on its own).
 ABBREVIATIONS = {
@@ -31,7 +31,7 @@ ABBREVIATIONS = {
 }
 #: Parents whose children are named by their last component alone (``ssr.op`` -> ``op``).
 PLAIN_PARENTS = ("", "ssr", "shrink", "search")
-#: Config values (as ``cfg.<key>`` of :func:`sweeps.params.flat_params`) that define any run.
+#: Config values (as ``cfg.<key>`` of :func:`sweeps.contract.params.flat_params`) that define any run.
 DEFINING = (
     "cfg.baseline",
     "cfg.seed",
@@ -149,7 +149,7 @@ def stopped_label(label: str, epoch: int) -> str:
 def defining_params(flat: Mapping[str, Any], varied: Sequence[str] | None) -> dict[str, Any]:
     """The MLflow params of a trial: the config values the sweep varied and those that define
     any run (baseline, seed, dataset and its size, epoch budgets), from ``cfg.*`` of
-    :func:`sweeps.params.flat_params`. The whole config is the ``config.resolved.yaml`` artifact.
+    :func:`sweeps.contract.params.flat_params`. The whole config is the ``config.resolved.yaml`` artifact.
     """
     wanted = list(DEFINING)
     for key in varied or ():

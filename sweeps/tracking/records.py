@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.schema import COLUMNS
-from sweeps.params import flat_params
-from sweeps.protocol import (
+from sweeps.contract.params import flat_params
+from sweeps.contract.protocol import (
     COMPLETE,
     EARLY_STOPPED,
     FAILED,
@@ -33,7 +33,7 @@ from sweeps.protocol import (
     FINAL_KEY,
     is_finite_number,
 )
-from sweeps.results import genotype_json
+from sweeps.record.results import genotype_json
 from sweeps.tracking.models import is_ready, model_of, prepare_model, save_model
 from sweeps.tracking.names import defining_params, stopped_label
 from sweeps.tracking.runs import Tracker
@@ -215,7 +215,7 @@ def _upload_files(
             tracker.client.log_artifact(run_id, str(src / name))
     geno = src / "genotype.json"
     if geno.is_file():
-        from sweeps.archplot import draw_genotype
+        from sweeps.record.archplot import draw_genotype
 
         with tempfile.TemporaryDirectory() as tmp:
             title = f"{row.get('trial_id')}  genotype {row.get('genotype_id', '')}"

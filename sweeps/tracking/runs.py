@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeps.params import flat_params
-from sweeps.protocol import COMPLETE, EARLY_STOPPED, FAILED, is_finite_number
+from sweeps.contract.params import flat_params
+from sweeps.contract.protocol import COMPLETE, EARLY_STOPPED, FAILED, is_finite_number
 from sweeps.tracking.book import RunBook
 from sweeps.tracking.names import (
     baseline_of,

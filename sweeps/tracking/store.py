@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from analysis.probe import Overdue, run_within
 from ssr.config import ConfigError
-from sweeps.rundir import MLFLOW_ARTIFACTS, MLFLOW_DB
+from sweeps.runtime.rundir import MLFLOW_ARTIFACTS, MLFLOW_DB
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

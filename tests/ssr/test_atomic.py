@@ -1,4 +1,4 @@
-"""ssr.atomic: strict JSON (NaN -> null) and all-or-nothing replacement of the target file."""
+"""ssr.files.atomic: strict JSON (NaN -> null) and all-or-nothing replacement of the target file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ssr.atomic import atomic_path, atomic_write, finite, to_json, write_json, write_jsonl
+from ssr.files.atomic import atomic_path, atomic_write, finite, to_json, write_json, write_jsonl
 
 
 def test_non_finite_floats_become_null() -> None:
@@ -70,7 +70,9 @@ def test_atomic_path_temporary_is_in_the_same_folder(tmp_path) -> None:
 
 
 def test_import_is_stdlib_only() -> None:
-    code = "import sys, ssr.atomic; print(sorted({'torch', 'numpy', 'yaml'} & set(sys.modules)))"
+    code = (
+        "import sys, ssr.files.atomic; print(sorted({'torch', 'numpy', 'yaml'} & set(sys.modules)))"
+    )
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

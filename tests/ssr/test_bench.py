@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from ssr import bench
-from ssr.complexity import count_macs, count_params
 from ssr.config import BenchConfig, ConfigError
 from ssr.deploy import deploy, fold_bn
-from ssr.genotype import Genotype
-from ssr.network import DerivedNet
-from ssr.onnx_export import export_onnx, ort_session
+from ssr.deploy.onnx_export import export_onnx, ort_session
+from ssr.measure import bench
+from ssr.method.complexity import count_macs, count_params
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
 
 SMALL = (3, 64, 128)
 TINY = (3, 32, 64)  # timing tests: torch eager is slow on a busy 2-core machine

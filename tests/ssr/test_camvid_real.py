@@ -103,9 +103,9 @@ def test_a_size_that_distorts_the_aspect_is_warned_about_with_both_ratios(caplog
 @needs_sample
 @pytest.mark.parametrize("size", [(360, 480), (180, 240)])
 def test_native_size_and_its_half_train_and_evaluate(size) -> None:
-    from ssr.gap import evaluate_images
-    from ssr.genotype import Genotype
-    from ssr.network import DerivedNet
+    from ssr.method.gap import evaluate_images
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     h, w = size
     torch.manual_seed(0)
@@ -130,9 +130,9 @@ def test_native_size_and_its_half_train_and_evaluate(size) -> None:
 def test_the_deploy_form_exports_at_half_native_size(tmp_path) -> None:
     """The FPS path at 180x240 (odd sides at 1/8: 23x30): ONNX equals torch."""
     from ssr.deploy import deploy
-    from ssr.genotype import Genotype
-    from ssr.network import DerivedNet
-    from ssr.onnx_export import export_onnx
+    from ssr.deploy.onnx_export import export_onnx
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     net = DerivedNet(Genotype.load("ssr_cityscapes"), 11).eval()
     res = export_onnx(deploy(net), (3, 180, 240), tmp_path / "m.onnx")
@@ -141,9 +141,9 @@ def test_the_deploy_form_exports_at_half_native_size(tmp_path) -> None:
 
 @needs_root
 def test_one_search_epoch_and_one_retrain_epoch_on_real_images(tiny_space, tmp_path) -> None:
-    from ssr.genotype import Genotype
-    from ssr.retrain import run_retrain
-    from ssr.search import run_search
+    from ssr.method.genotype import Genotype
+    from ssr.method.search import run_search
+    from ssr.run.retrain import run_retrain
 
     torch.set_num_threads(1)
     data = _cfg(ROOT, height=48, width=64, train_size=8, val_size=4, batch_size=4, augment=True)

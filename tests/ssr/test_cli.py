@@ -91,7 +91,7 @@ def test_broken_genotype_exits_2_without_traceback(tmp_path) -> None:
 
 
 def test_genotype_that_does_not_chain(capsys, tmp_path) -> None:
-    from ssr.genotype import Genotype
+    from ssr.method.genotype import Genotype
 
     d = Genotype.load("ssr_cityscapes").to_dict()
     d["layers"][1]["c_in"] = 63
@@ -188,7 +188,7 @@ def test_main_dispatches_through_the_table(capsys) -> None:
 
 
 def test_a_diverged_run_is_one_line_and_exit_1(capsys) -> None:
-    from ssr.errors import DivergenceError
+    from ssr.config.errors import DivergenceError
 
     def run(args: argparse.Namespace) -> int:
         raise DivergenceError("retraining diverged at epoch 2: training loss is nan; lower x")
@@ -220,8 +220,8 @@ def test_help_runs_without_ray_mlflow_or_optuna() -> None:
 def test_bench_loads_weights(capsys, tmp_path) -> None:
     import torch
 
-    from ssr.genotype import Genotype
-    from ssr.network import DerivedNet
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
 
     path = tmp_path / "best.pt"
     torch.save({"model": DerivedNet(Genotype.load("ssr_cityscapes"), 19).state_dict()}, path)
@@ -260,7 +260,7 @@ def test_bench_reads_a_config_file(capsys, tmp_path) -> None:
     ],
 )
 def test_failures_become_one_line(capsys, exc, code, line) -> None:
-    from ssr.errors import ConfigError
+    from ssr.config.errors import ConfigError
 
     def run(args: argparse.Namespace) -> int:
         raise exc

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ssr.cliargs import add_config_args, parse_set
 from ssr.config import ConfigError, parse_overrides, set_dotted
+from ssr.config.cliargs import add_config_args, parse_set
 
 
 def test_add_config_args_declares_config_and_repeatable_set() -> None:

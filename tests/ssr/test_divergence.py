@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from ssr import errors
-from ssr.config import ConfigError, OptimConfig, SearchConfig, load_config
-from ssr.derive import genotype_from_supernet
-from ssr.search import DivergenceError, run_search
-from ssr.supernet import Supernet
+from ssr.config import ConfigError, OptimConfig, SearchConfig, errors, load_config
+from ssr.method.derive import genotype_from_supernet
+from ssr.method.search import DivergenceError, run_search
+from ssr.method.supernet import Supernet
 from tests.ssr.test_search import tiny_cfg
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ssr.checkpoint import load_checkpoint
-from ssr.epochs import EpochDriver
+from ssr.train.checkpoint import load_checkpoint
+from ssr.train.epochs import EpochDriver
 
 
 def _epoch(e: int) -> dict[str, object]:

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ssr.checkpoint import save_checkpoint
 from ssr.cli import main
 from ssr.data.camvid import CAMVID_CLASSES
-from ssr.genotype import Genotype
-from ssr.network import DerivedNet
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
+from ssr.train.checkpoint import save_checkpoint
 
 H, W = 48, 64  # 4:3, as CamVid
 
@@ -64,7 +64,7 @@ def trial(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def onnx_trial(trial) -> dict[str, Path]:
     """``trial`` plus its network exported at 48x64 as a pipeline trial exports it (~30 s)."""
-    from ssr.onnx_export import export_onnx
+    from ssr.deploy.onnx_export import export_onnx
 
     model = DerivedNet(tiny_genotype(), 11).eval()
     model.load_state_dict(torch.load(trial["pt"], weights_only=True)["model"])
@@ -101,10 +101,10 @@ def test_pt_and_onnx_agree(capsys, onnx_trial) -> None:
 
 
 def test_scores_are_those_of_the_metrics(capsys, trial) -> None:
-    """The command's numbers are ssr.metrics' on the same predictions, upsampled to the labels."""
+    """The command's numbers are ssr.train.metrics' on the same predictions, upsampled to the labels."""
     import torch.nn.functional as F
 
-    from ssr.metrics import ConfusionMatrix
+    from ssr.train.metrics import ConfusionMatrix
 
     code, row = evaluate(capsys, trial, "--split", "val", "--input", "24x32", "--json")
     assert code == 0, row

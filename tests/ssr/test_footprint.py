@@ -1,12 +1,12 @@
-"""ssr.footprint: memory estimated from a genotype before anything is allocated."""
+"""ssr.measure.footprint: memory estimated from a genotype before anything is allocated."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from ssr.errors import ConfigError
-from ssr.footprint import (
+from ssr.config.errors import ConfigError
+from ssr.measure.footprint import (
     GIB,
     Footprint,
     available_bytes,
@@ -15,8 +15,8 @@ from ssr.footprint import (
     estimate,
     supernet_genotypes,
 )
-from ssr.genotype import Genotype
-from ssr.network import DerivedNet
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
 
 
 def paper() -> Genotype:
@@ -59,7 +59,7 @@ def test_activations_are_a_lower_bound_that_scales() -> None:
 
 
 def test_a_supernet_estimate_is_a_lower_bound(tiny_space) -> None:
-    from ssr.supernet import Supernet
+    from ssr.method.supernet import Supernet
 
     nets = supernet_genotypes(
         tiny_space.stem_width,
@@ -113,7 +113,7 @@ def test_a_supernet_is_every_candidate_op_at_full_width(tiny_space) -> None:
 
 
 def _meminfo_bytes(key: str) -> int:
-    """A ``/proc/meminfo`` field in bytes, read here independently of ssr.footprint."""
+    """A ``/proc/meminfo`` field in bytes, read here independently of ssr.measure.footprint."""
     line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith(key))
     return int(line.split()[1]) * 1024
 

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssr.checkpoint import load_checkpoint
 from ssr.config import ConfigError, DataConfig, RetrainConfig, load_config
 from ssr.data import build_dataset, build_loader
 from ssr.data import cityscapes as cityscapes_mod
-from ssr.genotype import Genotype
-from ssr.loop import evaluate
-from ssr.metrics import ConfusionMatrix
-from ssr.network import DerivedNet
-from ssr.retrain import run_retrain
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
+from ssr.run.retrain import run_retrain
+from ssr.train.checkpoint import load_checkpoint
+from ssr.train.loop import evaluate
+from ssr.train.metrics import ConfusionMatrix
 from tests.ssr.test_data import make_cityscapes
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssr.config import ConfigError, SearchConfig, ShrinkConfig, load_config
-from ssr.search import _labels, run_search
+from ssr.method.search import _labels, run_search
 from tests.ssr.test_search import tiny_cfg
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ssr.config import SpaceConfig
-from ssr.genotype import Genotype, GenotypeError, space_log10_size
+from ssr.method.genotype import Genotype, GenotypeError, space_log10_size
 
 
 def paper() -> Genotype:

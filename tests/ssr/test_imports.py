@@ -6,7 +6,7 @@ import sys
 
 def test_ssr_imports_neither_ray_nor_mlflow_nor_optuna() -> None:
     code = (
-        "import sys, ssr, ssr.search, ssr.pipeline, ssr.bench, ssr.cli as m; m.build_parser();"
+        "import sys, ssr, ssr.method.search, ssr.run.pipeline, ssr.measure.bench, ssr.cli as m; m.build_parser();"
         "bad = sorted(n for n in ('ray', 'mlflow', 'optuna') if n in sys.modules);"
         "print(','.join(bad))"
     )

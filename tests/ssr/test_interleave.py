@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ssr.config import BenchConfig, ConfigError
-from ssr.interleave import Spread, measure_interleaved
+from ssr.measure.interleave import Spread, measure_interleaved
 
 
 def _net(width: int, depth: int) -> nn.Module:
@@ -48,7 +48,7 @@ def test_needs_two_passes_and_models() -> None:
 
 
 def test_onnxruntime_exports_each_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ssr.onnx_export as onnx_export
+    import ssr.deploy.onnx_export as onnx_export
 
     exported: list[str] = []
     real = onnx_export.export_onnx

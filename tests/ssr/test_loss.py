@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssr.config import FlopsConfig
-from ssr.loss import flops_loss, ssr_group_terms, ssr_regularizer
+from ssr.train.loss import flops_loss, ssr_group_terms, ssr_regularizer
 
 
 def test_ssr_is_zero_at_uniform_for_any_k() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ssr.metrics import (
+from ssr.train.metrics import (
     ConfusionMatrix,
     bootstrap_miou_interval,
     confusion_matrix,

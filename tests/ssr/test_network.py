@@ -6,13 +6,13 @@ import statistics
 import pytest
 import torch
 
-from ssr.complexity import count_macs
 from ssr.config import SpaceConfig
-from ssr.derive import genotype_from_supernet
-from ssr.genotype import Genotype, LayerGene, ReductionGene
-from ssr.network import DerivedNet
-from ssr.ops import adaptive_avg_pool, residual_add
-from ssr.supernet import DIMENSIONS, Supernet
+from ssr.method.complexity import count_macs
+from ssr.method.derive import genotype_from_supernet
+from ssr.method.genotype import Genotype, LayerGene, ReductionGene
+from ssr.method.network import DerivedNet
+from ssr.method.ops import adaptive_avg_pool, residual_add
+from ssr.method.supernet import DIMENSIONS, Supernet
 
 
 def small(head: str = "aggregation") -> Genotype:

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssr.checkpoint import load_checkpoint
-from ssr.complexity import count_macs, count_params
 from ssr.config import PipelineConfig, load_config
-from ssr.genotype import Genotype
-from ssr.network import DerivedNet
-from ssr.onnx_export import ort_session
-from ssr.pipeline import run_pipeline
+from ssr.deploy.onnx_export import ort_session
+from ssr.method.complexity import count_macs, count_params
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
+from ssr.run.pipeline import run_pipeline
+from ssr.train.checkpoint import load_checkpoint
 
 TINY = [
     "search.space.stem_width=8",

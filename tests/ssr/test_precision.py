@@ -15,16 +15,16 @@ import math
 import pytest
 import torch
 
-from ssr import loop
 from ssr.config import ConfigError, DataConfig, PipelineConfig, RetrainConfig
-from ssr.errors import DivergenceError
-from ssr.finite import StepChecks
-from ssr.genotype import Genotype
-from ssr.loop import evaluate, run_epoch
-from ssr.pipeline import retrain_config, run_pipeline
-from ssr.precision import Stepper, autocast, cuda_habits, dtype_of
-from ssr.retrain import run_retrain
-from ssr.search import run_search
+from ssr.config.errors import DivergenceError
+from ssr.method.genotype import Genotype
+from ssr.method.search import run_search
+from ssr.run.pipeline import retrain_config, run_pipeline
+from ssr.run.retrain import run_retrain
+from ssr.train import loop
+from ssr.train.finite import StepChecks
+from ssr.train.loop import evaluate, run_epoch
+from ssr.train.precision import Stepper, autocast, cuda_habits, dtype_of
 from tests.ssr.test_search import tiny_cfg
 
 CPU = torch.device("cpu")
@@ -88,7 +88,7 @@ def test_short_retrain_in_reduced_precision(tmp_path, precision) -> None:
         data=DataConfig(height=32, width=64, train_size=8, val_size=4, batch_size=4),
         epochs=2,
         precision=precision,
-        # NOTE: bf16 with channels_last is refused on CPU (it diverges: ssr/validate.py)
+        # NOTE: bf16 with channels_last is refused on CPU (it diverges: ssr/config/validate.py)
         channels_last=precision != "bf16",
     )
     res = run_retrain(cfg, Genotype.load("ssr_cityscapes"), tmp_path, progress=False)
@@ -214,8 +214,8 @@ def test_deferred_checks_as_on_cuda_give_the_same_search_and_fail_the_same_epoch
     tiny_space, tmp_path, monkeypatch
 ) -> None:
     """The CUDA mode of the divergence checks (read once per epoch), run on CPU."""
-    import ssr.retrain as retrain_mod
-    import ssr.search_step as step_mod
+    import ssr.method.search_step as step_mod
+    import ssr.run.retrain as retrain_mod
     from ssr.config import OptimConfig
 
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""The int8 form (ssr.quantize) and its measurement (precision int8, --backend ort-int8)."""
+"""The int8 form (ssr.deploy.quantize) and its measurement (precision int8, --backend ort-int8)."""
 
 import dataclasses
 import json
@@ -8,14 +8,14 @@ import onnx
 import pytest
 import torch
 
-from ssr import bench
 from ssr.cli import main
 from ssr.config import BenchConfig, ConfigError, DataConfig
 from ssr.data import build_dataset
-from ssr.genotype import Genotype
-from ssr.network import DerivedNet
-from ssr.onnx_export import ort_session
-from ssr.quantize import calibration_images, quantize_model, quantize_onnx
+from ssr.deploy.onnx_export import ort_session
+from ssr.deploy.quantize import calibration_images, quantize_model, quantize_onnx
+from ssr.measure import bench
+from ssr.method.genotype import Genotype
+from ssr.method.network import DerivedNet
 
 SHAPE = (1, 3, 32, 64)
 QUICK = BenchConfig(warmup=1, iters=2, repeats=1, threads=1, precision="int8")

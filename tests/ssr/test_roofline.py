@@ -1,12 +1,12 @@
-"""The machine's achievable rate (ssr.roofline) and the CPU record (ssr.host.cpu_info)."""
+"""The machine's achievable rate (ssr.measure.roofline) and the CPU record (ssr.measure.host.cpu_info)."""
 
 import math
 
 import pytest
 import torch
 
-from ssr import roofline
-from ssr.host import SIMD_FLAGS, cpu_info
+from ssr.measure import roofline
+from ssr.measure.host import SIMD_FLAGS, cpu_info
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ssr.config import DataConfig, OptimConfig, SearchConfig, ShrinkConfig, SpaceConfig, SSRConfig
-from ssr.search import run_search
-from ssr.supernet import DIMENSIONS, Supernet
+from ssr.method.search import run_search
+from ssr.method.supernet import DIMENSIONS, Supernet
 
 
 def tiny_cfg(space: SpaceConfig, **changes) -> SearchConfig:

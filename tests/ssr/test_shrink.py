@@ -2,8 +2,8 @@
 
 import torch
 
-from ssr.shrink import apply, argmax_fallback, decide
-from ssr.supernet import normalized_probs
+from ssr.method.shrink import apply, argmax_fallback, decide
+from ssr.method.supernet import normalized_probs
 
 
 def test_spec_example_prunes_the_third_candidate() -> None:

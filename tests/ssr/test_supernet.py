@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ssr.config import SpaceConfig
-from ssr.derive import derive_network, genotype_from_supernet
-from ssr.supernet import DIMENSIONS, Supernet
+from ssr.method.derive import derive_network, genotype_from_supernet
+from ssr.method.supernet import DIMENSIONS, Supernet
 
 
 def randomize_bn(net: torch.nn.Module) -> None:
@@ -60,7 +60,7 @@ def test_genotype_widths_follow_the_alive_masks(tiny_space: SpaceConfig) -> None
 
 
 def test_expected_macs_of_largest_config_equal_counted_macs(tiny_space: SpaceConfig) -> None:
-    from ssr.complexity import count_macs
+    from ssr.method.complexity import count_macs
 
     net = Supernet(tiny_space, num_classes=5)
     probs = net.max_probs()
@@ -164,8 +164,8 @@ def test_decided_layers_run_narrow_with_the_same_result(tiny_space: SpaceConfig)
 
 
 def test_restrict_to_the_paper_genotype() -> None:
-    from ssr.derive import restrict_to
-    from ssr.genotype import Genotype, GenotypeError
+    from ssr.method.derive import restrict_to
+    from ssr.method.genotype import Genotype, GenotypeError
 
     paper = Genotype.load("ssr_cityscapes")
     net = Supernet(SpaceConfig(), num_classes=19)
@@ -185,8 +185,8 @@ def test_restrict_to_the_paper_genotype() -> None:
 
 
 def test_reduction_width_rule_official_decodes_the_released_genotype() -> None:
-    from ssr.derive import restrict_to
-    from ssr.genotype import Genotype
+    from ssr.method.derive import restrict_to
+    from ssr.method.genotype import Genotype
 
     paper = Genotype.load("ssr_cityscapes")
     net = Supernet(SpaceConfig(), num_classes=19)

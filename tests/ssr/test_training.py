@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssr.checkpoint import load_checkpoint, save_checkpoint
 from ssr.config import ConfigError, DataConfig, OptimConfig, RetrainConfig
-from ssr.device import resolve_device
-from ssr.errors import DivergenceError
-from ssr.genotype import Genotype, LayerGene, ReductionGene
-from ssr.loop import evaluate, run_epoch
-from ssr.loss import weighted_ce
-from ssr.optim import make_adam, poly_lr
-from ssr.retrain import run_retrain
+from ssr.config.errors import DivergenceError
+from ssr.method.genotype import Genotype, LayerGene, ReductionGene
+from ssr.run.retrain import run_retrain
+from ssr.train.checkpoint import load_checkpoint, save_checkpoint
+from ssr.train.device import resolve_device
+from ssr.train.loop import evaluate, run_epoch
+from ssr.train.loss import weighted_ce
+from ssr.train.optim import make_adam, poly_lr
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ BIN = Path(sys.executable).parent
 def sweep_env(**extra: str) -> dict[str, str]:
     """The environment of a test's sweep or Ray process: token authentication, as users run it
     (the token is made where Ray keeps it, ``~/.ray/auth_token``, if it is missing)."""
-    from sweeps.cluster import ensure_token
+    from sweeps.runtime.cluster import ensure_token
 
     ensure_token({})
     env = dict(os.environ)

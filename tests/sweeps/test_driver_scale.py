@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from analysis.pareto import pareto_mask
-from sweeps import results
-from sweeps.moasha import _as_min, nondominated_fronts, nondominated_rank, position_of_last
 from sweeps.progress import RunningFront, front_size
-from sweeps.recovery import failed_trials
-from sweeps.results import ResultsTable, journal_path
+from sweeps.record import results
+from sweeps.record.recovery import failed_trials
+from sweeps.record.results import ResultsTable, journal_path
+from sweeps.schedule.moasha import _as_min, nondominated_fronts, nondominated_rank, position_of_last
 
 OBJECTIVES = [("derived_miou", True), ("fps_shared", True)]
 

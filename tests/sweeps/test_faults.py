@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 from sweep_helpers import PYTHON, REPO, RUN, SMOKE, children, reap_group, run_sweep, start
 
-from sweeps.reaper import alive, descendants
+from sweeps.runtime.reaper import alive, descendants
 
 pytestmark = pytest.mark.slow
 #: Two short trials (no retraining): the fault, and a trial that completes beside it.

@@ -28,7 +28,7 @@ from sweep_helpers import (
     sweep_env,
 )
 
-from sweeps.reaper import descendants
+from sweeps.runtime.reaper import descendants
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -5,7 +5,7 @@ The head node on 127.0.0.2 declares ``--num-gpus 2`` (Ray assigns GPU ids whethe
 machine has the hardware) and 4 CPUs; the smoke sweep runs with ``--gpus-per-trial 0.5`` and
 every device set to CPU. Each trial's record says which ``CUDA_VISIBLE_DEVICES`` Ray gave its
 process (``visible_devices``) and when it ran (``started_at``/``finished_at``,
-:mod:`ssr.pipeline`). Processes are started in their own sessions and stopped by killing those
+:mod:`ssr.run.pipeline`). Processes are started in their own sessions and stopped by killing those
 process groups (never ``ray stop``), as in ``test_sweep_cluster.py``.
 """
 

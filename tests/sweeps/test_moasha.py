@@ -1,4 +1,4 @@
-"""MO-ASHA (sweeps/moasha.py): NSGA-II ranking, the rung rule against ASHA, a real Tune run."""
+"""MO-ASHA (sweeps/schedule/moasha.py): NSGA-II ranking, the rung rule against ASHA, a real Tune run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from ray.tune.schedulers import ASHAScheduler
 
-from sweeps.moasha import (
+from sweeps.schedule.moasha import (
     MOASHAScheduler,
     crowding_distance,
     nondominated_fronts,

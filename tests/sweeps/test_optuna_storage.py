@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from ssr.config import ConfigError
-from sweeps.protocol import FINAL_KEY
-from sweeps.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
+from sweeps.contract.protocol import FINAL_KEY
+from sweeps.define.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
 
 
 def searcher(run_dir: Path) -> Any:
@@ -66,7 +66,7 @@ def test_study_is_stored_labelled_and_continued_after_restore(tmp_path: Path) ->
 
 
 def test_a_new_sweep_never_joins_an_existing_study(tmp_path: Path) -> None:
-    from sweeps.searchers import probe_study
+    from sweeps.schedule.searchers import probe_study
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     probe_study(url, tmp_path / "run-2")  # nothing there yet

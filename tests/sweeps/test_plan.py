@@ -1,7 +1,7 @@
 """The sweep planner (``sweeps/run.py --plan``) and the paper-scale recipes (docs/architecture.md §6).
 
 The planner's estimate of one trial is checked against a real run of that trial on this CPU
-(``ssr.pipeline.run_pipeline``, the function a sweep's trial runs; ONNX export off, because
+(``ssr.run.pipeline.run_pipeline``, the function a sweep's trial runs; ONNX export off, because
 its time varies by a factor 2 from one export to the next under load). Tolerance: the predicted
 seconds of the whole trial and of its search phase are within a factor 2.5 of the measured
 ones. On this 2-core machine at a load average of 6 (other work), predicted/measured was
@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from ssr.config import ConfigError, RetrainConfig, load_config, to_dict
-from ssr.pipeline import run_pipeline
-from ssr.trialcost import MEM_CPU, probe_trial
-from sweeps.plan import sweep_totals, trial_seconds
-from sweeps.spec import load_sweep
+from ssr.run.pipeline import run_pipeline
+from ssr.run.trialcost import MEM_CPU, probe_trial
+from sweeps.define.spec import load_sweep
+from sweeps.schedule.plan import sweep_totals, trial_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "sweeps" / "configs" / "smoke.yaml"
@@ -126,7 +126,7 @@ def test_paper_sweep_retrains_with_the_cityscapes_recipe() -> None:
 
 def test_probe_extrapolates_a_batch_that_does_not_fit(monkeypatch) -> None:
     """With too little free memory the real batch is not run: measured at 1, extrapolated."""
-    import ssr.trialcost as tc
+    import ssr.run.trialcost as tc
 
     monkeypatch.setattr(tc, "_free_bytes", lambda device: 1)
     calls: list[int] = []

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sweeps.define.spec import CONFIG_DIR, load_sweep
 from sweeps.progress import (
     MAX_LINE,
     ProgressCallback,
@@ -22,8 +23,7 @@ from sweeps.progress import (
     start_line,
     varied_keys,
 )
-from sweeps.results import ResultsTable
-from sweeps.spec import CONFIG_DIR, load_sweep
+from sweeps.record.results import ResultsTable
 from sweeps.tracking.names import (
     defining_params,
     settings_text,

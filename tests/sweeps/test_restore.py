@@ -1,7 +1,7 @@
-"""The one shim on Ray internals (sweeps.restore) still works with the installed Ray.
+"""The one shim on Ray internals (sweeps.runtime.restore) still works with the installed Ray.
 
 Fails when a Ray release moves a restored Tuner's run config: then ``--resume`` would run the
-callbacks pickled with the experiment instead of this invocation's (see sweeps/restore.py).
+callbacks pickled with the experiment instead of this invocation's (see sweeps/runtime/restore.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def trainable(config: dict[str, Any]) -> None:
 
 
 def test_restored_tuner_runs_the_given_callbacks(tmp_path: Path) -> None:
-    from sweeps.restore import replace_callbacks, restore_tuner
+    from sweeps.runtime.restore import replace_callbacks, restore_tuner
 
     # NOTE: constructing a Tuner saves its state (tuner.pkl) without starting Ray
     tune.Tuner(trainable, run_config=tune.RunConfig(name="exp", storage_path=str(tmp_path),
@@ -39,7 +39,7 @@ def test_restored_tuner_runs_the_given_callbacks(tmp_path: Path) -> None:
 
 
 def test_shim_says_when_ray_moved_the_run_config(caplog: pytest.LogCaptureFixture) -> None:
-    from sweeps.restore import replace_callbacks
+    from sweeps.runtime.restore import replace_callbacks
 
     assert replace_callbacks(object(), []) is False
     assert "callbacks saved with the experiment" in caplog.text

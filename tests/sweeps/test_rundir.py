@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from ssr.config import ConfigError
-from sweeps.rundir import (
+from sweeps.define.spec import apply_overrides, build_sweep, load_sweep
+from sweeps.runtime.rundir import (
     SWEEP_FILE,
     check_name,
     read_run_file,
     resolve_run,
     write_run_file,
 )
-from sweeps.spec import apply_overrides, build_sweep, load_sweep
 
 
 @pytest.mark.parametrize("name", ["smoke", "a.b-c_1", "0x"])

@@ -2,7 +2,7 @@
 stopped by this module (its process group), with the endpoint and keys in the standard AWS
 variables, as a user would point the sweep at MinIO or a cloud bucket.
 
-- the mirror of a run's driver files (:mod:`sweeps.mirror`): push, pull, the journal removed once
+- the mirror of a run's driver files (:mod:`sweeps.runtime.mirror`): push, pull, the journal removed once
   its rows are in the table, the Optuna study copied consistently;
 - a store that cannot be reached is one line and exit 3, nothing left behind;
 - the smoke sweep on S3 (slow): checkpoints and final files in the bucket, then ``--resume`` on
@@ -33,9 +33,9 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def test_mirror_round_trip(s3: dict, tmp_path: Path) -> None:
-    from sweeps import mirror
-    from sweeps.rundir import JOURNAL_FILE as JOURNAL
-    from sweeps.rundir import MIRRORED
+    from sweeps.runtime import mirror
+    from sweeps.runtime.rundir import JOURNAL_FILE as JOURNAL
+    from sweeps.runtime.rundir import MIRRORED
 
     run = tmp_path / "a" / "r1"
     run.mkdir(parents=True)

@@ -21,8 +21,8 @@ import pytest
 from sweep_helpers import REPO
 
 from ssr.config import ConfigError
-from sweeps import cluster
-from sweeps.rundir import LOCK_FILE, SWEEP_FILE, RunLocation, abandon_run, claim_run
+from sweeps.runtime import cluster
+from sweeps.runtime.rundir import LOCK_FILE, SWEEP_FILE, RunLocation, abandon_run, claim_run
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_run_folder_is_private_and_locked(tmp_path: Path) -> None:
         # another driver: refused while the lock is held, and the folder is left as it was
         code = (
             "import sys; from pathlib import Path; from ssr.config import ConfigError\n"
-            "from sweeps.rundir import RunLocation, claim_run\n"
+            "from sweeps.runtime.rundir import RunLocation, claim_run\n"
             f"loc = RunLocation({str(loc.storage)!r}, 'r1', Path({str(loc.run_dir)!r}))\n"
             "try:\n    claim_run(loc, False)\nexcept ConfigError as e:\n    print(e); sys.exit(2)\n"
         )
@@ -133,7 +133,7 @@ def test_a_run_that_never_started_leaves_nothing(tmp_path: Path) -> None:
 
 SERVER = """
 import sys
-from sweeps import cluster
+from sweeps.runtime import cluster
 cluster.set_environment(cluster.RAY_ENV)
 cluster.configure_auth(False)
 cluster.start_ray(None, 1, 0)

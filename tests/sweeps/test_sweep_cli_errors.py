@@ -111,10 +111,10 @@ STATUS_FUNCTIONS = {"main", "_run", "run_sweep", "_summarise"}
 
 
 def test_exit_statuses_are_defined_once() -> None:
-    """The statuses live in ssr.errors; no command module defines or returns a bare number."""
+    """The statuses live in ssr.config.errors; no command module defines or returns a bare number."""
     import ast
 
-    for rel in ("ssr/cli.py", "sweeps/run.py", "sweeps/driver.py", "ssr/cliargs.py"):
+    for rel in ("ssr/cli.py", "sweeps/run.py", "sweeps/driver.py", "ssr/config/cliargs.py"):
         tree = ast.parse((REPO / rel).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign):

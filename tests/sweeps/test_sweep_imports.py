@@ -71,9 +71,10 @@ def test_cycle_finder_finds_cycles() -> None:
 
 
 def test_graph_sees_every_import_form() -> None:
-    assert "sweeps.protocol" in GRAPH["sweeps.results"]  # from sweeps.protocol import ...
+    # from sweeps.contract.protocol import ...
+    assert "sweeps.contract.protocol" in GRAPH["sweeps.record.results"]
     assert "sweeps.tracking" in GRAPH["sweeps.driver"]  # from sweeps import tracking
-    assert "sweeps.searchers" in GRAPH["sweeps.definition"]  # inside a method
+    assert "sweeps.schedule.searchers" in GRAPH["sweeps.define.definition"]  # inside a method
     assert "sweeps.tracking.runs" in GRAPH["sweeps.tracking.records"]
 
 
@@ -83,7 +84,7 @@ def test_no_import_cycle_in_sweeps() -> None:
 
 
 def test_protocol_is_a_leaf() -> None:
-    tree = ast.parse(MODULES["sweeps.protocol"].read_text())
+    tree = ast.parse(MODULES["sweeps.contract.protocol"].read_text())
     ours = ("ssr", "sweeps", "analysis")
     for node in ast.walk(tree):
         names = []

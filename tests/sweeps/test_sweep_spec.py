@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from ssr.config import ConfigError
-from sweeps.params import flat_params, resolve_path, trial_pipeline
-from sweeps.protocol import FINAL_KEY
-from sweeps.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
+from sweeps.contract.params import flat_params, resolve_path, trial_pipeline
+from sweeps.contract.protocol import FINAL_KEY
+from sweeps.define.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
 
 
 def smoke_raw() -> dict:
@@ -159,7 +159,7 @@ def test_optuna_is_told_final_records_only() -> None:
 
 
 def test_results_rows_and_table(tmp_path: Path) -> None:
-    from sweeps.results import ResultsCallback, ResultsTable, build_row
+    from sweeps.record.results import ResultsCallback, ResultsTable, build_row
 
     sweep = load_sweep(CONFIG_DIR / "smoke.yaml")
     config = {**sweep.param_space(), "dims": {"ssr.op": 10.0, "baseline": "ssr"}}
@@ -201,7 +201,7 @@ def test_results_rows_and_table(tmp_path: Path) -> None:
 
 
 def test_archplot(tmp_path: Path) -> None:
-    from sweeps.archplot import draw_genotype
+    from sweeps.record.archplot import draw_genotype
 
     src = Path(__file__).parents[2] / "ssr/genotypes/ssr_cityscapes.json"
     out = draw_genotype(src, tmp_path / "a.png")
@@ -225,7 +225,7 @@ def test_trial_reports() -> None:
 def test_a_trial_config_is_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The trial, the rows and the runs share one frozen value per trial config: the
     PipelineConfig is built once however often its params are read."""
-    import sweeps.params as params
+    import sweeps.contract.params as params
 
     built = []
     real = params.build_pipeline

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeps.spec import CONFIG_DIR, load_sweep
+from sweeps.define.spec import CONFIG_DIR, load_sweep
 from sweeps.tracking import Tracker, log_epoch, log_final, register_front, view_lines
 from sweeps.tracking.models import find_model
 from sweeps.tracking.ui import EXPERIMENT_KIND_TAG, TRAINING_KIND, VIEW_TAG, view_key

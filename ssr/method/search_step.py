@@ -1,0 +1,204 @@
+"""One iteration of the SSR search: a weight step, then an architecture step (docs/method.md §6).
+
+The weight step minimises the class-weighted CE of a weight batch with gradients for the
+weights only; the architecture step minimises ``ce_scale * CE + sum_dim lambda_dim * S_dim +
+lambda_F * L_FLOPs`` (docs/method.md §4.2, §4.3) of an architecture batch with gradients for
+the architecture parameters only, clipped. :class:`SearchStep` is that iteration as an object,
+so that :func:`ssr.method.search.run_search`, ``benchmarks/gpu_check.py`` and the sweep planner
+(``sweeps/schedule/plan.py``) all run and time the same code.
+
+Precision (ssr/train/precision.py): the forward passes run under autocast; the CE is computed on fp32
+logits and the SSR and FLOPs terms outside autocast, from the fp32 architecture parameters; each
+optimiser has its own gradient scaler for fp16. Divergence (a non-finite loss, gradient norm or
+architecture parameter) raises :class:`ssr.config.errors.DivergenceError`: at once on CPU, at the end
+of the epoch on CUDA (:class:`ssr.train.finite.StepChecks`), so that a step never waits for the device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ssr.config import SearchConfig
+from ssr.config.errors import DivergenceError, check_finite, check_finite_tensor
+from ssr.method.supernet import DIMENSIONS, Supernet
+from ssr.train.finite import StepChecks
+from ssr.train.loss import flops_loss, ssr_regularizer, ssr_weight, weighted_ce
+from ssr.train.optim import make_adam
+from ssr.train.precision import Stepper, autocast, to_device
+
+__all__ = ["SearchStep", "labels_at_stride", "ssr_terms"]
+
+
+def labels_at_stride(y: Tensor, stride: int) -> Tensor:
+    """Labels at the supernet's output stride, sampled at the cell centres (docs/method.md §6).
+
+    Output cell ``i`` of a stride-``s`` prediction covers input rows ``s*i .. s*i + s - 1``,
+    centred at ``s*i + (s - 1)/2``; the label nearest to that centre is row ``s*i + s//2`` (the
+    official code's nearest resize samples ``8i + 4``). ``y[:, ::s, ::s]`` would take the cell's
+    corner instead.
+    """
+    if stride == 1:
+        return y
+    off = stride // 2
+    return y[:, off::stride, off::stride]
+
+
+def ssr_terms(net: Supernet, cfg: SearchConfig) -> dict[str, Tensor]:
+    """The SSR term of every dimension (fp32: call it outside autocast)."""
+    return {
+        dim: ssr_regularizer(
+            net.arch[dim], net.alive(dim), cfg.ssr.averaging, active=net.active_groups(dim)
+        )
+        for dim in DIMENSIONS
+    }
+
+
+def weight_advice(cfg: SearchConfig) -> str:
+    clip = "" if cfg.weight_optim.grad_clip else " or set weight_optim.grad_clip"
+    return f"lower weight_optim.lr ({cfg.weight_optim.lr:g}){clip}"
+
+
+def arch_advice(cfg: SearchConfig) -> str:
+    return (
+        f"lower arch_optim.lr ({cfg.arch_optim.lr:g}), the SSR weights (ssr.op/out/mid/depth) "
+        f"or weight_optim.lr ({cfg.weight_optim.lr:g})"
+    )
+
+
+class SearchStep:
+    """The bi-level iteration on ``net`` (already on ``device``) with both optimisers.
+
+    Call :meth:`start_epoch` before an epoch's batches, the object on each
+    ``((x_weight, y_weight), (x_arch, y_arch))`` batch, and :meth:`end_epoch` with the epoch's
+    averaged stats. Steps return 0-d tensors (``train_loss``, and with the architecture step
+    ``arch_loss``, ``arch_ce``, ``flops_loss``; with fp16 also ``weight_skipped`` /
+    ``arch_skipped``, 1 for a step the scaler skipped), read once per epoch by
+    :func:`ssr.train.loop.run_epoch`.
+    """
+
+    def __init__(
+        self, net: Supernet, cfg: SearchConfig, weights: Tensor, device: torch.device
+    ) -> None:
+        self.net, self.cfg, self.weights, self.device = net, cfg, weights, device
+        w_params, a_params = net.weight_parameters(), net.arch_parameters()
+        self.w = Stepper(
+            w_params, make_adam(w_params, cfg.weight_optim), device, cfg.precision,
+            cfg.weight_optim.grad_clip,
+        )  # fmt: skip
+        self.a = Stepper(
+            a_params, make_adam(a_params, cfg.arch_optim), device, cfg.precision,
+            cfg.arch_optim.grad_clip,
+        )  # fmt: skip
+        self.max_macs = net.max_macs(cfg.flops.height, cfg.flops.width)
+        self.checks = StepChecks("search", deferred=device.type == "cuda")
+        self.fp16 = self.w.fp16
+        self.epoch = 0  # 0-based
+
+    # ---- per epoch ------------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        """Begin 0-based ``epoch`` (the SSR weights' warm-up and error messages use it)."""
+        self.epoch = epoch
+        self.checks.start(epoch + 1)
+
+    def end_epoch(self) -> None:
+        """Deferred checks, fp16 scale collapse and the weights' norm (one host read each)."""
+        self.checks.flush()
+        for what, stepper in (("weight", self.w), ("architecture", self.a)):
+            if stepper.fp16 and stepper.scaler.get_scale() < 1.0:
+                raise DivergenceError(
+                    f"search diverged at epoch {self.epoch + 1}: the fp16 {what} gradients "
+                    f"overflow even unscaled (gradient scale {stepper.scaler.get_scale():.3g}); "
+                    "use precision bf16 or fp32"
+                )
+        self.check_parameters(weights=True)
+
+    # ---- one iteration --------------------------------------------------------------------
+    def __call__(self, batch: Any, search_arch: bool = True) -> dict[str, Tensor]:
+        (xw, yw), (xa, ya) = batch
+        self.net.train()
+        stats = self.weight_step(xw, yw)
+        if search_arch:
+            stats.update(self.arch_step(xa, ya))
+        return stats
+
+    def _logits(self, x: Tensor) -> Tensor:
+        x = to_device(x, self.device, self.cfg.channels_last)
+        with autocast(self.device, self.cfg.precision):
+            return self.net(x).float()
+
+    def _labels(self, y: Tensor) -> Tensor:
+        return labels_at_stride(to_device(y, self.device), self.cfg.label_stride)
+
+    def weight_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        loss = weighted_ce(self._logits(x), self._labels(y), self.weights)
+        norm = self.w.backward(loss)
+        self._check("weight", loss, norm, weight_advice(self.cfg))
+        skipped = self.w.step(norm)
+        out = {"train_loss": loss.detach()}
+        if self.fp16:
+            out["weight_skipped"] = skipped
+        return out
+
+    def arch_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        cfg = self.cfg
+        ce = weighted_ce(self._logits(x), self._labels(y), self.weights)
+        terms = ssr_terms(self.net, cfg)  # fp32, outside autocast
+        e_macs = self.net.expected_macs(cfg.flops.height, cfg.flops.width)
+        fl = flops_loss(e_macs, self.max_macs, cfg.flops)
+        loss = cfg.ce_scale * ce + cfg.flops.weight * fl
+        for dim, t in terms.items():
+            loss = loss + ssr_weight(cfg.ssr, dim, self.epoch) * t
+        norm = self.a.backward(loss)
+        # a non-finite CE here comes from the weights, not from alpha
+        self.checks.check([("cross-entropy of the architecture batch", ce)], weight_advice(cfg))
+        self._check("architecture", loss, norm, arch_advice(cfg))
+        skipped = self.a.step(norm)
+        self.check_parameters(weights=False)
+        out = {"arch_loss": loss.detach(), "arch_ce": ce.detach(), "flops_loss": fl.detach()}
+        if self.fp16:
+            out["arch_skipped"] = skipped
+        return out
+
+    def _check(self, what: str, loss: Tensor, norm: Tensor, advice: str) -> None:
+        values = [(f"{what} loss", loss)]
+        if not self.fp16:  # fp16: an overflowing gradient is a step the scaler skips
+            values.append((f"{what} gradient norm", norm))
+        self.checks.check(values, advice)
+
+    @torch.no_grad()
+    def check_parameters(self, weights: bool = True) -> None:
+        """Refuse non-finite architecture parameters (after every architecture step: deferred
+        on CUDA) and, with ``weights=True`` (the end of an epoch: read at once), the weights."""
+        net, epoch, advice = self.net, self.epoch + 1, arch_advice(self.cfg)
+        if self.checks.deferred and not weights:
+            self.checks.check(
+                [(f"architecture parameter alpha.{d}", net.arch[d].norm()) for d in DIMENSIONS],
+                advice,
+            )
+        elif not math.isfinite(float(torch.nn.utils.get_total_norm(net.arch_parameters()))):
+            for dim in DIMENSIONS:
+                check_finite_tensor(net.arch[dim], f"architecture parameter alpha.{dim}",
+                                    phase="search", epoch=epoch, advice=advice)  # fmt: skip
+        if weights:
+            norm = torch.nn.utils.get_total_norm(net.weight_parameters())
+            check_finite(float(norm), "the supernet's weight norm", phase="search", epoch=epoch,
+                         advice=weight_advice(self.cfg))  # fmt: skip
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "w_opt": self.w.optimizer.state_dict(),
+            "a_opt": self.a.optimizer.state_dict(),
+            "w_scaler": self.w.state_dict(),
+            "a_scaler": self.a.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.w.optimizer.load_state_dict(state["w_opt"])
+        self.a.optimizer.load_state_dict(state["a_opt"])
+        self.w.load_state_dict(state.get("w_scaler"))
+        self.a.load_state_dict(state.get("a_scaler"))
