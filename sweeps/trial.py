@@ -138,6 +138,12 @@ def run_trial(config: dict[str, Any]) -> None:
     for name in FINAL_ARTIFACTS:
         if (out_dir / name).is_file():
             shutil.copy2(out_dir / name, final_dir / name)
+    # the retrained network at its training size and the retraining's config, so that
+    # `python -m ssr evaluate --weights retrained.pt --config retrain.yaml` scores it on any split
+    # (model.onnx is fixed at the benchmark's input size)
+    for src, name in (("best.pt", "retrained.pt"), ("config.resolved.yaml", "retrain.yaml")):
+        if (out_dir / "retrain" / src).is_file():
+            shutil.copy2(out_dir / "retrain" / src, final_dir / name)
     record = {
         **record,
         "fps_shared_device": True,

@@ -127,3 +127,24 @@ def test_the_console_shows_a_live_sweep(resumed: dict) -> None:
     # the default MLflow store sits beside the run folders, not in them
     run_dir: Path = resumed["run_dir"]
     assert (run_dir.parent / "mlflow.db").is_file() and not (run_dir / "mlflow.db").exists()
+
+
+def test_a_complete_trial_keeps_its_retrained_network_for_evaluate(resumed: dict) -> None:
+    """The final checkpoint holds the retrained weights at their training size and the
+    retraining's config, so ``python -m ssr evaluate`` scores the network as retraining did."""
+    import json
+    import subprocess
+
+    from analysis.load import from_parquet
+
+    run_dir: Path = resumed["run_dir"]
+    rows = from_parquet(run_dir / "results.parquet")
+    done = rows[rows["status"] == "complete"].iloc[0]
+    final = max(run_dir.glob(f"*{done['trial_id']}*/checkpoint_*"), key=lambda p: p.name)
+    assert (final / "retrained.pt").is_file() and (final / "retrain.yaml").is_file()
+    cmd = [PYTHON, "-m", "ssr", "evaluate", "--genotype", str(final / "genotype.json"),
+           "--weights", str(final / "retrained.pt"), "--config", str(final / "retrain.yaml"),
+           "--resamples", "50", "--json"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    scored = json.loads(out)
+    assert abs(scored["miou"] - float(done["retrained_miou"])) < 1e-6
