@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +204,15 @@ SWEEPS = _cases(
     ("sweep unwritable storage", "--config sweeps/configs/smoke.yaml --storage /proc/ssr-runs "
      "--tracking-uri sqlite:///{dir}/t.db", "cannot be created"),
 )  # fmt: skip
+
+# Cases run at once: each new sweep gets its own storage, so that two default run names
+# (<sweep>-<date>-<time>, one-second resolution) started in the same second cannot collide.
+SWEEPS = [
+    replace(c, argv=(c.argv[0], f"{{dir}}/runs-{i}", *c.argv[2:]))
+    if c.argv[:3] == ("--storage", "{dir}/runs", "--config")
+    else c
+    for i, c in enumerate(SWEEPS)
+]
 
 #: command name -> its bad inputs.
 CASES: dict[str, list[Case]] = {"ssr": SSR, "analysis.report": REPORT, "sweeps/run.py": SWEEPS}
