@@ -257,8 +257,9 @@ def _jobs(args: argparse.Namespace, rows: list[dict], cfg: Any, work: Path) -> l
     return jobs
 
 
-def _measure_fps(results: list[dict], cfg: Any, passes: int) -> None:
-    """All networks alone, interleaved, at the sweep's benchmark size and backend (in place)."""
+def _measure_fps(results: list[dict], cfg: Any, passes: int) -> dict[str, Any]:
+    """All networks alone, interleaved, at the sweep's benchmark size and backend: FPS written into
+    ``results`` in place; returns what the measurement ran on."""
     from ssr.data import dataset_info
     from ssr.measure.interleave import measure_interleaved
     from ssr.method.genotype import Genotype
