@@ -52,6 +52,7 @@ from ssr.config.validate import (
     validate_bench,
     validate_data,
     validate_flops,
+    validate_latency,
     validate_optim,
     validate_retrain,
     validate_search,
@@ -66,6 +67,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "FlopsConfig",
+    "LatencyConfig",
     "OptimConfig",
     "PipelineConfig",
     "RetrainConfig",
@@ -207,6 +209,26 @@ class FlopsConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """Expected-latency term from a per-device lookup table (docs/method.md §4.4).
+
+    The hardware-aware counterpart of :class:`FlopsConfig` (FBNet, ProxylessNAS, FasterSeg):
+    ``table`` is a latency table of ``python -m ssr latency build`` (JSON), ``target_ms`` the
+    latency the search steers to, ``form`` the penalty shape on ``E[latency] / target_ms``
+    (the forms of the FLOPs term, with target 1). ``weight = 0`` switches the term off; with a
+    table the search still logs the expected latency.
+    """
+
+    weight: float = 0.0
+    target_ms: float | None = None
+    table: str | None = None
+    form: Literal["l2", "l1", "band"] = "l2"
+
+    def __post_init__(self) -> None:
+        validate_latency(self)
+
+
+@dataclass(frozen=True)
 class ShrinkConfig:
     """Hierarchical progressive shrinking (docs/method.md §5).
 
@@ -270,6 +292,7 @@ class SearchConfig:
     data: DataConfig = field(default_factory=DataConfig)
     ssr: SSRConfig = field(default_factory=SSRConfig)
     flops: FlopsConfig = field(default_factory=FlopsConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     shrink: ShrinkConfig = field(default_factory=ShrinkConfig)
     weight_optim: OptimConfig = field(default_factory=OptimConfig)
     arch_optim: OptimConfig = field(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         BenchConfig,
         DataConfig,
         FlopsConfig,
+        LatencyConfig,
         OptimConfig,
         RetrainConfig,
         SearchConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "validate_bench",
     "validate_data",
     "validate_flops",
+    "validate_latency",
     "validate_optim",
     "validate_retrain",
     "validate_search",
@@ -210,6 +212,27 @@ def validate_flops(cfg: FlopsConfig, prefix: str = "") -> None:
     _check(0 < cfg.target <= 1.5, f"{p}target must be in (0, 1.5]")
     _at_least(cfg.height, 16, f"{p}height")
     _at_least(cfg.width, 16, f"{p}width")
+
+
+def validate_latency(cfg: LatencyConfig, prefix: str = "") -> None:
+    """The latency term: a weight >= 0; with a weight, a table and a target > 0; a table that
+    is a file (relative paths are taken from the working directory)."""
+    from pathlib import Path
+
+    p = prefix
+    check_finite_fields(cfg, p)
+    _check(cfg.weight >= 0, f"{p}weight must be >= 0, got {cfg.weight}")
+    if cfg.target_ms is not None:
+        _check(cfg.target_ms > 0, f"{p}target_ms must be > 0, got {cfg.target_ms}")
+    if cfg.weight > 0:
+        _check(
+            cfg.table is not None,
+            f"{p}table: a latency weight > 0 needs a table (python -m ssr latency build ...)",
+        )
+        _check(cfg.target_ms is not None, f"{p}target_ms: a latency weight > 0 needs a target")
+    if cfg.table is not None:
+        _check(bool(cfg.table), f"{p}table must be a file name or null")
+        _check(Path(cfg.table).is_file(), f"{p}table: latency table {cfg.table} does not exist")
 
 
 def validate_shrink(cfg: ShrinkConfig, prefix: str = "") -> None:

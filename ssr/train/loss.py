@@ -1,7 +1,7 @@
-"""The losses: SSR terms, the expected-FLOPs term and the class-weighted CE (docs/method.md §4).
+"""The losses: SSR terms, the expected-FLOPs and latency terms and the class-weighted CE (docs/method.md §4).
 
-``L_arch = ce_scale * CE + sum_dim lambda_dim * S_dim + lambda_F * L_FLOPs`` (docs/method.md
-§4.2), with every constant taken from :class:`ssr.config.SearchConfig`. The CE term,
+``L_arch = ce_scale * CE + sum_dim lambda_dim * S_dim + lambda_F * L_FLOPs + lambda_T * L_lat``
+(docs/method.md §4.2, §4.4), with every constant taken from :class:`ssr.config.SearchConfig`. The CE term,
 :func:`weighted_ce`, is also the loss of the weight step, of retraining and of evaluation.
 """
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssr.config import FlopsConfig, SSRConfig
+from ssr.config import FlopsConfig, LatencyConfig, SSRConfig
 from ssr.data.labels import IGNORE
 
 
@@ -68,13 +68,29 @@ def flops_loss(expected: Tensor, maximum: float, cfg: FlopsConfig) -> Tensor:
     ``band``: zero while ``E/(target*max)`` is within [0.95, 1.0], ``|log|`` distance outside
     (the official ``log_l1`` variant).
     """
-    ratio = expected / maximum
-    if cfg.form == "l2":
-        return (ratio - cfg.target) ** 2
-    if cfg.form == "l1":
-        return (ratio - cfg.target).abs()
-    rel = ratio / cfg.target
+    return budget_penalty(expected / maximum, cfg.target, cfg.form)
+
+
+def budget_penalty(ratio: Tensor, target: float, form: str) -> Tensor:
+    """The one penalty shape of the cost terms (FLOPs, docs/method.md §4.3; latency, §4.4).
+
+    ``l2``: ``(ratio - target)^2``; ``l1``: ``|ratio - target|``; ``band``: zero while
+    ``ratio / target`` is within [0.95, 1.0], the absolute log distance to that band outside.
+    """
+    if form == "l2":
+        return (ratio - target) ** 2
+    if form == "l1":
+        return (ratio - target).abs()
+    rel = ratio / target
     return F.relu(torch.log(rel)) + F.relu(torch.log(0.95 / rel))
+
+
+def latency_loss(expected_ms: Tensor, cfg: LatencyConfig) -> Tensor:
+    """Penalty on the expected latency relative to ``cfg.target_ms`` (docs/method.md §4.4):
+    :func:`budget_penalty` of ``E[latency] / target_ms`` with target 1, in ``cfg.form``."""
+    if cfg.target_ms is None:
+        raise ValueError("latency_loss needs latency.target_ms")
+    return budget_penalty(expected_ms / cfg.target_ms, 1.0, cfg.form)
 
 
 def ssr_weight(cfg: SSRConfig, dim: str, epoch: int) -> float:
