@@ -70,6 +70,9 @@ for _k, _v in {
     "RAY_AIR_NEW_OUTPUT": "0",  # NOTE: the new output prints a table per sweep even at verbose=0
     # NOTE: NSGA-II's objectives are in the final record only, not in the per-epoch reports
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # NOTE: Ray starts its workers at nice 15; the trials then get only what other tenants leave
+    # of a shared machine, and the wall-clock budget measures them, so run them at the driver's
+    "RAY_worker_niceness": "0",
 }.items():
     os.environ.setdefault(_k, _v)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
