@@ -286,6 +286,11 @@ class SearchConfig:
     ``precision``: ``fp32`` (default), ``bf16`` or ``fp16`` autocast of the forward passes on
     the device (fp16 with a gradient scaler per optimiser); the SSR and FLOPs terms stay fp32
     (ssr/train/precision.py). ``channels_last``: NHWC memory format for the network and its inputs.
+
+    ``compile``: run the weight and architecture steps' forward and backward passes through
+    ``torch.compile`` (ssr/train/compiled.py, docs/architecture.md §6); false (default) runs them
+    eagerly. The network is recompiled only when shrinking has cut its compute enough to pay
+    for it (a few times per search, counted as ``compiles`` in the summary).
     """
 
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -314,22 +319,23 @@ class SearchConfig:
     reduction_width: Literal["exact", "official"] = "exact"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         validate_search(self)
 
 
 #: The fields a retraining takes from its search when it leaves them None.
-INHERITED = ("data", "device", "precision", "channels_last")
+INHERITED = ("data", "device", "precision", "channels_last", "compile")
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
     """Retraining a derived network from scratch (docs/method.md §8.2).
 
-    ``data``, ``device``, ``precision`` and ``channels_last`` (as in :class:`SearchConfig`,
-    ssr/train/precision.py) are None unless set for retraining: None means the search's
-    (:meth:`inherit`). ``epochs = 0`` is a pipeline's "no retraining".
+    ``data``, ``device``, ``precision``, ``channels_last`` and ``compile`` (as in
+    :class:`SearchConfig`, ssr/train/precision.py, ssr/train/compiled.py) are None unless set for
+    retraining: None means the search's (:meth:`inherit`). ``epochs = 0`` is a pipeline's "no retraining".
     """
 
     data: DataConfig | None = None
@@ -341,6 +347,7 @@ class RetrainConfig:
     checkpoint_every: int = 1
     precision: Literal["fp32", "bf16", "fp16"] | None = None
     channels_last: bool | None = None
+    compile: bool | None = None
 
     def __post_init__(self) -> None:
         validate_retrain(self)

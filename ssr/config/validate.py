@@ -266,6 +266,7 @@ def validate_search(cfg: SearchConfig, prefix: str = "") -> None:
     _at_least(cfg.seed, 0, f"{p}seed")
     check_device(cfg.device, f"{p}device")
     _precision_layout(cfg.precision, cfg.channels_last, cfg.device, p)
+    _check(isinstance(cfg.compile, bool), f"{p}compile must be true or false, got {cfg.compile!r}")
     bad_gap = [e for e in cfg.gap_epochs if not 1 <= e <= cfg.epochs]
     _check(not bad_gap, f"{p}gap_epochs: {bad_gap[:1]} not in 1..epochs ({cfg.epochs})")
 
@@ -282,6 +283,10 @@ def validate_retrain(cfg: RetrainConfig, prefix: str = "") -> None:
     _at_least(cfg.seed, 0, f"{p}seed")
     if cfg.device is not None:
         check_device(cfg.device, f"{p}device")
+    _check(
+        cfg.compile is None or isinstance(cfg.compile, bool),
+        f"{p}compile must be true, false or null (the search's), got {cfg.compile!r}",
+    )
     if None not in (cfg.precision, cfg.channels_last, cfg.device):
         _precision_layout(cfg.precision, bool(cfg.channels_last), str(cfg.device), p)
 
