@@ -282,6 +282,22 @@ def flops_term(complete: Any, gmacs_col: str = "gmacs", trials: Any = None) -> d
     return out
 
 
+FRONT_COLUMNS = (
+    "trial_id", "baseline", "genotype_id", "derived_miou", "derived_miou_lo", "derived_miou_hi",
+    "fps_exclusive", "fps_exclusive_lo", "fps_exclusive_hi", "gmacs", "cfg.flops.weight",
+    "cfg.flops.target",
+)  # fmt: skip
+
+
+def front_rows(front: Any) -> list[dict[str, Any]]:
+    """The front's points as the sweep recorded them (:data:`FRONT_COLUMNS` that exist)."""
+    cols = [c for c in FRONT_COLUMNS if c in front.columns]
+    return [
+        {k: (v if isinstance(v, str) else _r(float(v))) for k, v in r.items()}
+        for r in front[cols].astype(object).to_dict("records")
+    ]
+
+
 def fresh_seeds(own: int, count: int) -> list[int]:
     """The first ``count`` seeds from 0 up, skipping the trial's own seed ``own``."""
     return [s for s in range(count + 1) if s != own][:count]
@@ -437,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             "points": len(on_front),
             "miou_column": miou_col,
             "miou_span": span,
-            "trials": [str(x) for x in front["trial_id"]],
+            "rows": front_rows(front),
         },
     }
     if args.seeds >= 2:
