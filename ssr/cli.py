@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
-from ssr.commands import Command, bench, data, evaluate, export, pipeline, retrain, search
+from ssr.commands import Command, bench, data, evaluate, export, latency, pipeline, retrain, search
 from ssr.config.cliargs import OneLineParser
 from ssr.config.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
@@ -47,6 +47,7 @@ COMMANDS: Mapping[str, Command] = MappingProxyType(
             pipeline.COMMAND,
             evaluate.COMMAND,
             data.COMMAND,
+            latency.COMMAND,
         )
     }
 )

@@ -221,11 +221,16 @@ class _SearchRun:
         with torch.no_grad():
             terms = {f"ssr_{k}": float(v) for k, v in ssr_terms(net, cfg).items()}
             e_gmacs = float(net.expected_macs(cfg.flops.height, cfg.flops.width)) / 1e9
+            latency = (
+                {}
+                if self.step.latency is None
+                else {"expected_latency_ms": float(self.step.expected_latency_ms())}
+            )  # docs/method.md §4.4
         row: dict[str, float] = {
             "epoch": float(epoch + 1), "phase": 0.0, "lr": lr, "val_miou": supernet_miou,
             "supernet_miou": supernet_miou, "expected_gmacs": e_gmacs,
             "arch_step": float(search_arch), **{k: float(v) for k, v in stats.items()},
-            **terms, **arch_stats(net),
+            **terms, **arch_stats(net), **latency,
         }  # fmt: skip
         pruned = self.shrink(epoch + 1) if search_arch else 0
         if self.discrete_at is None and net.is_discrete():
@@ -284,6 +289,28 @@ def _search(
     return _finish(run, history)
 
 
+def latency_summary(
+    run: _SearchRun, history: list[dict[str, float]], genotype: Genotype
+) -> dict[str, Any]:
+    """With a latency table (docs/method.md §4.4): the expected latency the search ended at
+    (last epoch, before any argmax fallback), the table's prediction for the derived genotype,
+    the target and the table."""
+    lat = run.cfg.latency
+    if run.step.latency is None:
+        return {}
+    from ssr.method.latency_table import predict_ms
+
+    table = run.step.latency.table
+    return {
+        "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
+        "predicted_latency_ms": predict_ms(table, genotype.with_head(table.head)),
+        "latency_target_ms": lat.target_ms,
+        "latency_table": lat.table,
+        "latency_table_device": f"{table.device_name} ({table.bench.backend}, "
+        f"{table.bench.threads} threads, {table.bench.precision}, {table.input_size})",
+    }
+
+
 def _finish(run: _SearchRun, history: list[dict[str, float]]) -> SearchResult:
     """Derive the genotype and network, recalibrate BN, measure the gaps and the interval."""
     cfg, net, out = run.cfg, run.net, run.out
@@ -325,6 +352,7 @@ def _finish(run: _SearchRun, history: list[dict[str, float]]) -> SearchResult:
         "space_log10_size": space_log10_size(cfg.space),
         "probabilities": {d: net.probs(d).detach().cpu().tolist() for d in DIMENSIONS},
     }
+    summary.update(latency_summary(run, history, genotype))
     if out is not None:
         genotype.save(out / "genotype.json")
         write_json(out / "summary.json", summary)

@@ -2,8 +2,8 @@
 
 The weight step minimises the class-weighted CE of a weight batch with gradients for the
 weights only; the architecture step minimises ``ce_scale * CE + sum_dim lambda_dim * S_dim +
-lambda_F * L_FLOPs`` (docs/method.md §4.2, §4.3) of an architecture batch with gradients for
-the architecture parameters only, clipped. :class:`SearchStep` is that iteration as an object,
+lambda_F * L_FLOPs (+ lambda_T * L_latency)`` (docs/method.md §4.2-§4.4) of an architecture
+batch with gradients for the architecture parameters only, clipped. :class:`SearchStep` is that iteration as an object,
 so that :func:`ssr.method.search.run_search`, ``benchmarks/gpu_check.py`` and the sweep planner
 (``sweeps/schedule/plan.py``) all run and time the same code.
 
@@ -24,9 +24,10 @@ from torch import Tensor
 
 from ssr.config import SearchConfig
 from ssr.config.errors import DivergenceError, check_finite, check_finite_tensor
+from ssr.method.latency import latency_model
 from ssr.method.supernet import DIMENSIONS, Supernet
 from ssr.train.finite import StepChecks
-from ssr.train.loss import flops_loss, ssr_regularizer, ssr_weight, weighted_ce
+from ssr.train.loss import flops_loss, latency_loss, ssr_regularizer, ssr_weight, weighted_ce
 from ssr.train.optim import make_adam
 from ssr.train.precision import Stepper, autocast, to_device
 
@@ -94,6 +95,8 @@ class SearchStep:
             cfg.arch_optim.grad_clip,
         )  # fmt: skip
         self.max_macs = net.max_macs(cfg.flops.height, cfg.flops.width)
+        # the latency term's table (docs/method.md §4.4), None without one
+        self.latency = latency_model(cfg.latency.table, net.space)
         self.checks = StepChecks("search", deferred=device.type == "cuda")
         self.fp16 = self.w.fp16
         self.epoch = 0  # 0-based
@@ -150,6 +153,10 @@ class SearchStep:
         e_macs = self.net.expected_macs(cfg.flops.height, cfg.flops.width)
         fl = flops_loss(e_macs, self.max_macs, cfg.flops)
         loss = cfg.ce_scale * ce + cfg.flops.weight * fl
+        lat = None
+        if self.latency is not None and cfg.latency.weight > 0:
+            lat = latency_loss(self.expected_latency_ms(), cfg.latency)
+            loss = loss + cfg.latency.weight * lat
         for dim, t in terms.items():
             loss = loss + ssr_weight(cfg.ssr, dim, self.epoch) * t
         norm = self.a.backward(loss)
@@ -159,9 +166,17 @@ class SearchStep:
         skipped = self.a.step(norm)
         self.check_parameters(weights=False)
         out = {"arch_loss": loss.detach(), "arch_ce": ce.detach(), "flops_loss": fl.detach()}
+        if lat is not None:
+            out["latency_loss"] = lat.detach()
         if self.fp16:
             out["arch_skipped"] = skipped
         return out
+
+    def expected_latency_ms(self) -> Tensor:
+        """Expected latency (ms) of the derived network under the current architecture
+        distribution, from the table of ``latency.table`` (docs/method.md §4.4)."""
+        assert self.latency is not None, "no latency.table"
+        return self.latency.expected_ms({d: self.net.probs(d) for d in DIMENSIONS})
 
     def _check(self, what: str, loss: Tensor, norm: Tensor, advice: str) -> None:
         values = [(f"{what} loss", loss)]

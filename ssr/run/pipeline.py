@@ -55,6 +55,12 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / RECORD).is_file():
         return json.loads((out / RECORD).read_text())
+    if cfg.search.latency.table is not None:  # refused before the search, in one line
+        from ssr.data import dataset_info
+        from ssr.method.latency_table import check_table_for
+
+        classes = dataset_info(cfg.search.data.name).num_classes
+        check_table_for(cfg.search.latency.table, cfg.bench, cfg.search.space, classes)
     dump_yaml(cfg.resolved(), out / "config.resolved.yaml")
 
     started_at = time.time()
@@ -116,6 +122,14 @@ SEARCH_FIELDS = (
     "gmacs",
     "space_log10_size",
 )
+#: The latency term's fields (docs/method.md §4.4): None without a latency table.
+LATENCY_FIELDS = (
+    "expected_latency_ms",
+    "predicted_latency_ms",
+    "latency_target_ms",
+    "latency_table",
+    "latency_table_device",
+)
 
 
 def search_record(cfg: PipelineConfig, search: SearchResult) -> dict[str, Any]:
@@ -126,6 +140,7 @@ def search_record(cfg: PipelineConfig, search: SearchResult) -> dict[str, Any]:
         "genotype_id": genotype.id,
         "genotype": genotype.to_json(indent=None),
         **{k: search.summary[k] for k in SEARCH_FIELDS},
+        **{k: search.summary.get(k) for k in LATENCY_FIELDS},
         # the gaps at common epochs (search.gap_epochs; docs/method.md §7)
         **{f"gap_at_{e}": search.summary[f"gap_at_{e}"] for e in cfg.search.gap_epochs},
         "search_epochs": search.summary["epochs"],

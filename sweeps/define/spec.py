@@ -129,6 +129,9 @@ def _base(spec: SweepSpec) -> dict[str, Any]:
                 set_dotted(base, f"{side}.data.{k}", v)
     set_dotted(base, "search.epochs", spec.budget.search_epochs)
     set_dotted(base, "retrain.epochs", spec.budget.retrain_epochs)
+    table = _get(base, "search.latency.table")
+    if isinstance(table, str) and table:  # trials run in their own folders
+        set_dotted(base, "search.latency.table", str(Path(table).resolve()))
     if spec.resources.gpus_per_trial > 0:  # retraining inherits the search's device
         for path in ("search.device", "bench.device"):
             if _get(base, path) is None:
@@ -155,12 +158,30 @@ def _check_base(spec: SweepSpec, cfg: PipelineConfig) -> None:
         "`python -m ssr bench --genotype G --backend ort-int8`; a sweep measures fp32, fp16 or "
         "bf16",
     )
+    check_latency_table(cfg, "base.search.latency.table")
     kind = spec.scheduler.kind
     _check(
         kind not in ("asha", "moasha") or not cfg.search.stop_when_discrete,
         f"scheduler {kind} needs a fixed number of search epochs: "
         "base.search.stop_when_discrete must be false",
     )
+
+
+def check_latency_table(cfg: PipelineConfig, where: str) -> None:
+    """A latency table must describe what the sweep's benchmark measures: the same device
+    kind, runtime, threads, precision and input size, and the searched space
+    (docs/method.md §4.4); else one line."""
+    path = cfg.search.latency.table
+    if path is None:
+        return
+    from ssr.data import dataset_info
+    from ssr.method.latency_table import check_table_for
+
+    classes = dataset_info(cfg.search.data.name).num_classes
+    try:
+        check_table_for(path, cfg.bench, cfg.search.space, classes)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _params(spec: SweepSpec, base: dict[str, Any]) -> tuple[SweepParam, ...]:
@@ -170,7 +191,8 @@ def _params(spec: SweepSpec, base: dict[str, Any]) -> tuple[SweepParam, ...]:
     params = tuple(parse_param(k, v) for k, v in (spec.space or {}).items())
     for p in params:
         for value in p.probe_values():
-            build_pipeline(base, {p.key: value}, where=f"space.{p.key} = {value!r}")
+            where = f"space.{p.key} = {value!r}"
+            check_latency_table(build_pipeline(base, {p.key: value}, where=where), where)
     build_pipeline(base, {p.key: p.probe_values()[0] for p in params}, where="space (first values)")
     return params
 

@@ -150,7 +150,7 @@ def test_retrain_bad_override(capsys, tmp_path) -> None:
 
 def test_the_command_table_is_the_parser() -> None:
     assert list(cli.COMMANDS) == [
-        "search", "retrain", "bench", "export", "pipeline", "evaluate", "data",
+        "search", "retrain", "bench", "export", "pipeline", "evaluate", "data", "latency",
     ]  # fmt: skip
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
