@@ -69,6 +69,10 @@ NUMERIC_FIELDS = (
     "threads",
     "batch",
     "space_log10_size",
+    # the latency term's (docs/method.md §4.4): None without a latency table
+    "expected_latency_ms",
+    "predicted_latency_ms",
+    "latency_target_ms",
 )
 #: Fields of the exclusive re-measurement after the sweep (docs/architecture.md §5).
 #: ``fps_exclusive`` is the median over interleaved passes, ``_lo``/``_hi`` the slowest and the
@@ -88,8 +92,9 @@ EXCLUSIVE_TEXT_FIELDS = ("exclusive_device", "exclusive_backend")
 #: MO-ASHA may rank on. ``val_miou`` is the current phase's validation mIoU.
 EPOCH_METRICS = ("val_miou", "train_loss")
 #: Per-epoch cost metrics of the search phase only (MO-ASHA carries the last value forward):
-#: ``expected_gmacs`` is the supernet's expected conv GMACs under its architecture distribution.
-EPOCH_COST_METRICS = ("expected_gmacs",)
+#: ``expected_gmacs`` is the supernet's expected conv GMACs under its architecture distribution,
+#: ``expected_latency_ms`` its expected latency from a latency table (searches with one only).
+EPOCH_COST_METRICS = ("expected_gmacs", "expected_latency_ms")
 
 #: Files of the pipeline's output folder that the trial's final checkpoint carries.
 FINAL_ARTIFACTS = (
