@@ -83,6 +83,17 @@ def _conv(conv: nn.Conv2d, x: Tensor, c_out: int | None) -> Tensor:
     return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation)
 
 
+def dropout2d(v: Tensor, p: float, channels: int | None = None) -> Tensor:
+    """Training-mode ``F.dropout2d(v, p)``; with ``channels`` > ``v``'s, the noise is drawn for
+    ``channels`` channels and its first ones used: the same random stream, and the same values
+    on those channels, as dropout over the full width (``torch.empty(N, C, 1, 1)
+    .bernoulli_(1 - p) / (1 - p)`` is what ``F.dropout2d`` draws)."""
+    if channels is None or channels == v.shape[1]:
+        return F.dropout2d(v, p, training=True)
+    noise = v.new_empty(v.shape[0], channels, 1, 1).bernoulli_(1 - p).div_(1 - p)
+    return v * noise[:, : v.shape[1]]
+
+
 def residual_add(v: Tensor, x: Tensor) -> Tensor:
     """Residual sum across a width change (docs/method.md §7).
 
@@ -123,20 +134,23 @@ class FactorizedOp(nn.Module):
         mid_scale: Tensor | None = None,
         out_scale: Tensor | None = None,
         widths: tuple[int, int] | None = None,
+        noise_channels: int | None = None,
     ) -> Tensor:
         """Convs, BNs and dropout at the op's own resolution (``x`` already pooled).
 
         ``mid_scale``/``out_scale``: supernet channel scales. ``widths=(c_mid, c_out)`` runs
         the op on the first ``x.shape[1]`` input and those output channels of its weights (a
         discrete supernet layer computed at its own width: an exact slice). Dropout2d scales
-        whole channels, so applying it before the upsampling equals applying it after.
+        whole channels, so applying it before the upsampling equals applying it after;
+        ``noise_channels`` draws its noise for that many channels and uses the first ones
+        (:func:`dropout2d`).
         """
         cm, co = widths if widths is not None else (None, None)
         u = F.relu(batch_norm(self.bn1, _conv(self.conv1, x, cm), mid_scale, cm), inplace=True)
         z = _conv(self.conv2, u, co)
         v = batch_norm(self.bn2, z, out_scale, co)
         if self.training and self.dropout > 0:
-            v = F.dropout2d(v, self.dropout, training=True)
+            v = dropout2d(v, self.dropout, noise_channels)
         return v
 
     def branch(

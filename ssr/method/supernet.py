@@ -20,7 +20,9 @@ Per layer (docs/method.md §2.4), with ``S_o = p_o * m_out_o`` (op weight times 
     y = ReLU( sum_o S_o * (f_o(x) + x) ) = ReLU( sum_o S_o * f_o(x) + (sum_o S_o) * x )
 
 ``S_o`` is folded into the second BatchNorm's affine parameters and the mid mask into the
-first's, so masking creates no extra activation tensors.
+first's, so masking creates no extra activation tensors. No op is computed at a width its masks
+then zero: once the widest options of an op are pruned, its convolutions run at its widest alive
+widths (an exact slice, :class:`ForwardPlan`).
 """
 
 from __future__ import annotations
@@ -48,12 +50,71 @@ def _pad(y: Tensor, width: int) -> Tensor:
     return y if y.shape[1] >= width else F.pad(y, (0, 0, 0, 0, 0, width - y.shape[1]))
 
 
+def _add_prefix_(acc: Tensor, v: Tensor) -> None:
+    """``acc[:, :C_v] += v`` in place (``v`` computed at a width <= ``acc``'s)."""
+    (acc if v.shape[1] == acc.shape[1] else acc[:, : v.shape[1]]).add_(v)
+
+
+def _sum_prefix(a: Tensor, b: Tensor) -> Tensor:
+    """``a + b`` of two op outputs of different widths, the narrower zero-padded."""
+    if a.shape[1] == b.shape[1]:
+        return a + b
+    return a + _pad(b, a.shape[1]) if a.shape[1] > b.shape[1] else _pad(a, b.shape[1]) + b
+
+
 @dataclass(frozen=True)
 class LayerRef:
     """Where a global layer index sits: its stage and its position (0-based) in the stage."""
 
     stage: int
     index: int
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """What :meth:`Supernet.forward` computes: a value, compared (and guarded by
+    ``torch.compile``) as a whole.
+
+    ``depths[s]``: the depths stage ``s`` mixes (1-based); ``narrow[l]``: ``(op, c_mid, c_out)``
+    of a decided layer, run at its own widths, or None; ``mixed[l]``: the ``(op, c_mid, c_out)``
+    of each op of a mixed layer, computed at those widths: its widest alive options, so that no
+    channel is computed that every alive option masks to zero (an exact slice: the masks of the
+    dropped channels are exactly 0). A plan that computes more than the alive candidates (a
+    *held* plan, :attr:`Supernet.hold_plan`) gives the same values: what it computes beyond them
+    is weighted by probabilities that are exactly 0.
+    """
+
+    depths: tuple[tuple[int, ...], ...]
+    narrow: tuple[tuple[int, int, int] | None, ...]
+    mixed: tuple[tuple[tuple[int, int, int], ...], ...]
+
+    def covers(self, other: ForwardPlan) -> bool:
+        """Whether this plan computes everything ``other`` computes (at least as wide)."""
+        if any(not set(b) <= set(a) for a, b in zip(self.depths, other.depths)):
+            return False
+        for li, (mine, theirs) in enumerate(zip(self.mixed, other.mixed)):
+            if self.narrow[li] is not None:
+                if self.narrow[li] != other.narrow[li]:
+                    return False
+                continue
+            have = {o: (cm, co) for o, cm, co in mine}
+            need = theirs if other.narrow[li] is None else (other.narrow[li],)
+            for o, cm, co in need:
+                if o not in have or have[o][0] < cm or have[o][1] < co:
+                    return False
+        return True
+
+    def cost(self, net: Supernet) -> float:
+        """Relative conv MACs of one forward pass under this plan (the same unit for every
+        plan of ``net``; pooled ops count a quarter per pooling factor squared)."""
+        total = 0.0
+        for s, depths in enumerate(self.depths):
+            width = net.widths[s]
+            for li in net.stage_layers(s)[: max(depths)]:
+                ops = (self.narrow[li],) if self.narrow[li] is not None else self.mixed[li]
+                for o, cm, co in ops:
+                    total += (width * cm + cm * co) / net.ops[o][1] ** 2
+        return total
 
 
 class Supernet(nn.Module):
@@ -103,6 +164,9 @@ class Supernet(nn.Module):
         self.register_buffer("alive_op", torch.ones(n_layers, n_ops, dtype=torch.bool))
         self.register_buffer("alive_out", torch.ones(n_layers, n_ops, n_ch, dtype=torch.bool))
         self.register_buffer("alive_mid", torch.ones(n_layers, n_ops, n_ch, dtype=torch.bool))
+        #: keep running the current :class:`ForwardPlan` after pruning while it covers the alive
+        #: candidates (a compiled search: a new plan is a new graph); :meth:`replan` adopts the exact one
+        self.hold_plan = False
         # prefix masks per stage (K, C): option j keeps the first C - remove[j] channels
         for s, w in enumerate(self.widths):
             keep = torch.tensor([w - r for r in space.channel_remove])
@@ -132,6 +196,46 @@ class Supernet(nn.Module):
         ]
         self._active = self._compute_active()
         self._narrow = [self._narrow_widths(li) for li in range(len(self.layer_refs))]
+        exact = self.make_plan()
+        held = self.__dict__.get("_plan")
+        if not (self.__dict__.get("hold_plan", False) and held is not None and held.covers(exact)):
+            self._plan = exact
+
+    def make_plan(self, narrow: bool = True, slice_widths: bool = True) -> ForwardPlan:
+        """The exact plan of the alive candidates; ``narrow=False`` runs decided layers as
+        mixtures, ``slice_widths=False`` computes every op at the stage width (both: the form
+        the tests compare against)."""
+        widths = [self.widths[ref.stage] for ref in self.layer_refs]
+        keep = [torch.tensor([w - r for r in self.space.channel_remove]) for w in self.widths]
+        alive_mid, alive_out = self.alive_mid.cpu(), self.alive_out.cpu()
+        mixed = []
+        for li, ops in enumerate(self._alive_ops):
+            k, w = keep[self.layer_refs[li].stage], widths[li]
+            mixed.append(
+                tuple(
+                    (o, int(k[alive_mid[li, o]].max()), int(k[alive_out[li, o]].max()))
+                    if slice_widths
+                    else (o, w, w)
+                    for o in ops
+                )
+            )
+        return ForwardPlan(
+            depths=tuple(tuple(d) for d in self._alive_depths),
+            narrow=tuple(self._narrow) if narrow else (None,) * len(self._narrow),
+            mixed=tuple(mixed),
+        )
+
+    @property
+    def plan(self) -> ForwardPlan:
+        """The plan :meth:`forward` runs (the exact one unless :attr:`hold_plan` kept an older)."""
+        return self._plan
+
+    def replan(self) -> bool:
+        """Run the exact plan of the alive candidates from now on; whether it changed."""
+        exact = self.make_plan()
+        changed = exact != self._plan
+        self._plan = exact
+        return changed
 
     def _narrow_widths(self, li: int) -> tuple[int, int, int] | None:
         """(op, c_mid, c_out) of a layer whose op and both widths are decided, else None."""
@@ -212,22 +316,26 @@ class Supernet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         scales, mids, totals = self.layer_scales()
         p_depth = self.probs("depth")
+        plan = self._plan
         y = self.stem(x)
         stage_mask: Tensor | None = None
         for s, width in enumerate(self.widths):
             y = self.reductions[s](_pad(y, self.reductions[s].c_in), pool_scale=stage_mask)
-            depths = self._alive_depths[s]
+            depths = plan.depths[s]
             layer_ids = self.stage_layers(s)
             out: Tensor | None = None
             stage_mask = None
             for i, li in enumerate(layer_ids[: max(depths)]):
-                narrow = self._narrow[li]
+                narrow = plan.narrow[li]
                 if narrow is not None:  # decided layer: run it at its own widths, exactly
                     o, c_mid, c_out = narrow
                     v = self.layers[li][o].branch(y, widths=(c_mid, c_out))
                     y = F.relu(residual_add(v, y), inplace=True)
                 else:
-                    y = F.relu(self._mixed(li, _pad(y, width), mids, scales, totals), inplace=True)
+                    y = _pad(y, width)
+                    y = F.relu(
+                        self._mixed(li, plan.mixed[li], y, mids, scales, totals), inplace=True
+                    )
                 if len(depths) == 1:
                     out, stage_mask = y, totals[li]
                 elif i + 1 in depths:
@@ -240,27 +348,33 @@ class Supernet(nn.Module):
             y = out
         return self.head(_pad(y, self.head.in_channels))
 
-    def _mixed(self, li: int, y: Tensor, mids, scales, totals) -> Tensor:
-        """``sum_o S_o * (f_o(y) + y)`` over the alive ops of layer ``li`` (before the ReLU).
+    def _mixed(self, li: int, ops, y: Tensor, mids, scales, totals) -> Tensor:
+        """``sum_o S_o * (f_o(y) + y)`` over the ops ``(o, c_mid, c_out)`` of layer ``li``'s plan
+        (before the ReLU).
 
-        Ops of the same pooling factor share one pooled input, and their outputs are summed at
-        the reduced resolution and upsampled once (bilinear upsampling is linear), so a layer
+        Each op runs at its plan widths (its channels beyond them have masks exactly 0; their
+        dropout noise is still drawn, so the random stream is that of the full width). Ops of
+        the same pooling factor share one pooled input, and their outputs are summed at the
+        reduced resolution and upsampled once (bilinear upsampling is linear), so a layer
         pools and upsamples once per factor instead of once per op.
         """
         acc = totals[li].view(1, -1, 1, 1) * y
         pooled: dict[int, Tensor] = {}
         low: dict[int, Tensor] = {}
-        for o in self._alive_ops[li]:
+        for o, cm, co in ops:
             op = self.layers[li][o]
-            if op.pool == 1:
-                acc.add_(op.core(y, mids[li][o], scales[li][o]))  # in place: no tensor per op
+            mid, scale, widths = mids[li][o], scales[li][o], None
+            if (cm, co) != (op.c_mid, op.c_out):
+                mid, scale, widths = mid[:cm], scale[:co], (cm, co)
+            if op.pool == 1:  # in place: no tensor per op
+                _add_prefix_(acc, op.core(y, mid, scale, widths, noise_channels=op.c_out))
                 continue
             if op.pool not in pooled:
                 pooled[op.pool] = pool_input(y, op.pool)
-            v = op.core(pooled[op.pool], mids[li][o], scales[li][o])
-            low[op.pool] = v if op.pool not in low else low[op.pool] + v
+            v = op.core(pooled[op.pool], mid, scale, widths, noise_channels=op.c_out)
+            low[op.pool] = v if op.pool not in low else _sum_prefix(low[op.pool], v)
         for v in low.values():
-            acc.add_(upsample_to(v, y.shape[-2:]))
+            _add_prefix_(acc, upsample_to(v, y.shape[-2:]))
         return acc
 
     # ---- expected cost ----------------------------------------------------------------------

@@ -139,13 +139,14 @@ def test_decided_layers_run_narrow_with_the_same_result(tiny_space: SpaceConfig)
     net.alive_op[1, :] = True  # layer 1 undecided again: a mix of narrow and masked layers
     net.alive_depth[1, :] = net.alive_depth[1, :] | (torch.arange(net.alive_depth.shape[1]) >= 1)
     net.refresh_alive()
-    assert any(n is not None for n in net._narrow) and any(n is None for n in net._narrow)
+    narrowed = net.plan.narrow
+    assert any(n is not None for n in narrowed) and any(n is None for n in narrowed)
     x = torch.randn(2, 3, 64, 64)
 
     def run(narrow: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         net.refresh_alive()
-        if not narrow:
-            net._narrow = [None] * len(net._narrow)
+        if not narrow:  # every layer a mixture over the stage width: the masked form
+            net._plan = net.make_plan(narrow=False, slice_widths=False)
         net.zero_grad()
         y = net(x)
         y.square().mean().backward()
@@ -202,3 +203,69 @@ def test_reduction_width_rule_official_decodes_the_released_genotype() -> None:
         derive_network(net, official)
     with pytest.raises(ValueError, match="reduction"):
         genotype_from_supernet(net, reduction="nearest")
+
+
+def test_mixed_ops_run_at_their_widest_alive_widths(tiny_space: SpaceConfig) -> None:
+    """Once an op's widest options are pruned it runs sliced to its widest alive widths: the
+    same output, gradients and live BN statistics as the masked full-width form, dropout
+    included (its noise is drawn for the full width)."""
+    net = Supernet(tiny_space, num_classes=5)
+    randomize_bn(net)
+    g = torch.Generator().manual_seed(0)
+    for dim in ("out", "mid"):  # prune the widest option (remove 0) of about half the ops
+        drop = torch.rand(net.alive(dim).shape[:2], generator=g) < 0.5
+        net.alive(dim)[..., -1] &= ~drop
+        net.alive(dim)[..., -2] &= ~(drop & (torch.rand(drop.shape, generator=g) < 0.5))
+    net.refresh_alive()
+    sliced = net.plan
+    full = net.make_plan(slice_widths=False)
+    assert sliced != full and full.covers(sliced) and not sliced.covers(full)
+    assert sliced.cost(net) < full.cost(net)
+    x = torch.randn(2, 3, 64, 64)
+
+    def run(plan) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        net._plan = plan
+        net.zero_grad()
+        torch.manual_seed(1)
+        y = net(x)
+        y.square().mean().backward()
+        grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+        stats = {n: b.clone() for n, b in net.named_buffers() if "running" in n}
+        return y.detach(), grads, stats
+
+    for mode in (net.eval, net.train):
+        mode()
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        y1, g1, s1 = run(sliced)
+        net.load_state_dict(state)
+        y2, g2, s2 = run(full)
+        net.load_state_dict(state)
+        torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-4)
+        assert len(g1) == len(g2)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        for li, ops in enumerate(sliced.mixed):  # the live channels' statistics agree
+            for o, cm, co in ops:
+                for bn, c in (("bn1", cm), ("bn2", co)):
+                    for stat in ("running_mean", "running_var"):
+                        key = f"layers.{li}.{o}.{bn}.{stat}"
+                        torch.testing.assert_close(s1[key][:c], s2[key][:c])
+
+
+def test_a_held_plan_computes_the_same_as_the_exact_one(tiny_space: SpaceConfig) -> None:
+    """``hold_plan``: after pruning, the old plan keeps running (a compiled search recompiles
+    only when it replans) and gives the exact plan's values; :meth:`replan` adopts the exact."""
+    net = Supernet(tiny_space, num_classes=5).eval()
+    randomize_bn(net)
+    net.hold_plan = True
+    start = net.plan
+    net.alive_op[:, 1:] = False
+    net.alive_depth[:] = net.alive_depth & (net.alive_depth.cumsum(1) == 1)  # shallowest depth
+    net.refresh_alive()
+    assert net.plan is start and start.covers(net.make_plan())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        held = net(x)
+        assert net.replan() and net.plan.cost(net) < start.cost(net)
+        torch.testing.assert_close(net(x), held, atol=1e-5, rtol=1e-4)
+        assert not net.replan()
