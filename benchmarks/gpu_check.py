@@ -22,6 +22,10 @@ every section, so a run cut short keeps what it measured):
   (captured once, replayed: the launch overhead of ~200 small kernels goes away), with the
   GPU's name;
 - ``onnxruntime``: the exported network on ONNX Runtime's CUDA provider, if it is present;
+- ``latency``: a latency table of the paper's space on the GPU in fp16 and bf16
+  (:func:`ssr.measure.latency.build_table`, eager torch: docs/method.md §4.4), its correction
+  fitted on 10 networks measured whole and its predictions checked on 30 more, beside GMACs
+  (CUDA only);
 - ``agreement``: the supernet, the derived network with inherited weights, and a weight
   gradient, computed on the device and on the CPU from the same weights and input (fp32, TF32
   off): the largest difference relative to the largest value must be below 1e-3.
@@ -283,9 +287,56 @@ def check_agreement(device: torch.device, sz: dict[str, Any]) -> list[dict[str, 
     return rows
 
 
+def check_latency(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any]]:
+    """A latency table of the paper's space on the GPU (docs/method.md §4.4), in fp16 and bf16:
+    eager torch, folded BN, channels-last (the ``natural`` layout), ``max_widths`` widths per
+    axis timed; its correction fitted on ``fit`` random networks measured whole, then its
+    predictions against ``held`` more, beside GMACs (as benchmarks/latency_model.py)."""
+    if device.type != "cuda":
+        return [{"section": "latency", "skipped": "needs CUDA"}]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import random
+
+    from latency_model import line, scores
+
+    from ssr.config import BenchConfig, SpaceConfig
+    from ssr.measure.latency import build_table, fit_correction, measure_network
+    from ssr.method.complexity import count_macs
+    from ssr.method.latency_table import predict_ms, sample_genotype
+    from ssr.method.network import DerivedNet
+
+    tiny = sz["repeats"] == 1
+    (h, w), fit, held = sz["fps_hw"][0], (2 if tiny else 10), (3 if tiny else 30)
+    rows = []
+    for precision in ("fp16", "bf16"):
+        cfg = BenchConfig(height=h, width=w, warmup=2 if tiny else 5, iters=sz["iters"] // 5 or 1,
+                          repeats=sz["repeats"], backend="torch", precision=precision,
+                          device=str(device))  # fmt: skip
+        t0 = time.perf_counter()
+        table = build_table(SpaceConfig(), cfg, max_widths=2 if tiny else 5, fit=0)
+        build_s = time.perf_counter() - t0
+        rng = random.Random(0)
+        nets = [sample_genotype(table.space, rng) for _ in range(fit + held)]
+        ms = [measure_network(g, cfg, 19) for g in nets]
+        table = fit_correction(table, nets[:fit], ms[:fit])
+        table.save(
+            REPO / "benchmarks" / "results" / f"latency_table_{device.type}_{precision}.json"
+        )
+        gm = [count_macs(DerivedNet(g, 19), (1, 3, h, w)) / 1e9 for g in nets]
+        a, b = line(gm[:fit], ms[:fit])
+        rows.append({"section": "latency", "precision": precision, "input": f"{h}x{w}",
+                     "what": f"table ({table.meta['blocks_timed']} blocks) vs {held} networks",
+                     "build_seconds": round(build_s, 1),
+                     "table": scores([predict_ms(table, g) for g in nets[fit:]], ms[fit:]),
+                     "gmacs": scores([a * x + b for x in gm[fit:]], ms[fit:]),
+                     "measured_ms": [min(ms), max(ms)]})  # fmt: skip
+    return rows
+
+
 SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], list[dict[str, Any]]]] = {
     "agreement": check_agreement,
     "fps": check_fps,
+    "latency": check_latency,
     "onnxruntime": check_onnxruntime,
     "retrain": check_retrain,
     "search": check_search,
@@ -343,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(device), "tiny": args.tiny, "sizes": sz,
                               "rows": [], "seconds": {}}  # fmt: skip
     t_all = time.perf_counter()
-    order = ("agreement", "search", "retrain", "fps", "onnxruntime")
+    order = ("agreement", "search", "retrain", "fps", "onnxruntime", "latency")
     for section in [s for s in order if not args.only or s in args.only]:
         t0 = time.perf_counter()
         try:

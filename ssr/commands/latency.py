@@ -65,10 +65,14 @@ def search_config(args: argparse.Namespace) -> Any:
     from ssr.config import SearchConfig, deep_merge, from_dict, load_yaml, parse_overrides
 
     data = load_yaml(args.config) if args.config else {}
-    if isinstance(data.get("base"), dict):  # a sweep file
-        data = dict(data["base"].get("search") or {})
+    if isinstance(data.get("base"), dict):  # a sweep file: its base search and dataset
+        sweep = data
+        data = dict(sweep["base"].get("search") or {})
+        if isinstance(sweep.get("dataset"), dict):
+            data["data"] = deep_merge(data.get("data") or {}, sweep["dataset"])
     data = deep_merge(data, parse_overrides(args.set))
     data.pop("epochs", None)
+    data.pop("latency", None)  # the table being built may be the one the config names
     return from_dict(SearchConfig, data, "search")
 
 

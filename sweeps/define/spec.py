@@ -159,6 +159,11 @@ def _check_base(spec: SweepSpec, cfg: PipelineConfig) -> None:
         "bf16",
     )
     check_latency_table(cfg, "base.search.latency.table")
+    _check(
+        spec.scheduler.cost_metric != "expected_latency_ms" or cfg.search.latency.table is not None,
+        "scheduler.cost_metric expected_latency_ms needs base.search.latency.table (a latency "
+        "table: python -m ssr latency build ...)",
+    )
     kind = spec.scheduler.kind
     _check(
         kind not in ("asha", "moasha") or not cfg.search.stop_when_discrete,
