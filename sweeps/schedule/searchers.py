@@ -45,6 +45,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ssr.config import ConfigError
 from sweeps.contract.protocol import COMPLETE, EARLY_STOPPED, FAILED, FINAL_KEY, SAMPLED_KEY
+from sweeps.runtime.sqlite import WalConnection
 
 #: The study file in a run folder (the default storage).
 STUDY_FILE = "optuna.db"
@@ -78,7 +79,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"timeout": 30}}  # NOTE: wait for another writer, do not fail
+        # NOTE: wait for another writer, do not fail; commit in WAL mode (sweeps.runtime.sqlite)
+        kwargs = {"connect_args": {"timeout": 30, "factory": WalConnection}}
     from sqlalchemy.exc import IntegrityError
 
     for attempt in range(CREATE_ATTEMPTS):
@@ -141,6 +143,8 @@ class FinalRecordOptunaSearch(OptunaSearch):
     ) -> None:
         self._study_attrs = dict(study_attrs or {})
         self._baseline = baseline
+        #: Baseline label of each running trial this searcher labelled (not set again at its end).
+        self._labelled: dict[str, str] = {}
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -161,12 +165,17 @@ class FinalRecordOptunaSearch(OptunaSearch):
                 study.set_user_attr(key, value)
 
     def suggest(self, trial_id: str) -> dict | None:
+        new = trial_id not in self._ot_trials
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None and "trial_id" not in ot_trial.user_attrs:
-            params = ot_trial.params
+        # NOTE: a trial this call asked for has no labels yet and its params are ``config``
+        # (flat, readable names): each read of the study is a query of its storage
+        if ot_trial is not None and (new or "trial_id" not in ot_trial.user_attrs):
+            flat = new and config is not None and SAMPLED_KEY not in config
+            params = config if flat else ot_trial.params
             baseline = params.get("baseline", params.get(f"{SAMPLED_KEY}/baseline", self._baseline))
             _label(ot_trial, trial_id=trial_id, baseline=str(baseline))
+            self._labelled[trial_id] = str(baseline)
         if config is None or SAMPLED_KEY in config:  # a state pickled with Tune's names
             return config
         # readable names hold no "/": Ray's unflatten left them flat; nest them back
@@ -190,9 +199,11 @@ class FinalRecordOptunaSearch(OptunaSearch):
             attrs = {"status": COMPLETE if final else (FAILED if error else EARLY_STOPPED)}
             if result and isinstance(result.get("genotype_id"), str):
                 attrs["genotype_id"] = result["genotype_id"]
-            if result and _sampled(result, "baseline") is not None:
-                attrs["baseline"] = str(_sampled(result, "baseline"))
+            baseline = _sampled(result, "baseline") if result else None
+            if baseline is not None and self._labelled.get(trial_id) != str(baseline):
+                attrs["baseline"] = str(baseline)
             _label(ot_trial, **attrs)
+        self._labelled.pop(trial_id, None)
         super().on_trial_complete(trial_id, result=result if final else None, error=error)
 
     def restore(self, checkpoint_path: str) -> None:

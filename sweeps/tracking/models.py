@@ -55,6 +55,8 @@ def find_model(tracker: Tracker, trial_id: str) -> Any | None:
     known = tracker.book.model_id(trial_id)
     if known is not None:
         return tracker.client.get_logged_model(known)
+    if tracker.knows_all("models"):  # a new sweep's trial without a model in the book has none
+        return None
     found = list(
         tracker.client.search_logged_models(
             [tracker.experiment_id], filter_string=model_filter(tracker, trial_id), max_results=50
@@ -131,12 +133,24 @@ def onnx_signature(onnx_model: Any) -> tuple[Any, tuple[int, ...] | None]:
 
 def save_model(tracker: Tracker, model: Any, run_id: str, onnx_path: Path, step: int) -> None:
     """Write the ONNX flavour of the trial's model (signature, example, requirements), link it to
-    the run as an output at ``step`` and mark it READY. Raises when it cannot."""
-    import mlflow
+    the run as an output at ``step`` and mark it READY. Raises when it cannot.
+
+    The steps of ``mlflow.onnx.log_model`` for a model that exists (``model_id``) and a run:
+    the run's output, the flavour's files (an ``MLmodel`` naming the run and the model), the
+    upload. NOTE: two steps of ``Model.log`` are left out, being the driver's largest cost per
+    trial and changing nothing here: linking the run's metrics at ``step`` to the model (it
+    reads every metric's history; the final record's metrics are logged with the model's id
+    already, :func:`sweeps.tracking.records.log_final`) and running the input example through
+    onnxruntime (a warning at most; the trial checked its export, ``ssr.deploy.onnx_export``).
+    """
+    import tempfile
+
+    import mlflow.onnx
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from mlflow.entities import LoggedModelStatus
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
 
     onnx_model = onnx.load(str(onnx_path))
     signature, shape = onnx_signature(onnx_model)
@@ -146,19 +160,28 @@ def save_model(tracker: Tracker, model: Any, run_id: str, onnx_path: Path, step:
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")]
     providers = [p for p in providers if p in ort.get_available_providers()]
     bind_process_uri(tracker.uri)
-    mlflow.onnx.log_model(
-        onnx_model,
-        name=model.name,
-        model_id=model.model_id,
+    client = tracker.client
+    client.log_outputs(run_id, models=[LoggedModelOutput(model.model_id, step=step)])
+    flavour = Model(
+        artifact_path=model.artifact_location,
+        model_uuid=model.model_id,
         run_id=run_id,
-        step=step,
-        signature=signature,
-        input_example=example,
-        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
-        onnx_execution_providers=providers,
-        save_as_external_data=False,
+        model_id=model.model_id,
     )
-    tracker.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "model"
+        mlflow.onnx.save_model(
+            onnx_model,
+            str(local),
+            mlflow_model=flavour,
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
+            onnx_execution_providers=providers,
+            save_as_external_data=False,
+        )
+        client.log_model_artifacts(model.model_id, str(local))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
 
 
 def is_ready(model: Any) -> bool:

@@ -59,6 +59,12 @@ class Tracker:
         self.parent_id: str = ""
         #: What each trial's child run holds (:mod:`sweeps.tracking.book`).
         self.book = RunBook()
+        #: ``store.failures`` when the book last held every child run of the sweep (a new
+        #: sweep's parent, or the children read whole), and every logged model (a new sweep
+        #: only); None: it may not. While it holds, a trial missing from the book has no run
+        #: (model) yet, and making one needs no search first (:meth:`knows_all`).
+        self._runs_known_at: int | None = None
+        self._models_known_at: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # NOTE: pickled with Tune's experiment state: keep the settings, not the client
@@ -90,6 +96,12 @@ class Tracker:
             return trial_id
         number = self.book.number(trial_id) or trial_id
         return trial_label(config, number, self.varied_keys(config))
+
+    def knows_all(self, what: str = "runs") -> bool:
+        """True while the run book holds every child run (``what="models"``: every logged
+        model) of the sweep: nothing failed since it did, so nothing may have landed unseen."""
+        known = self._runs_known_at if what == "runs" else self._models_known_at
+        return known is not None and known == self.store.failures
 
     def _parent_filter(self) -> str:
         return f"tags.`ssr.role` = 'sweep' and tags.`ssr.sweep` = '{self.sweep}'"
@@ -154,6 +166,7 @@ class Tracker:
                 tags={"ssr.role": "sweep", "ssr.sweep": self.sweep, **tags},
             )
             self.parent_id = run.info.run_id
+            self._runs_known_at = self._models_known_at = self.store.failures  # a new sweep
             self.store.log_params(self.parent_id, params, set())
             for path in artifacts:
                 self.client.log_artifact(self.parent_id, str(path))
@@ -208,6 +221,8 @@ class Tracker:
     def load_children(self) -> None:
         """Read the parent's child runs into the run book: trial ids, the last step each holds
         (the largest step of its metrics), final records."""
+        failures = self.store.failures
+        self._models_known_at = None  # NOTE: another copy of the callback may have made some
         runs = []
         token = None
         while True:
@@ -226,6 +241,7 @@ class Tracker:
             if trial_id:  # NOTE: the oldest run of a trial is the one kept
                 final = run.data.tags.get("ssr.final") == "1"
                 self.book.add(trial_id, run.info.run_id, last_metric_step(run), final)
+        self._runs_known_at = failures
 
     def stored_step(self, run_id: str) -> int | None:
         """The last step the run holds in the store (None: the store cannot answer now)."""
@@ -283,11 +299,14 @@ class Tracker:
     def _create(self, trial_id: str, config: dict[str, Any] | None) -> tuple[str, set[str], int]:
         """The trial's run (found again on resume, else created), the params it has and the last
         step it holds."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`ssr.trial_id` = '{trial_id}'",
-            max_results=1,
-        )
+        found = []
+        if not self.knows_all("runs"):  # NOTE: a new trial of a new sweep has no run to find
+            found = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`mlflow.parentRunId` = '{self.parent_id}' and "
+                f"tags.`ssr.trial_id` = '{trial_id}'",
+                max_results=1,
+            )
         name = self.run_name(trial_id, config)
         if found:  # reused (resume): add the params an outage may have cut off
             run = found[0]
@@ -324,9 +343,14 @@ class Tracker:
             return False
 
         def end() -> None:
-            self.client.set_tag(run_id, "ssr.final", "1")
+            from mlflow.entities import RunTag
+
+            # NOTE: one batch; the store renames the run when it sets ``mlflow.runName``
+            # (``update_run`` would read the whole run first)
+            tags = [RunTag("ssr.final", "1")]
             if name is not None:
-                self.client.update_run(run_id, name=name)
+                tags.append(RunTag("mlflow.runName", name))
+            self.client.log_batch(run_id, tags=tags)
             self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
 
         if not self.store.call(f"ending the run of {trial_id}", end):

@@ -170,6 +170,20 @@ class Store:
         self.uri = uri
         self.client = client(uri)
         self._offline_until = 0.0
+        #: Operations that failed so far (one that raised may still have landed).
+        self.failures = 0
+        if sqlite_path(uri) is not None:
+            self.fast_commits()
+
+    def fast_commits(self) -> None:
+        """A SQLite store commits in WAL mode (:mod:`sweeps.runtime.sqlite`): the driver writes
+        tens of times per trial. A store that cannot be opened now is left as it is."""
+        from sweeps.runtime.sqlite import use_wal
+
+        try:
+            use_wal(self.client._tracking_client.store.engine)
+        except Exception as exc:  # NOTE: the first operation says what is wrong, and backs off
+            log.debug("MLflow store %s: WAL mode not set (%s)", self.uri, exc)
 
     @property
     def online(self) -> bool:
@@ -198,6 +212,7 @@ class Store:
             return fn()
         except Exception as exc:
             self._offline_until = time.monotonic() + OFFLINE_S
+            self.failures += 1
             log.warning(
                 "MLflow (%s) failed while %s: %s; results stay in results.parquet and Tune "
                 "storage and are synced at the end of the sweep (or on --resume)",
