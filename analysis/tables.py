@@ -23,6 +23,7 @@ from analysis.labels import (
     display_unit,
     is_miou,
 )
+from analysis.latency import latency_lines
 from analysis.noise import INTERVAL_MEANING, interval_columns, tie_summary
 from analysis.survival import survivorship_findings
 
@@ -299,6 +300,7 @@ def report_markdown(
         _front(analysis, paths),
         list(views),
         _survival(analysis),
+        *[lines for lines in [latency_lines(analysis.trials)] if lines],
         _knee(analysis),
         _genotypes_and_exclusions(analysis),
     ]
