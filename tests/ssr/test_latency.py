@@ -342,3 +342,22 @@ def test_search_logs_and_steers_by_expected_latency(tiny_space, tmp_path: Path) 
     assert res.summary["predicted_latency_ms"] == pytest.approx(predict_ms(table, res.genotype))
     assert res.summary["expected_latency_ms"] == lat[-1]
     assert res.summary["latency_target_ms"] == pytest.approx(0.3 * start)
+
+
+def test_shipped_latency_sweep_validates_and_refuses_other_threads(monkeypatch) -> None:
+    """sweeps/configs/latency.yaml with its shipped table; the same sweep benchmarked at two
+    threads is refused in one line before anything starts."""
+    from sweeps.define.spec import CONFIG_DIR, load_sweep
+
+    monkeypatch.chdir(CONFIG_DIR.parents[1])  # the table's path is relative to the repository
+    sweep = load_sweep(CONFIG_DIR / "latency.yaml")
+    lat = sweep.base_config.search.latency
+    assert (
+        Path(lat.table).is_absolute()
+        and lat.weight > 0
+        and sweep.base_config.search.flops.weight == 0
+    )
+    assert any(p.key == "latency.target_ms" for p in sweep.params)
+    with pytest.raises(ConfigError) as err:
+        load_sweep(CONFIG_DIR / "latency.yaml", ["base.bench.threads=2"])
+    assert "threads 1 (table) vs 2 (bench)" in str(err.value) and "\n" not in str(err.value)

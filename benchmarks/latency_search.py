@@ -1,0 +1,216 @@
+"""Does the latency term land searches on their target latency, better than the FLOPs term?
+
+    python benchmarks/latency_search.py [--config sweeps/configs/latency.yaml]
+        [--targets 25,30,35] [--seeds 0,1,2] [--jobs 2] [--out benchmarks/results/latency_search]
+
+The setting is a sweep file's (default ``sweeps/configs/latency.yaml``): its base search (space,
+data, budget of ``budget.search_epochs``), its latency table and its benchmark. For every target
+latency ``T`` and seed, two searches with the same budget (docs/method.md §4.4):
+
+- ``latency``: the FLOPs term off, the latency term on (``latency.weight``, target ``T``);
+- ``flops``: the latency term off, the FLOPs term on at the **matched target**: the FLOPs
+  fraction (expected conv MACs over the space's largest sub-network, docs/method.md §4.3) that
+  random networks of the space with a predicted latency of ``T`` have, from a least-squares line
+  over 2000 of them. The table still logs its expected latency.
+
+Every derived network is measured alone in the deploy form (:func:`ssr.measure.latency.measure_network`,
+as the table's blocks were timed). Reported per arm: the share of searches whose measured
+latency lands within +-10 % of ``T`` (target: >= 80 % for the latency term), the spread of
+measured / ``T``, and per seed the hypervolume of the arm's front (derived mIoU with inherited
+weights vs measured FPS; one reference point for all, :func:`analysis.pareto.default_reference`)
+at equal compute (the same number of searches of the same budget). Each network's expected
+(the search's last epoch), predicted and measured latency is in the JSON and the Markdown table.
+
+Every search writes its result as it finishes (``<out>/runs/<arm>_T<target>_s<seed>.json``); a
+rerun skips what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from analysis.pareto import default_reference, hypervolume  # noqa: E402
+
+
+def load_setting(config: Path, overrides: list[str]) -> Any:
+    """The sweep file's base PipelineConfig (its table checked against its benchmark)."""
+    from sweeps.define.spec import load_sweep
+
+    return load_sweep(config, overrides).base_config
+
+
+def matched_flops_target(cfg: Any, target_ms: float, n: int = 2000) -> float:
+    """The FLOPs fraction random networks of the space have at a predicted latency of
+    ``target_ms`` (least-squares line of fraction on predicted latency)."""
+    import random
+
+    from ssr.data import dataset_info
+    from ssr.method.complexity import count_macs
+    from ssr.method.latency_table import LatencyTable, predict_ms, sample_genotype
+    from ssr.method.network import DerivedNet
+    from ssr.method.supernet import Supernet
+
+    s = cfg.search
+    classes = dataset_info(s.data.name).num_classes
+    table = LatencyTable.load(s.latency.table)
+    top = Supernet(s.space, classes).max_macs(s.flops.height, s.flops.width)
+    rng, xs, ys = random.Random(0), [], []
+    for _ in range(n):
+        g = sample_genotype(s.space, rng, s.reduction_width)
+        xs.append(predict_ms(table, g.with_head(table.head)))
+        net = DerivedNet(g.with_head("search"), classes)  # what the FLOPs term counts
+        ys.append(count_macs(net, (1, 3, s.flops.height, s.flops.width)) / top)
+    a, b = np.polyfit(xs, ys, 1)
+    return float(np.clip(a * target_ms + b, 0.02, 1.5))
+
+
+def _search_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One search and its derived network measured alone, in a worker process."""
+    import torch
+
+    from ssr.config import PipelineConfig, from_dict
+    from ssr.measure.latency import measure_network
+    from ssr.method.latency_table import LatencyTable
+    from ssr.method.search import run_search
+
+    torch.set_num_threads(1)
+    cfg = from_dict(PipelineConfig, job["config"], "config")
+    t0 = time.perf_counter()
+    res = run_search(cfg.search, job["dir"], progress=False)
+    table = LatencyTable.load(cfg.search.latency.table)
+    g = res.genotype.with_head(table.head)
+    measured = measure_network(g, table.bench, table.num_classes, table.clock, table.statistic)
+    out = {
+        **{k: job[k] for k in ("name", "arm", "target_ms", "seed", "flops_target")},
+        "genotype_id": g.id, "derived_miou": res.summary["derived_miou"],
+        "gmacs": res.summary["gmacs"], "discrete_at_epoch": res.summary["discrete_at_epoch"],
+        "expected_latency_ms": res.summary.get("expected_latency_ms"),
+        "predicted_latency_ms": res.summary.get("predicted_latency_ms"),
+        "measured_ms": measured, "seconds": time.perf_counter() - t0,
+    }  # fmt: skip
+    Path(job["result"]).write_text(json.dumps(out))
+    return out
+
+
+def jobs_for(cfg: Any, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    from ssr.config import to_dict
+
+    jobs = []
+    for target in args.targets:
+        flops_target = matched_flops_target(cfg, target)
+        for seed in args.seeds:
+            for arm in ("latency", "flops"):
+                d = to_dict(cfg)
+                s = d["search"]
+                s["seed"] = seed
+                s["latency"]["target_ms"] = target
+                if arm == "latency":
+                    s["flops"]["weight"], s["latency"]["weight"] = 0.0, args.latency_weight
+                else:
+                    s["flops"]["weight"], s["latency"]["weight"] = args.flops_weight, 0.0
+                    s["flops"]["target"] = flops_target
+                name = f"{arm}_T{target:g}_s{seed}"
+                jobs.append({"name": name, "arm": arm, "target_ms": target, "seed": seed,
+                             "flops_target": flops_target, "config": d,
+                             "dir": str(out / "runs" / name),
+                             "result": str(out / "runs" / f"{name}.json")})  # fmt: skip
+    return jobs
+
+
+def summarise(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Landing share and spread per arm, hypervolume per seed under one reference."""
+    for r in results:
+        r["ratio"] = r["measured_ms"] / r["target_ms"]
+        r["landed"] = abs(r["ratio"] - 1) <= 0.1
+        r["fps"] = 1e3 / r["measured_ms"]
+    pts = np.array([[100 * r["derived_miou"], r["fps"]] for r in results], dtype=float)
+    ref = default_reference(pts, [True, True])
+    arms: dict[str, Any] = {}
+    for arm in ("latency", "flops"):
+        rs = [r for r in results if r["arm"] == arm]
+        ratios = [r["ratio"] for r in rs]
+        per_seed = []
+        for s in seeds:
+            v = np.array([[100 * r["derived_miou"], r["fps"]] for r in rs if r["seed"] == s])
+            per_seed.append(float(hypervolume(v, [True, True], ref)) if len(v) else 0.0)
+        arms[arm] = {
+            "searches": len(rs),
+            "landed_within_10pct": round(sum(r["landed"] for r in rs) / max(len(rs), 1), 3),
+            "ratio_mean": round(statistics.mean(ratios), 3) if ratios else None,
+            "ratio_sd": round(statistics.stdev(ratios), 3) if len(ratios) > 1 else None,
+            "abs_error_pct_mean": round(100 * statistics.mean(abs(x - 1) for x in ratios), 1)
+            if ratios else None,
+            "hypervolume_per_seed": [round(h, 3) for h in per_seed],
+            "hypervolume_mean": round(statistics.mean(per_seed), 3) if per_seed else None,
+        }  # fmt: skip
+    return {"reference": [float(x) for x in ref], "arms": arms}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = ["| arm | searches | within +-10 % of target | measured / target (mean, sd) | "
+             "hypervolume per seed (mean) |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for arm, a in res["summary"]["arms"].items():
+        lines.append(f"| {arm} | {a['searches']} | {100 * a['landed_within_10pct']:.0f} % | "
+                     f"{a['ratio_mean']}, {a['ratio_sd']} | {a['hypervolume_per_seed']} "
+                     f"({a['hypervolume_mean']}) |")  # fmt: skip
+    lines += ["", "| network | target ms | expected ms | predicted ms | measured ms | derived mIoU |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in sorted(res["results"], key=lambda r: (r["arm"], r["target_ms"], r["seed"])):
+        exp = r["expected_latency_ms"]
+        lines.append(f"| {r['name']} | {r['target_ms']:g} | "
+                     f"{'-' if exp is None else f'{exp:.1f}'} | {r['predicted_latency_ms']:.1f} | "
+                     f"{r['measured_ms']:.1f} | {100 * r['derived_miou']:.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=ROOT / "sweeps" / "configs" / "latency.yaml")
+    p.add_argument("--set", action="append", default=[], help="sweep overrides, as sweeps/run.py")
+    p.add_argument("--targets", type=lambda t: [float(x) for x in t.split(",")],
+                   default=[25.0, 30.0, 35.0])  # fmt: skip
+    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
+    p.add_argument("--latency-weight", type=float, default=100.0)
+    p.add_argument("--flops-weight", type=float, default=100.0)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_search")
+    args = p.parse_args(argv)
+    cfg = load_setting(args.config, args.set)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    jobs = jobs_for(cfg, args, args.out)
+    done = [json.loads(Path(j["result"]).read_text()) for j in jobs if Path(j["result"]).is_file()]
+    todo = [j for j in jobs if not Path(j["result"]).is_file()]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for r in pool.map(_search_job, todo):
+            print(f"{r['name']}: {r['measured_ms']:.1f} ms (target {r['target_ms']:g})",
+                  file=sys.stderr)  # fmt: skip
+            done.append(r)
+    res = {"summary": summarise(done, args.seeds), "results": done,
+           "settings": {"config": str(args.config), "set": args.set, "targets": args.targets,
+                        "seeds": args.seeds, "latency_weight": args.latency_weight,
+                        "flops_weight": args.flops_weight,
+                        "search_epochs": cfg.search.epochs, "table": cfg.search.latency.table},
+           "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv)}  # fmt: skip
+    text = markdown(res)
+    args.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(json.dumps(res["summary"], indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
