@@ -96,6 +96,11 @@ RESULT_COLUMNS = MappingProxyType(
         "fps_exclusive_hi": "Float64",  # median of the fastest pass
         "latency_exclusive_ms_median": "Float64",
         "latency_exclusive_ms_p90": "Float64",
+        # searches with a latency table (docs/method.md §4.4): the target, the expected latency
+        # at the last epoch and the table's prediction for the derived network
+        "latency_target_ms": "Float64",
+        "expected_latency_ms": "Float64",
+        "predicted_latency_ms": "Float64",
     }
 )
 MEASUREMENT_COLUMNS = MappingProxyType(
