@@ -66,7 +66,9 @@ IDENTITY_COLUMNS = MappingProxyType(
         "status": "string",  # one of STATUSES
         "error": "string",
         "completion_order": "Int64",  # order in which the trials finished, from 0 or 1
-        "node": "string",
+        "node": "string",  # where the trial ran (last)
+        "nodes": "string",  # JSON: host, ip and Ray node id of each of its runs, in order
+        "resumes": "Int64",  # runs that continued from a checkpoint (a lost node, a resume)
         "dataset": "string",
         "baseline": "string",  # one of BASELINES
     }

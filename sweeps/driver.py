@@ -62,17 +62,22 @@ def make_tuner(
     With ``run_dir`` the Optuna study is stored (``<run_dir>/optuna.db`` unless the sweep file
     names a storage); a restored tuner reconnects to the study its searcher was pickled with.
     A restored tuner leaves failed trials failed (:func:`sweeps.record.recovery.settle_failed`) unless
-    ``retry_failed``: then they resume from their last checkpoints.
+    ``retry_failed``: then they resume from their last checkpoints. With ``preemptible`` in the
+    sweep, a trial whose node is lost resumes from its last checkpoint on another node
+    (:class:`sweeps.runtime.preemption.PreemptionCallback`).
     """
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from sweeps.runtime.preemption import PreemptionCallback
     from sweeps.runtime.restore import restore_tuner
     from sweeps.trial import run_trial
 
     r = sweep.spec.resources
     trainable = tune.with_resources(run_trial, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
     all_callbacks = [JsonLoggerCallback(), CSVLoggerCallback(), *callbacks]
+    if sweep.spec.preemptible:  # a lost node resumes its trials (sweeps/runtime/preemption.py)
+        all_callbacks.append(PreemptionCallback(sweep.spec.max_resumes))
     path = f"{storage.rstrip('/')}/{name}"
     if resume and tune.Tuner.can_restore(path):
         if run_dir is not None and Path(path) == run_dir:  # a local folder (not s3:// ...)

@@ -4,8 +4,9 @@
 
 - a start line per trial, at most :data:`MAX_LINE` characters: its number, baseline and the
   values the sweep varied (``#08 start  ssr op=32 out=12 thr=.15 seed=1``);
-- an end line per trial: its status and objectives, the epoch and score at which the scheduler
-  stopped it, or the first line of its error; followed by the progress line;
+- an end line per trial: its status and objectives (and ``resumed 1x`` when it continued from
+  a checkpoint, after a lost node or a resumed sweep), the epoch and score at which the
+  scheduler stopped it, or the first line of its error; followed by the progress line;
 - the progress line: trials done/total and running, time elapsed, the estimated time left and
   the size of the Pareto front of the complete trials so far
   (``[5/16] 2 running | 4m12s elapsed, ETA ~9m | front 3``);
@@ -96,7 +97,9 @@ def end_line(
         values = [f"{m}={short_value(row[m])}" for m in objectives if row.get(m) is not None]
         geno = f"genotype {row['genotype_id']}" if row.get("genotype_id") else ""
         wall = duration(row["wall_s"]) if isinstance(row.get("wall_s"), (int, float)) else ""
-        return "  ".join(p for p in (head, " ".join(values), geno, wall) if p)
+        resumes = int(row["resumes"]) if is_finite_number(row.get("resumes")) else 0
+        resumed = f"resumed {resumes}x" if resumes else ""  # a lost node, or a resumed sweep
+        return "  ".join(p for p in (head, " ".join(values), geno, wall, resumed) if p)
     if status == EARLY_STOPPED:
         last = last or {}
         step = last.get("step", row.get("iterations"))

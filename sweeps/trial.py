@@ -9,6 +9,9 @@ in the trial's own folder and talks to Tune only through ``ray.tune``:
   global epoch step, the time axis of ASHA; ``val_miou`` = the current phase's validation mIoU);
   the record's objective columns are NaN there, so no low-fidelity value can pass for a final
   one, and a per-epoch value of the same name is kept as ``<name>_epoch``;
+- every report says where the trial ran (``node``, ``node_id``) and, from the pipeline folder's
+  ``placement.json``, on which nodes its runs ran and how often it resumed (``nodes``,
+  ``resumes``: :func:`sweeps.runtime.preemption.placement`);
 - every ``checkpoint_every`` epochs the pipeline's folder goes to Tune as a checkpoint
   (``tune.Checkpoint.from_directory``); a restored trial gets it back with
   :func:`ray.tune.get_checkpoint` and continues with ``run_pipeline(resume=True)``;
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from sweeps.contract.protocol import (
     REPORT_TEXT_FIELDS,
     is_finite_number,
 )
+from sweeps.runtime.preemption import placement
 
 
 def epoch_result(
@@ -119,11 +124,17 @@ def run_trial(config: dict[str, Any]) -> None:
         checkpoint.to_directory(str(out_dir))
         resume = True
     out_dir.mkdir(parents=True, exist_ok=True)
+    here = {
+        "host": socket.gethostname(),
+        "ip": node,
+        "node_id": ray.get_runtime_context().get_node_id(),
+    }
+    where = placement(out_dir, here, resumed=resume)  # resumes and nodes, in every report
 
     state = {"reports": 0, "sched": math.nan}
 
     def reporter(metrics: dict[str, float], step: int) -> None:
-        res = epoch_result(metrics, step, objectives, sched_metric, node)
+        res = {**epoch_result(metrics, step, objectives, sched_metric, node), **where}
         state["reports"] += 1
         state["sched"] = res[sched_metric]
         ckpt = None
@@ -155,7 +166,7 @@ def run_trial(config: dict[str, Any]) -> None:
         write_json(final_dir / "record.json", record)
     search_epochs = int(record.get("search_epochs") or cfg.search.epochs)
     step = search_epochs + max(0, cfg.retrain.epochs) + 1
-    res = final_result(record, step, objectives, sched_metric, state["sched"], node)
+    res = {**final_result(record, step, objectives, sched_metric, state["sched"], node), **where}
     tune.report(res, checkpoint=tune.Checkpoint.from_directory(str(final_dir)))
 
 

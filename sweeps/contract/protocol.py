@@ -34,7 +34,8 @@ REPORT_TEXT_FIELDS = (
     "search_input_size",
     "exported_weights",
 )
-#: Text fields of a final report that a results row keeps (``node``: where the trial ran).
+#: Text fields of a final report that a results row keeps (``node``: where the trial ran last;
+#: ``nodes``: JSON, the nodes of its runs in order, :mod:`sweeps.runtime.preemption`).
 #: ``input_size`` is the bench (deployment) input, ``search_input_size`` the search's.
 TEXT_FIELDS = (
     "genotype_id",
@@ -43,12 +44,15 @@ TEXT_FIELDS = (
     "precision",
     "input_size",
     "node",
+    "nodes",
     "baseline",
     "search_input_size",
     "exported_weights",
 )
-#: Numeric record fields of a final report that a results row keeps.
+#: Numeric record fields of a final report that a results row keeps (``resumes``: runs of the
+#: trial that continued from a checkpoint).
 NUMERIC_FIELDS = (
+    "resumes",
     "supernet_miou",
     "derived_miou",
     "derived_miou_lo",

@@ -184,6 +184,12 @@ class SweepSpec:
     num_samples: int = 4
     max_concurrent: int = 2
     max_failures: int = 0
+    #: A worker node lost mid-trial (spot reclaim) resumes the trial from its last checkpoint
+    #: on another node, at most ``max_resumes`` times, and is not a failure
+    #: (:mod:`sweeps.runtime.preemption`); the trial's own errors still count against
+    #: ``max_failures``.
+    preemptible: bool = False
+    max_resumes: int = 3
     objectives: tuple[Objective, ...] = (Objective("derived_miou", "max"), Objective("fps_shared"))
     searcher: SearcherSpec = field(default_factory=SearcherSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
@@ -197,7 +203,12 @@ class SweepSpec:
     def __post_init__(self) -> None:
         check_name(self.name, "name")
         _check(bool(self.experiment.strip()), "experiment must not be empty")
-        for key, low in (("num_samples", 1), ("max_concurrent", 1), ("max_failures", 0)):
+        for key, low in (
+            ("num_samples", 1),
+            ("max_concurrent", 1),
+            ("max_failures", 0),
+            ("max_resumes", 0),
+        ):
             value = getattr(self, key)
             _check(value >= low, f"{key} must be >= {low}, got {value}")
         _check(len(self.objectives) >= 1, "objectives must name at least one record column")

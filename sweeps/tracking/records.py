@@ -46,7 +46,7 @@ _SKIP = frozenset(
         "timestamp", "pid", "done", "training_iteration", "time_since_restore",
         "iterations_since_restore", "trial_id", "date", "hostname", "node_ip", "experiment_tag",
         "config", "checkpoint_dir_name", "should_checkpoint", "time_total_s", "step", "phase",
-        "epoch", FINAL_KEY,
+        "epoch", "resumes", FINAL_KEY,
     }
 )  # fmt: skip
 #: Per-epoch state flags, not logged: 0/1 values that stay constant over most runs (the MLflow

@@ -1,8 +1,9 @@
 """deploy/kuberay/rayjob.yaml: the fields the README's "On Kubernetes" section relies on.
 
 No Kubernetes cluster runs here: this parses the manifest and checks its structure (where the
-head, the driver and the workers run, storage, tracking, authentication, the sweep's options),
-and that its entrypoint is a command line that ``sweeps/run.py`` accepts.
+head, the driver and the workers run, storage, tracking, authentication, the sweep's options,
+trials that resume on another worker when a spot node is taken back), and that its entrypoint
+is a command line that ``sweeps/run.py`` accepts.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def test_head_and_driver_on_demand_workers_on_spot_gpus(job: dict) -> None:
     assert workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
     argv = build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[2:])
     assert argv.cpus_per_trial <= float(limits["cpu"])  # one trial fits a worker
+
+
+def test_trials_on_spot_workers_resume_from_their_checkpoints(job: dict) -> None:
+    from sweeps.define.spec import load_sweep
+
+    args = build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[2:])
+    sweep = load_sweep(REPO / "sweeps" / "configs" / Path(args.config).name, args.set)
+    assert sweep.spec.preemptible and sweep.spec.max_resumes >= 1
+    assert sweep.spec.budget.checkpoint_every < sweep.spec.budget.search_epochs
 
 
 def test_every_ray_pod_reaches_the_bucket_and_the_dataset(job: dict) -> None:

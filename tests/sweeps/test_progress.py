@@ -96,6 +96,10 @@ def test_end_lines_say_what_happened() -> None:
     assert end_line("#03", done, ["derived_miou", "fps_shared"], 4, "val_miou", None) == (
         "#03 complete  derived_miou=.45 fps_shared=123  genotype 0123456789  1m02s"
     )
+    resumed = {**done, "resumes": 1}  # it lost its node once (or the sweep was resumed)
+    assert end_line("#03", resumed, ["derived_miou"], 4, "val_miou", None).endswith(
+        "1m02s  resumed 1x"
+    )
     stopped = {"status": "early_stopped", "iterations": 2}
     last = {"step": 2.0, "val_miou": 0.31}
     assert end_line("#04", stopped, ["derived_miou"], 4, "val_miou", last) == (
