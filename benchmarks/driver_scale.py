@@ -142,18 +142,22 @@ def tiny_onnx(path: Path) -> None:
 
 class Timings:
     """Seconds (wall, and CPU of the driver's thread) spent in each part of the driver, with
-    the number of rows the results table held at each call."""
+    the number of rows the results table held at each call. ``details`` are steps inside the
+    parts (not added to the driver's total)."""
 
     def __init__(self) -> None:
         self.calls: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+        self.details: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
         self.table: Any = None
 
     def done(self) -> int:
         return len(self.table) if self.table is not None else 0
 
-    def wrap(self, owner: Any, attr: str, part: str) -> None:
-        """Replace ``owner.attr`` by a timed call that books its seconds to ``part``."""
+    def wrap(self, owner: Any, attr: str, part: str, detail: bool = False) -> None:
+        """Replace ``owner.attr`` by a timed call that books its seconds to ``part`` (a step
+        inside a part with ``detail``)."""
         original = getattr(owner, attr)
+        book = self.details if detail else self.calls
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -162,7 +166,7 @@ class Timings:
                 return original(*args, **kwargs)
             finally:
                 dt, dc = time.perf_counter() - t, time.thread_time() - c
-                self.calls[part].append((self.done(), dt, dc))
+                book[part].append((self.done(), dt, dc))
 
         setattr(owner, attr, timed)
 
@@ -221,6 +225,30 @@ def instrument(timings: Timings) -> None:
     ):
         timings.wrap(tracking, name, part)
     timings.wrap(tracking.Tracker, "finish", "end: parent run")
+    instrument_details(timings)
+
+
+def instrument_details(timings: Timings) -> None:
+    """Time the steps inside the MLflow and Optuna parts (the callback's run start, epochs and
+    final record; in the final record the logged model, the files, the drawing, the run's end;
+    Optuna's suggest and tell)."""
+    from sweeps.record import archplot
+    from sweeps.schedule import searchers
+    from sweeps.tracking import callback, records, runs
+
+    for owner, attr, step in (
+        (callback.MlflowCallback, "_child", "mlflow: run and params"),
+        (callback, "log_epoch", "mlflow: epoch metrics"),
+        (callback, "log_final", "mlflow: final record (all)"),
+        (records, "prepare_model", "mlflow: final, logged model made"),
+        (records, "_save_model", "mlflow: final, model files"),
+        (records, "_upload_files", "mlflow: final, run files (with drawing)"),
+        (archplot, "draw_genotype", "mlflow: final, drawing"),
+        (runs.Tracker, "end_child", "mlflow: final, run ended"),
+        (searchers.FinalRecordOptunaSearch, "suggest", "optuna: suggest"),
+        (searchers.FinalRecordOptunaSearch, "on_trial_complete", "optuna: tell"),
+    ):
+        timings.wrap(owner, attr, step, detail=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,10 +374,12 @@ def run_one(
     return result
 
 
-def summarize(timings: Timings, trials: int, wall: float, code: int) -> dict[str, Any]:
-    """Per part: total seconds, ms per trial, calls, growth; the driver overhead per trial."""
+def per_part(
+    calls_of: dict[str, list[tuple[int, float, float]]], trials: int
+) -> dict[str, dict[str, Any]]:
+    """Total seconds, ms per trial (wall, CPU), calls and growth of each part."""
     parts: dict[str, Any] = {}
-    for part, calls in sorted(timings.calls.items()):
+    for part, calls in sorted(calls_of.items()):
         total, cpu = sum(c[1] for c in calls), sum(c[2] for c in calls)
         parts[part] = {
             "total_s": round(total, 3),
@@ -359,6 +389,12 @@ def summarize(timings: Timings, trials: int, wall: float, code: int) -> dict[str
             "calls": len(calls),
             "growth_last_over_first_tenth": _round(growth(calls, trials)),
         }
+    return parts
+
+
+def summarize(timings: Timings, trials: int, wall: float, code: int) -> dict[str, Any]:
+    """Per part: total seconds, ms per trial, calls, growth; the driver overhead per trial."""
+    parts = per_part(timings.calls, trials)
     during = sum(p["total_s"] for k, p in parts.items() if not k.startswith("end:"))
     end = sum(p["total_s"] for k, p in parts.items() if k.startswith("end:"))
     cpu = sum(p["cpu_s"] for p in parts.values())
@@ -373,6 +409,7 @@ def summarize(timings: Timings, trials: int, wall: float, code: int) -> dict[str
         "driver_overhead_ms_per_trial": round(1000 * (during + end) / trials, 2),
         "driver_overhead_cpu_ms_per_trial": round(1000 * cpu / trials, 2),
         "parts": parts,
+        "details": per_part(timings.details, trials),
     }
 
 
@@ -391,8 +428,8 @@ def exponents(results: list[dict[str, Any]]) -> dict[str, Any]:
         key = f"{a['trials']}->{b['trials']}"
         ratio = math.log(b["trials"] / a["trials"])
         slopes = {}
-        for part, pa in a["parts"].items():
-            pb = b["parts"].get(part)
+        for part, pa in [*a["parts"].items(), *a.get("details", {}).items()]:
+            pb = b["parts"].get(part) or b.get("details", {}).get(part)
             if pb and pa["total_s"] > 0 and pb["total_s"] > 0:
                 slopes[part] = round(math.log(pb["total_s"] / pa["total_s"]) / ratio, 2)
         slopes["wall"] = round(math.log(b["wall_s"] / a["wall_s"]) / ratio, 2)
@@ -407,10 +444,13 @@ def table(results: list[dict[str, Any]], slopes: dict[str, Any]) -> str:
     head = f"{'part (ms per trial)':<22}" + "".join(f"{n:>10}" for n in sizes)
     head += f"{'growth':>9}" + "".join(f"{k:>13}" for k in slopes)
     lines = [head]
-    for part in parts:
-        cells = [r["parts"].get(part, {}).get("ms_per_trial") for r in results]
-        g = results[-1]["parts"].get(part, {}).get("growth_last_over_first_tenth")
-        line = f"{part:<22}" + "".join(f"{c if c is not None else '-':>10}" for c in cells)
+    details = sorted({p for r in results for p in r.get("details", {})})
+    for part in [*parts, *details]:
+        key = "parts" if part in parts else "details"
+        cells = [r.get(key, {}).get(part, {}).get("ms_per_trial") for r in results]
+        g = results[-1].get(key, {}).get(part, {}).get("growth_last_over_first_tenth")
+        name = part if key == "parts" else f"  {part.split(': ', 1)[-1]}"[:22]
+        line = f"{name:<22}" + "".join(f"{c if c is not None else '-':>10}" for c in cells)
         line += f"{g if g is not None else '-':>9}"
         line += "".join(f"{s.get(part, '-')!s:>13}" for s in slopes.values())
         lines.append(line)

@@ -1,10 +1,15 @@
 """What keeps the driver's cost per trial flat as a sweep grows (benchmarks/driver_scale.py):
-the results table's journal, the progress line's running front, MO-ASHA's one-pass fronts."""
+the results table's journal, the progress line's running front, MO-ASHA's one-pass fronts; and
+what keeps it small: SQLite stores in WAL mode, no search for a new sweep's runs, Optuna labels
+written once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 import random
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +119,72 @@ def test_one_pass_fronts_equal_peeled_fronts(modes: tuple[str, str]) -> None:
         pts[rng.random(len(pts)) < 0.1, 1] = np.nan
         assert nondominated_fronts(pts, modes) == _peeled(pts, modes)
         assert position_of_last(pts, modes) == nondominated_rank(pts, modes)[-1]
+
+
+def _journal_mode(db: Path) -> str:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        return con.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_sqlite_stores_commit_in_wal_mode(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from sweeps.schedule.searchers import open_storage
+    from sweeps.tracking.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store.client.create_experiment("x")
+    assert _journal_mode(tmp_path / "mlflow.db") == "wal"
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert _journal_mode(tmp_path / "optuna.db") == "wal"
+    # Ray pickles the study's storage with the searcher: the engine it makes again keeps WAL
+    again = pickle.loads(pickle.dumps(storage))
+    with again.engine.connect() as con:
+        assert con.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+
+
+def test_a_new_sweeps_trials_get_runs_without_a_search(tmp_path: Path) -> None:
+    from sweeps.define.spec import CONFIG_DIR, load_sweep
+    from sweeps.tracking import Tracker
+
+    sweep = load_sweep(CONFIG_DIR / "smoke.yaml")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", "sw", tmp_path / "art")
+    tracker.start(params={}, tags={}, artifacts=[])
+    searches = []
+    search = tracker.client.search_runs
+    tracker.client.search_runs = lambda *a, **kw: searches.append(a) or search(*a, **kw)
+    config = {**sweep.param_space(), "dims": {"ssr.op": 10.0, "seed": 0}}
+    first = tracker.child("t1", config)
+    assert first and searches == [] and tracker.knows_all("models")
+    assert tracker.child("t1", config) == first  # the book's
+    tracker.store.failures += 1  # a write that failed may have landed: look before making one
+    assert tracker.child("t2", config) and len(searches) == 1
+    assert not tracker.knows_all("runs") and not tracker.knows_all("models")
+    tracker.load_children()  # read whole again: runs known, models not (not read)
+    assert tracker.knows_all("runs") and not tracker.knows_all("models")
+    assert tracker.child("t3", config) and len(searches) == 2  # load_children's own
+
+
+def test_optuna_labels_each_trial_once(tmp_path: Path) -> None:
+    from sweeps.define.spec import CONFIG_DIR, load_sweep
+
+    sweep = load_sweep(CONFIG_DIR / "smoke.yaml")
+    searcher = sweep.searcher(tmp_path)
+    searcher.set_search_properties(None, None, sweep.param_space())
+    storage = searcher._ot_study._storage
+    writes = []
+    original = storage.set_trial_user_attr
+    storage.set_trial_user_attr = lambda t, k, v: writes.append(k) or original(t, k, v)
+    config = searcher.suggest("a")
+    result = {"final_record": 1.0, "derived_miou": 0.5, "fps_shared": 30.0,
+              "genotype_id": "g1", "config": config}  # fmt: skip
+    searcher.on_trial_complete("a", result=result)
+    assert sorted(writes) == ["baseline", "genotype_id", "status", "trial_id"]
+    attrs = searcher._ot_study.trials[0].user_attrs
+    baseline = config["dims"]["baseline"]  # sampled: the label is the trial's
+    assert attrs == {
+        "trial_id": "a",
+        "baseline": baseline,
+        "status": "complete",
+        "genotype_id": "g1",
+    }

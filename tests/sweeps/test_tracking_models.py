@@ -190,6 +190,7 @@ def test_each_complete_trial_is_a_logged_model(logged: dict) -> None:
     assert {"MLmodel", "model.onnx", "input_example.json"} <= files
     info = mlflow.models.get_model_info(f"models:/{model.model_id}")
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (1, 3, 8, 16)
+    assert info.run_id == run.info.run_id and info.model_id == model.model_id  # its MLmodel
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"genotype.json", "architecture.png", "config.resolved.yaml"} <= names
     assert "model.onnx" not in names  # it is the logged model's
