@@ -260,6 +260,8 @@ class _SearchRun:
             apply(net.alive(dim), decisions)
             net.refresh_alive()
             pruned += len(decisions)
+        if pruned:
+            self.step.after_prune()  # compiled: replan (and recompile) when it pays
         return pruned
 
 
@@ -345,6 +347,7 @@ def _finish(run: _SearchRun, history: list[dict[str, float]]) -> SearchResult:
         "reduction_width": cfg.reduction_width,
         "precision": cfg.precision,
         "channels_last": cfg.channels_last,
+        **run.step.forward.stats(),  # compile, compiles, compile_seconds, replans
         "epochs": epochs_run,
         "params_m": count_params(full) / 1e6,
         "gmacs": count_macs(full, (1, 3, cfg.flops.height, cfg.flops.width)) / 1e9,

@@ -25,7 +25,8 @@ from torch import Tensor
 from ssr.config import SearchConfig
 from ssr.config.errors import DivergenceError, check_finite, check_finite_tensor
 from ssr.method.latency import latency_model
-from ssr.method.supernet import DIMENSIONS, Supernet
+from ssr.method.supernet import DIMENSIONS, ForwardPlan, Supernet
+from ssr.train.compiled import CompiledForward, should_replan
 from ssr.train.finite import StepChecks
 from ssr.train.loss import flops_loss, latency_loss, ssr_regularizer, ssr_weight, weighted_ce
 from ssr.train.optim import make_adam
@@ -100,6 +101,10 @@ class SearchStep:
         self.checks = StepChecks("search", deferred=device.type == "cuda")
         self.fp16 = self.w.fp16
         self.epoch = 0  # 0-based
+        # compile: one graph per step kind and plan; the plan is held across prunes
+        # (ssr/train/compiled.py); eager: the network itself, plan exact after every prune
+        net.hold_plan = cfg.compile
+        self.forward = CompiledForward(net, cfg.compile)
 
     # ---- per epoch ------------------------------------------------------------------------
     def start_epoch(self, epoch: int) -> None:
@@ -128,16 +133,17 @@ class SearchStep:
             stats.update(self.arch_step(xa, ya))
         return stats
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def _logits(self, x: Tensor, frozen: list[Tensor]) -> Tensor:
+        """Logits (fp32); compiled, ``frozen`` take no gradient in this forward."""
         x = to_device(x, self.device, self.cfg.channels_last)
-        with autocast(self.device, self.cfg.precision):
-            return self.net(x).float()
+        with self.forward.grads_for(frozen), autocast(self.device, self.cfg.precision):
+            return self.forward(x).float()
 
     def _labels(self, y: Tensor) -> Tensor:
         return labels_at_stride(to_device(y, self.device), self.cfg.label_stride)
 
     def weight_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        loss = weighted_ce(self._logits(x), self._labels(y), self.weights)
+        loss = weighted_ce(self._logits(x, self.a.params), self._labels(y), self.weights)
         norm = self.w.backward(loss)
         self._check("weight", loss, norm, weight_advice(self.cfg))
         skipped = self.w.step(norm)
@@ -148,7 +154,7 @@ class SearchStep:
 
     def arch_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         cfg = self.cfg
-        ce = weighted_ce(self._logits(x), self._labels(y), self.weights)
+        ce = weighted_ce(self._logits(x, self.w.params), self._labels(y), self.weights)
         terms = ssr_terms(self.net, cfg)  # fp32, outside autocast
         e_macs = self.net.expected_macs(cfg.flops.height, cfg.flops.width)
         fl = flops_loss(e_macs, self.max_macs, cfg.flops)
@@ -203,13 +209,29 @@ class SearchStep:
             check_finite(float(norm), "the supernet's weight norm", phase="search", epoch=epoch,
                          advice=weight_advice(self.cfg))  # fmt: skip
 
+    def after_prune(self) -> bool:
+        """After shrinking: a compiled search adopts the exact plan when
+        :func:`ssr.train.compiled.should_replan` says so (the next steps recompile); an eager
+        one always runs it already. Whether the plan changed."""
+        net = self.net
+        if not self.cfg.compile:
+            return False
+        held, exact = net.plan.cost(net), net.make_plan().cost(net)
+        if should_replan(held, exact, net.is_discrete()) and net.replan():
+            self.forward.replanned()
+            return True
+        return False
+
     # ---- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        plan = self.net.plan
         return {
             "w_opt": self.w.optimizer.state_dict(),
             "a_opt": self.a.optimizer.state_dict(),
             "w_scaler": self.w.state_dict(),
             "a_scaler": self.a.state_dict(),
+            # the plan a compiled search holds: a resumed one computes (and draws) the same
+            "plan": {"depths": plan.depths, "narrow": plan.narrow, "mixed": plan.mixed},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -217,3 +239,12 @@ class SearchStep:
         self.a.optimizer.load_state_dict(state["a_opt"])
         self.w.load_state_dict(state.get("w_scaler"))
         self.a.load_state_dict(state.get("a_scaler"))
+        if self.cfg.compile and state.get("plan") is not None:
+            saved = ForwardPlan(**{k: _tuples(v) for k, v in state["plan"].items()})
+            if saved.covers(self.net.make_plan()):
+                self.net._plan = saved
+
+
+def _tuples(value: Any) -> Any:
+    """Nested lists (a plan read back from a checkpoint) as nested tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

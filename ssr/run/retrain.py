@@ -7,8 +7,8 @@ weights as an uninterrupted one: batches are keyed by ``(seed, epoch)`` (:mod:`s
 the RNG states are checkpointed (:mod:`ssr.train.checkpoint`). A loss that stops being finite ends
 the run with :class:`ssr.config.errors.DivergenceError` (one line: epoch, quantity, what to change).
 
-``precision`` (fp32, bf16, fp16 with a gradient scaler) and ``channels_last`` apply to training
-(ssr/train/precision.py); evaluation runs in fp32 whatever they are, and the result records both. On
+``precision`` (fp32, bf16, fp16 with a gradient scaler), ``channels_last`` and ``compile``
+apply to training (ssr/train/precision.py, ssr/train/compiled.py); evaluation runs in fp32 whatever they are, and the result records both. On
 CUDA, ``cudnn.benchmark`` is on, batches are pinned and copied without blocking, and a step
 reads nothing on the host: losses are averaged on the device and the divergence check is read
 once per epoch (:class:`ssr.train.finite.StepChecks`).
@@ -31,6 +31,7 @@ from ssr.config.errors import DivergenceError
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.method.genotype import Genotype
 from ssr.train.checkpoint import save_checkpoint
+from ssr.train.compiled import CompiledForward
 from ssr.train.device import resolve_device
 from ssr.train.epochs import EpochDriver
 from ssr.train.finite import StepChecks
@@ -67,6 +68,10 @@ class RetrainResult:
     class_names: tuple[str, ...] = ()
     #: the loss's class weights, computed from the training split (``data.class_weights``)
     class_weights: tuple[float, ...] = ()
+    #: ``compile`` as it ran, the graphs compiled and the seconds spent (ssr/train/compiled.py)
+    compile: bool = False
+    compiles: int = 0
+    compile_seconds: float = 0.0
 
 
 class TrainStep:
@@ -85,6 +90,7 @@ class TrainStep:
             list(model.parameters()), self.optimizer, device, cfg.precision, cfg.optim.grad_clip
         )
         self.checks = StepChecks("retraining", deferred=device.type == "cuda")
+        self.forward = CompiledForward(model, bool(cfg.compile))  # or the model itself
         self.weights: Tensor | None = None
         self.advice = f"lower optim.lr ({cfg.optim.lr}) or set optim.grad_clip"
 
@@ -92,7 +98,7 @@ class TrainStep:
         cfg, device = self.cfg, self.device
         x, y = to_device(batch[0], device, cfg.channels_last), to_device(batch[1], device)
         with autocast(device, cfg.precision):
-            logits = self.model(x)
+            logits = self.forward(x)
         loss = weighted_ce(logits.float(), y, self.weights)  # the loss in fp32
         norm = self.stepper.backward(loss)
         self.checks.check([("training loss", loss)], self.advice)
@@ -317,6 +323,9 @@ def _retrain(
         miou_hi=hi,
         class_names=tuple(dataset_info(cfg.data.name).class_names),
         class_weights=tuple(float(w) for w in run.step.weights.cpu()),
+        compile=run.step.forward.enabled,
+        compiles=run.step.forward.compiles,
+        compile_seconds=round(run.step.forward.compile_seconds, 2),
     )
 
 
