@@ -3,7 +3,9 @@
 :class:`ProgressCallback` is a Tune callback of the driver (docs/architecture.md §4). It prints
 
 - a start line per trial, at most :data:`MAX_LINE` characters: its number, baseline and the
-  values the sweep varied (``#08 start  ssr op=32 out=12 thr=.15 seed=1``);
+  values the sweep varied (``#08 start  ssr op=32 out=12 thr=.15 seed=1``), or, for a trial
+  that ran before (a lost node, a resumed sweep), where it was
+  (``#08 resumed from its last checkpoint (was at search 3/16)``);
 - an end line per trial: its status and objectives (and ``resumed 1x`` when it continued from
   a checkpoint, after a lost node or a resumed sweep), the epoch and score at which the
   scheduler stopped it, or the first line of its error; followed by the progress line;
@@ -292,13 +294,17 @@ class ProgressCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.trials = trials
+        if (trial.last_result or {}).get("step"):  # it ran before: a lost node, a resumed sweep
+            self.on_trial_restore(iteration, trials, trial)
+            return
         self._print(start_line(number(trial), trial.config, self.varied))
 
     def on_trial_restore(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # NOTE: Tune 2.60 never calls this hook; on_trial_start does, for a trial that ran before
         self.trials = trials
         b = self.sweep.spec.budget
         where = phase_epoch(trial.last_result, b.search_epochs, b.retrain_epochs)
-        self._print(clip(f"{number(trial)} resumed ({where})"))
+        self._print(clip(f"{number(trial)} resumed from its last checkpoint (was at {where})"))
 
     def _ended(self, trials: list[Any], trial: Any) -> None:
         self.trials = trials

@@ -128,13 +128,18 @@ def start_cluster(
     if workers:
         time.sleep(3)
     for i in range(workers):
-        procs.append(start(
-            [ray, "start", "--block", f"--address={address}", f"--node-ip-address={WORKER}",
-             "--num-cpus=1", *NODE_MEM],
-            logs / f"worker{i}.log", env,
-        ))  # fmt: skip
+        procs.append(start_worker(address, logs / f"worker{i}.log", env))
     wait_ray(address, "sum(1 for x in ray.nodes() if x['Alive'])", str(1 + workers), env)
     return address
+
+
+def start_worker(address: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``ray start`` a one-CPU node on WORKER joining ``address`` (not waiting for it)."""
+    return start(
+        [str(BIN / "ray"), "start", "--block", f"--address={address}",
+         f"--node-ip-address={WORKER}", "--num-cpus=1", *NODE_MEM],
+        log, env,
+    )  # fmt: skip
 
 
 def run_sweep(

@@ -163,6 +163,9 @@ def test_callback_prints_starts_heartbeats_and_ends(tmp_path: Path) -> None:
     cb.on_trial_complete(3, [a, b], b)
     assert lines[-2].startswith("#02 complete  derived_miou=.5 fps_shared=10")
     assert lines[-1].startswith("[1/4] 1 running | 31s elapsed, ETA ~") and "front 1" in lines[-1]
+    b.status = "RUNNING"  # it lost its node: Tune starts it again from its checkpoint
+    cb.on_trial_start(4, [a, b], b)
+    assert lines[-1] == "#02 resumed from its last checkpoint (was at retrain 1/1)"
     copy = pickle.loads(pickle.dumps(cb))  # Tune pickles its callbacks with the experiment
     assert copy.sweep.spec.name == "smoke" and copy.varied == ["ssr.op"]
 
