@@ -5,8 +5,10 @@
 
 1. The table: loaded (``--table``) or built (``python -m ssr latency build``'s
    :func:`ssr.measure.latency.build_table`, without its correction; the build time is reported).
-2. ``--networks`` random derived genotypes of the table's space (uniform over every group,
-   decoded as the search decodes), each measured whole and alone in the deploy form
+2. ``--networks`` random derived genotypes of the table's space (``--draw mixed``, the
+   default: a mixture that spans the space from its cheapest networks to its dearest, see
+   :func:`mixed_genotype`; ``uniform``: every group uniform, which clusters around the mean
+   cost), decoded as the search decodes, each measured whole and alone in the deploy form
    (:func:`ssr.measure.latency.measure_network`: what ``measure(optimize=True)`` runs, timed
    as the table's blocks are).
 3. The correction ``scale * sum + offset`` fitted on the first ``--fit`` networks; the others
@@ -82,6 +84,40 @@ def scores(pred: list[float], meas: list[float]) -> dict[str, float]:
     }
 
 
+def mixed_genotype(space: Any, rng: random.Random, reduction: str, head: str) -> Any:
+    """A genotype of a mixture spanning the space: the network draws its own size ``u`` in
+    [0, 1]; each choice (depth of a stage, resolution and widths of a layer) is, with
+    probability 0.7, the candidate at quantile ``u`` (+- noise) from cheapest to dearest, else
+    uniform; dilations are uniform. Uniform draws of every group cluster around the space's
+    mean cost, where measurement noise decides ranks; this set runs from the cheapest networks
+    to the dearest, and it does not use any predictor to get there."""
+    from ssr.method.genotype import Genotype, LayerGene, ReductionGene
+
+    u = rng.random()
+
+    def pick(options: list[Any]) -> Any:  # options from cheap to dear
+        if rng.random() < 0.3:
+            return rng.choice(options)
+        k = round(u * (len(options) - 1) + rng.gauss(0, 0.6))
+        return options[min(len(options) - 1, max(0, k))]
+
+    widths = sorted(space.channel_remove, reverse=True)  # most removed (cheapest) first
+    reductions, layers = [], []
+    prev, prev_max = space.stem_width, space.stem_width
+    for s, st in enumerate(space.stages):
+        lo = st.min_depth if space.search_depth else st.max_depth
+        red = ReductionGene(prev, st.width - (prev_max if reduction == "exact" else prev))
+        reductions.append(red)
+        c_in = red.c_out
+        for _ in range(pick(list(range(lo, st.max_depth + 1)))):
+            pool = pick(sorted(space.pools, reverse=True))
+            c_mid, c_out = st.width - pick(widths), st.width - pick(widths)
+            layers.append(LayerGene(s, rng.choice(space.dilations), pool, c_in, c_mid, c_out))
+            c_in = c_out
+        prev, prev_max = c_in, st.width
+    return Genotype(space.stem_width, tuple(reductions), tuple(layers), head)
+
+
 def get_table(args: argparse.Namespace) -> tuple[Any, float | None]:
     from ssr.config import BenchConfig, SpaceConfig
     from ssr.measure.latency import build_table
@@ -116,8 +152,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.save_table and build_seconds is not None:
         table.save(args.save_table)
     rng, nets, seen = random.Random(args.seed), [], set()
+    draw = mixed_genotype if args.draw == "mixed" else sample_genotype
     while len(nets) < args.networks:
-        g = sample_genotype(table.space, rng, table.reduction, table.head)
+        g = draw(table.space, rng, table.reduction, table.head)
         if g.id not in seen:
             seen.add(g.id)
             nets.append(g)
@@ -141,7 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r["error_pct"] = round(100 * (r["predicted_ms"] / r["measured_ms"] - 1), 2)
     meas = [r["measured_ms"] for _, r in held]
     result = {
-        "held_out": len(held), "fit_networks": args.fit,
+        "held_out": len(held), "fit_networks": args.fit, "draw": args.draw,
         "table": scores([r["predicted_ms"] for _, r in held], meas),
         "table_uncorrected": {"spearman": round(spearman([r["table_ms"] for _, r in held], meas), 4)},
         "gmacs": scores([r["gmacs_predicted_ms"] for _, r in held], meas),
@@ -168,7 +205,9 @@ def markdown(res: dict[str, Any]) -> str:
     out = [
         f"Latency model on {s['device']} ({s['backend']}, {s['threads']} thread(s), "
         f"{s['precision']}, {s['input']}, {s['clock']} clock, {s['statistic']}); "
-        f"{res['held_out']} held-out networks, correction fitted on {res['fit_networks']}; "
+        f"{res['held_out']} held-out networks ({res['draw']} draws, measured "
+        f"{res['measured_range_ms'][0]:.1f}-{res['measured_range_ms'][1]:.1f} ms), correction "
+        f"fitted on {res['fit_networks']}; "
         f"other processes' CPU share while measuring: {res['measure_other_load']}",
         "",
         "| predictor | within +-10 % | Spearman | mean abs error % | max abs error % |",
@@ -204,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--statistic", default="median", choices=("median", "min"))
     p.add_argument("--max-widths", type=int, default=None)
     p.add_argument("--networks", type=int, default=40)
+    p.add_argument("--draw", choices=("mixed", "uniform"), default="mixed",
+                   help="networks of a mixture spanning the space, or uniform over every group")  # fmt: skip
     p.add_argument("--fit", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/latency_model")

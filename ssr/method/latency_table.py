@@ -194,7 +194,7 @@ def _check_grid(ms: Any, shape: list[int], where: str) -> None:
 
 @dataclass(frozen=True)
 class Correction:
-    """``predicted = scale * table sum + offset_ms``, least squares on measured networks
+    """``predicted = scale * table sum + offset_ms``, a Theil-Sen line through measured networks
     (``networks``: genotype id, table sum and measured milliseconds of each)."""
 
     scale: float

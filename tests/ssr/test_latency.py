@@ -361,3 +361,24 @@ def test_shipped_latency_sweep_validates_and_refuses_other_threads(monkeypatch) 
     with pytest.raises(ConfigError) as err:
         load_sweep(CONFIG_DIR / "latency.yaml", ["base.bench.threads=2"])
     assert "threads 1 (table) vs 2 (bench)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_correction_is_a_robust_line() -> None:
+    """The correction recovers ``measured = 0.9 * sum + 2`` from ten networks, one of them
+    measured 40 % slow (another process on the core): least squares would tilt, medians do not."""
+    from ssr.measure.latency import fit_correction
+
+    table = fake_table(SPACE2, "padded")
+    rng = random.Random(4)
+    nets = [sample_genotype(SPACE2, rng) for _ in range(10)]
+    measured = [0.9 * table_sum_ms(table, g)["total"] + 2.0 for g in nets]
+    measured[3] *= 1.4
+    corr = fit_correction(table, nets, measured).correction
+    assert corr.scale == pytest.approx(0.9, abs=1e-6) and corr.offset_ms == pytest.approx(
+        2.0, abs=1e-4
+    )
+    assert len(corr.networks) == 10 and corr.networks[3]["measured_ms"] == pytest.approx(
+        measured[3], abs=1e-3
+    )
+    with pytest.raises(ConfigError, match="at least two"):
+        fit_correction(table, nets[:1], measured[:1])
