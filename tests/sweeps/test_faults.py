@@ -12,7 +12,7 @@ One run carries the sequence of faults that share it (module fixtures, in order)
 3. ``--resume --retry-failed``: the failed trial runs again and its old error is gone.
 
 Apart: a search that diverges (a huge architecture learning rate) fails its trial with the
-one-line reason, and Optuna is told FAIL; SIGTERM to the driver stops it resumably (exit 130);
+one-line reason, and Optuna is told FAIL, without a retry also in a ``preemptible`` sweep; SIGTERM to the driver stops it resumably (exit 130);
 a SIGKILLed driver leaves no Ray process behind.
 """
 
@@ -163,13 +163,16 @@ def test_a_diverged_search_is_a_failed_trial_and_optuna_is_told(tmp_path: Path) 
     storage = tmp_path / "runs"
     code, out = run_sweep(
         [*ARGS, "--num-samples", "1", "--set", "base.search.arch_optim.lr=1e30",
-         "--storage", str(storage), "--name", "diverged"],
+         "--set", "preemptible=true", "--storage", str(storage), "--name", "diverged"],
         tmp_path / "diverged.log",
     )  # fmt: skip
     assert code == 1 and "1 failed" in out, out[-3000:]  # no trial completed
     assert "error: unexpected" not in out
     df = rows(storage / "diverged")
     assert df["status"].tolist() == ["failed"] and df["genotype_id"].isna().all()
+    # the trial's own error, not a lost node: failed at once, also when preemptible
+    errors = (storage / "diverged" / f"trial_{df.index[0]}" / "error.txt").read_text()
+    assert errors.count("Failure # ") == 1 and "continues from its last checkpoint" not in out
     line = df["error"].iloc[0].splitlines()[0]
     assert "DivergenceError: search diverged at epoch 1" in line and "arch_optim.lr" in line
     assert "Traceback" not in own(out)
