@@ -185,6 +185,8 @@ SWEEPS = _cases(
     ("sweep scheduler metric", S + "--set scheduler.metric=val_mIoU", "scheduler.metric"),
     ("sweep unknown objective", (*S.split(), "--set", "objectives=[nope:max]"), "nope"),
     ("sweep study storage", S + "--set searcher.storage=bogus://x", "searcher.storage"),
+    ("sweep max_resumes -1", S + "--set max_resumes=-1", "max_resumes must be >= 0"),
+    ("sweep preemptible text", S + "--set preemptible=sometimes", "preemptible"),
     ("sweep file missing", "--storage {dir}/runs --config {dir}/absent.yaml", "does not exist"),
     ("sweep duplicate key", "--storage {dir}/runs --config {dir}/duplicate.yaml",
      "duplicate key 'iters'"),
