@@ -26,6 +26,10 @@ every section, so a run cut short keeps what it measured):
   (:func:`ssr.measure.latency.build_table`, eager torch: docs/method.md §4.4), its correction
   fitted on 10 networks measured whole and its predictions checked on 30 more, beside GMACs
   (CUDA only);
+- ``compiled``: eager against ``torch.compile`` (ssr/train/compiled.py) for the search's start
+  iteration, a discrete search's weight step and a retraining step, fp32, with the first call's
+  seconds (the compile) and the graphs compiled; where shapes and plan are static (discrete
+  weight step, retraining) also as CUDA graphs (inductor's ``reduce-overhead``). CUDA only;
 - ``agreement``: the supernet, the derived network with inherited weights, and a weight
   gradient, computed on the device and on the CPU from the same weights and input (fp32, TF32
   off): the largest difference relative to the largest value must be below 1e-3.
@@ -154,6 +158,75 @@ def check_retrain(device: torch.device, sz: dict[str, Any]) -> list[dict[str, An
         rows.append({"section": "retrain", "precision": precision, "batch": sz["batch"],
                      "input": "x".join(map(str, sz["hw"])), "seconds_per_step": round(secs, 4),
                      "peak_gib": _gib(peak), "reserved_gib": _gib(reserved)})  # fmt: skip
+    return rows
+
+
+def _compiled_steps(state: str, device: torch.device, sz: dict[str, Any]) -> dict[str, Any]:
+    """``{form: (step, call, params, optimizer)}`` of one state, forms eager / compiled /
+    compiled+CUDA graphs, each from the same seed."""
+    from ssr.config import RetrainConfig, SearchConfig, load_config
+    from ssr.data.cityscapes import ERFNET_WEIGHTS
+    from ssr.method.derive import restrict_to
+    from ssr.method.genotype import Genotype
+    from ssr.method.network import DerivedNet
+    from ssr.method.search_step import SearchStep
+    from ssr.method.supernet import Supernet
+    from ssr.run.retrain import TrainStep
+    from ssr.train.compiled import CompiledForward
+
+    forms = ("eager", "compiled") + (("cuda_graphs",) if state != "start" else ())
+    xy, weights, out = _batch(sz["batch"], sz["hw"], device), None, {}
+    weights = torch.tensor(ERFNET_WEIGHTS, device=device)
+    for form in forms:
+        sets = [f"device={device}", f"compile={str(form != 'eager').lower()}"]
+        torch.manual_seed(0)
+        if state == "retrain":
+            model = DerivedNet(Genotype.load("ssr_cityscapes"), 19).to(device)
+            step = TrainStep(model, load_config(RetrainConfig, RETRAIN_CONFIG, sets), device)
+            step.weights = weights
+            if form == "cuda_graphs":
+                step.forward = CompiledForward(model, True, cudagraphs=True)
+            out[form] = (step, lambda s=step: s(xy), list(model.parameters()), step.optimizer)
+            continue
+        cfg = load_config(SearchConfig, SEARCH_CONFIG, sets)
+        net = Supernet(cfg.space, 19)
+        if state == "discrete":
+            restrict_to(net, Genotype.load("ssr_cityscapes"))
+        step = SearchStep(net.to(device), cfg, weights, device)
+        step.start_epoch(0)
+        if form == "cuda_graphs":
+            step.forward = CompiledForward(step.net, True, cudagraphs=True)
+        arch = state == "start"
+        out[form] = (step, lambda s=step, a=arch: s((xy, xy), a), list(net.parameters()),
+                     step.w.optimizer)  # fmt: skip
+    return out
+
+
+def check_compiled(device: torch.device, sz: dict[str, Any]) -> list[dict[str, Any]]:
+    """Eager against compiled (and CUDA graphs where static), see the module docstring."""
+    if device.type != "cuda":
+        return [
+            {"section": "compiled", "skipped": "needs CUDA (CPU: benchmarks/compiled_steps.py)"}
+        ]
+    from ssr.run.trialcost import time_step
+    from ssr.train.precision import cuda_habits
+
+    rows = []
+    for state in ("start", "discrete", "retrain"):
+        for form, (step, call, params, opt) in _compiled_steps(state, device, sz).items():
+            with cuda_habits(device):
+                t0 = time.perf_counter()
+                call()  # the first call compiles
+                torch.cuda.synchronize(device)
+                first = time.perf_counter() - t0
+                secs, peak, _ = time_step(call, device, warmup=sz["warmup"], steps=sz["steps"],
+                                          params=params, optimizer=opt)  # fmt: skip
+            rows.append({"section": "compiled", "state": state, "form": form, "precision": "fp32",
+                         "batch": sz["batch"], "input": "x".join(map(str, sz["hw"])),
+                         "seconds_per_step": round(secs, 4), "first_call_seconds": round(first, 1),
+                         "graphs": step.forward.compiles, "peak_gib": _gib(peak)})  # fmt: skip
+            del step, call, params, opt
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -335,6 +408,7 @@ def check_latency(device: torch.device, sz: dict[str, Any]) -> list[dict[str, An
 
 SECTIONS: dict[str, Callable[[torch.device, dict[str, Any]], list[dict[str, Any]]]] = {
     "agreement": check_agreement,
+    "compiled": check_compiled,
     "fps": check_fps,
     "latency": check_latency,
     "onnxruntime": check_onnxruntime,
@@ -362,7 +436,8 @@ def machine(device: torch.device) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]]) -> str:
     """One line per row: section, its settings, its figures."""
     keys = ("state", "what", "precision", "form", "input", "batch", "steps", "provider")
-    figures = ("seconds_per_iteration", "seconds_per_step", "fps", "latency_ms", "peak_gib",
+    figures = ("seconds_per_iteration", "seconds_per_step", "first_call_seconds", "graphs", "fps",
+               "latency_ms", "peak_gib",
                "relative", "ok", "skipped", "error")  # fmt: skip
     lines = ["| section | settings | figures |", "| --- | --- | --- |"]
     for r in rows:
@@ -394,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(device), "tiny": args.tiny, "sizes": sz,
                               "rows": [], "seconds": {}}  # fmt: skip
     t_all = time.perf_counter()
-    order = ("agreement", "search", "retrain", "fps", "onnxruntime", "latency")
+    order = ("agreement", "search", "retrain", "compiled", "fps", "onnxruntime", "latency")
     for section in [s for s in order if not args.only or s in args.only]:
         t0 = time.perf_counter()
         try:

@@ -78,8 +78,11 @@ class CompiledForward:
     caller reported (:meth:`replanned`).
     """
 
-    def __init__(self, model: nn.Module, enabled: bool) -> None:
+    def __init__(self, model: nn.Module, enabled: bool, cudagraphs: bool = False) -> None:
+        """``cudagraphs``: inductor replays the compiled graphs as CUDA graphs (``mode=
+        "reduce-overhead"``; shapes and plan must stay fixed: a retraining, a discrete search)."""
         self.model, self.enabled = model, enabled
+        self.options = {**OPTIONS, **({"triton.cudagraphs": True} if cudagraphs else {})}
         self.compiles = 0
         self.replans = 0
         self._timer0 = _compile_timer_total()
@@ -102,7 +105,7 @@ class CompiledForward:
             return lookup_backend(BACKEND)(gm, example_inputs)
         from torch._inductor.compile_fx import compile_fx
 
-        return compile_fx(gm, example_inputs, config_patches=dict(OPTIONS))
+        return compile_fx(gm, example_inputs, config_patches=dict(self.options))
 
     def __call__(self, x: Tensor) -> Tensor:
         if not self.enabled:
