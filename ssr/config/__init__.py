@@ -288,7 +288,7 @@ class SearchConfig:
     (ssr/train/precision.py). ``channels_last``: NHWC memory format for the network and its inputs.
 
     ``compile``: run the weight and architecture steps' forward and backward passes through
-    ``torch.compile`` (ssr/train/compiled.py, docs/architecture.md §6); false (default) runs them
+    ``torch.compile`` (ssr/train/compiled.py, docs/architecture.md §2.1); false (default) runs them
     eagerly. The network is recompiled only when shrinking has cut its compute enough to pay
     for it (a few times per search, counted as ``compiles`` in the summary).
     """

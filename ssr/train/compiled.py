@@ -1,4 +1,4 @@
-"""``torch.compile`` for the training steps of search and retraining (docs/architecture.md §6).
+"""``torch.compile`` for the training steps of search and retraining (docs/architecture.md §2.1).
 
 ``compile: true`` (``SearchConfig``, ``RetrainConfig``) runs a step's forward pass, and through
 AOTAutograd its backward pass, as one compiled graph: inductor fuses the memory-bound work
@@ -21,7 +21,7 @@ cuDNN's (CUDA). What :class:`CompiledForward` adds to a plain ``torch.compile(mo
   kind, not one per prune event. The recompile limit is raised for these calls only, so that a
   long search never falls back to eager silently.
 - **the eager random stream**: ``fallback_random`` keeps dropout on torch's generator, so a
-  compiled and an eager run from one seed draw the same masks (docs/architecture.md §6).
+  compiled and an eager run from one seed draw the same masks.
 
 The eager path (``compile: false``) does not go through this module at all.
 """
