@@ -124,6 +124,19 @@ def actor_node(actor_id: str | None) -> str | None:
         return None
 
 
+def lost_worker(exc: BaseException | None) -> Any:
+    """The ``RayActorError`` of a worker lost while it ran (``exc`` itself, or the cause Tune
+    reads from a ``RayTaskError``); None for the trial's own error or a failed constructor."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(exc, RayTaskError):  # NOTE: as Tune reads it, an actor error may come wrapped
+        cause = exc.as_instanceof_cause()
+        exc = cause if isinstance(cause, RayActorError) else exc
+    if not isinstance(exc, RayActorError) or exc.actor_init_failed:
+        return None
+    return exc
+
+
 def lost_node(
     exc: BaseException | None,
     node_id: str | None,
@@ -134,12 +147,10 @@ def lost_node(
     """Why ``exc`` is the loss of the node ``node_id`` (one line), or None when it is a failure:
     the trial's own error, or a worker that died on a node that stays alive (module docstring).
     ``nodes``: the GCS's node table (``ray.nodes``)."""
-    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+    from ray.exceptions import ActorUnavailableError
 
-    if isinstance(exc, RayTaskError):  # NOTE: as Tune reads it, an actor error may come wrapped
-        cause = exc.as_instanceof_cause()
-        exc = cause if isinstance(cause, RayActorError) else exc
-    if not isinstance(exc, RayActorError) or exc.actor_init_failed:
+    exc = lost_worker(exc)
+    if exc is None:
         return None
     if exc.preempted:
         return "its node was drained for preemption"
@@ -221,9 +232,12 @@ class PreemptionCallback(Callback):
     def counted(self, trial: Any, exc: Any) -> Any:
         """What Tune counts for ``exc``: None for a node loss the trial resumes from, ``exc``
         for a failure, a :class:`NodeLostError` once the trial used up its resumes."""
+        worker = lost_worker(exc)
+        if worker is None:  # the trial's own error: at once, as without the option
+            return exc
         last = getattr(trial, "last_result", None) or {}
-        node = actor_node(getattr(exc, "actor_id", None)) or last.get("node_id")
-        reason = lost_node(exc, node, self.nodes)
+        node = actor_node(worker.actor_id) or last.get("node_id")
+        reason = lost_node(worker, node, self.nodes)
         if reason is None:
             return exc
         used = self.losses.get(trial.trial_id, 0)
