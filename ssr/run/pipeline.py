@@ -6,7 +6,8 @@ one reporter with a global step, writes everything it computes into ``out_dir`` 
 or resumed trial loses nothing), and returns the trial's record (docs/architecture.md §3).
 
 Besides the results, the record says how the trial ran: the search's and retraining's
-``precision`` and ``channels_last`` (``search_precision``, ... ; ``precision`` itself is the
+``precision``, ``channels_last`` and ``compile`` (``search_precision``, ...; ``search_compiles``
+the graphs the search compiled; ``precision`` itself is the
 benchmark's, a column of the result record), the devices asked for, ``visible_devices`` (the
 ``CUDA_VISIBLE_DEVICES`` a scheduler such as Ray gave the process, None when unset) and the
 wall-clock seconds of each phase (``search_seconds``, ``retrain_seconds``, ``measure_seconds``,
@@ -148,9 +149,12 @@ def search_record(cfg: PipelineConfig, search: SearchResult) -> dict[str, Any]:
         "dataset": cfg.search.data.name,
         "search_precision": cfg.search.precision,
         "search_channels_last": cfg.search.channels_last,
+        "search_compile": cfg.search.compile,
+        "search_compiles": search.summary.get("compiles", 0),  # graphs (ssr/train/compiled.py)
         "search_device": cfg.search.device,
         "retrain_precision": rcfg.precision,
         "retrain_channels_last": rcfg.channels_last,
+        "retrain_compile": rcfg.compile,
         "retrain_device": rcfg.device,
         "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }

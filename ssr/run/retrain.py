@@ -8,7 +8,8 @@ the RNG states are checkpointed (:mod:`ssr.train.checkpoint`). A loss that stops
 the run with :class:`ssr.config.errors.DivergenceError` (one line: epoch, quantity, what to change).
 
 ``precision`` (fp32, bf16, fp16 with a gradient scaler), ``channels_last`` and ``compile``
-apply to training (ssr/train/precision.py, ssr/train/compiled.py); evaluation runs in fp32 whatever they are, and the result records both. On
+apply to training (ssr/train/precision.py, ssr/train/compiled.py); evaluation runs eagerly in
+fp32 whatever they are, and the result records them. On
 CUDA, ``cudnn.benchmark`` is on, batches are pinned and copied without blocking, and a step
 reads nothing on the host: losses are averaged on the device and the divergence check is read
 once per epoch (:class:`ssr.train.finite.StepChecks`).
