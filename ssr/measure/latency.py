@@ -36,7 +36,15 @@ import torch
 
 from ssr.config import BenchConfig, ConfigError, SpaceConfig
 from ssr.measure.host import OtherLoad, cpu_info, device_name, torch_threads
-from ssr.measure.latency_blocks import Block, head_block, layer_block, reduction_block, stem_block
+from ssr.measure.latency_blocks import (
+    Block,
+    head_block,
+    layer_block,
+    ort_block,
+    reduction_block,
+    stem_block,
+    torch_block,
+)
 from ssr.method.genotype import Genotype
 from ssr.method.latency_table import (
     Correction,
@@ -300,7 +308,6 @@ def measure_network(
     in torch), timed as the table's blocks are."""
     from ssr.deploy import deploy
     from ssr.deploy.onnx_export import export_onnx
-    from ssr.measure.latency_blocks import _ort_block, _torch_block
     from ssr.method.network import DerivedNet
 
     _check(cfg, clock, statistic)
@@ -310,9 +317,9 @@ def measure_network(
         with tempfile.TemporaryDirectory(prefix="ssr-latency-net-") as tmp:
             path = Path(tmp) / "net.onnx"
             export_onnx(deploy(net), shape, path, verify=False)
-            block = _ort_block(path.read_bytes(), [shape], cfg)
+            block = ort_block(path.read_bytes(), [shape], cfg)
     else:
-        block = _torch_block(net, [shape], cfg)
+        block = torch_block(net, [shape], cfg)
     return time_block(block, cfg, clock, statistic)
 
 

@@ -120,21 +120,19 @@ def _inputs(shapes: list[tuple[int, ...]], seed: int = 0) -> list[Tensor]:
     return [torch.rand(s, generator=g) for s in shapes]
 
 
-def _ort_block(model: bytes | Path, shapes: list[tuple[int, ...]], cfg: BenchConfig) -> Block:
-    """A block as an ONNX Runtime session (the benchmark's session options, ``cfg.threads``)."""
+def ort_block(model: bytes, shapes: list[tuple[int, ...]], cfg: BenchConfig) -> Block:
+    """A serialised ONNX model as an ONNX Runtime session with the benchmark's session options
+    (:func:`ssr.deploy.onnx_export.ort_session`, ``cfg.threads``), fed fixed random inputs."""
     with tempfile.TemporaryDirectory(prefix="ssr-latency-") as tmp:
         path = Path(tmp) / "block.onnx"
-        if isinstance(model, bytes):
-            path.write_bytes(model)
-        else:
-            path = model
+        path.write_bytes(model)
         session = ort_session(path, cfg.threads, cfg.device)
     names = [i.name for i in session.get_inputs()]
     feed = {n: x.numpy() for n, x in zip(names, _inputs(shapes))}
     return Block(lambda: session.run(None, feed), lambda: None)
 
 
-def _torch_block(module: nn.Module, shapes: list[tuple[int, ...]], cfg: BenchConfig) -> Block:
+def torch_block(module: nn.Module, shapes: list[tuple[int, ...]], cfg: BenchConfig) -> Block:
     """A block in eager torch: BN folded, channels-last, the table's device and precision."""
     dev, dtype = torch.device(cfg.device), _DTYPES[cfg.precision]
     module = fold_bn(module).to(dev, dtype, memory_format=torch.channels_last)
@@ -189,7 +187,7 @@ def _exported(module: nn.Module, shapes: list[tuple[int, ...]], cfg: BenchConfig
             warnings.simplefilter("ignore")
             torch.onnx.export(module.eval(), xs, str(path), dynamo=False,
                               opset_version=MIN_OPSET)  # fmt: skip
-        return _ort_block(path.read_bytes(), shapes, cfg)
+        return ort_block(path.read_bytes(), shapes, cfg)
 
 
 def _block(module: nn.Module, shapes: list[tuple[int, ...]], cfg: BenchConfig) -> Block:
@@ -197,7 +195,7 @@ def _block(module: nn.Module, shapes: list[tuple[int, ...]], cfg: BenchConfig) -
     return (
         _exported(module, shapes, cfg)
         if cfg.backend == "onnxruntime"
-        else _torch_block(module, shapes, cfg)
+        else torch_block(module, shapes, cfg)
     )
 
 
@@ -212,10 +210,10 @@ def layer_block(
     h, w = size
     if cfg.backend == "onnxruntime":
         p, c_mid = widths
-        return _ort_block(padded_layer_graph(p, c_mid, dilation, pool, size), [(1, p, h, w)], cfg)
+        return ort_block(padded_layer_graph(p, c_mid, dilation, pool, size), [(1, p, h, w)], cfg)
     c_in, c_mid, c_out = widths
     op = FactorizedOp(c_in, c_mid, c_out, dilation, pool, 0.0)
-    return _torch_block(op, [(cfg.batch, c_in, h, w)], cfg)
+    return torch_block(op, [(cfg.batch, c_in, h, w)], cfg)
 
 
 class _Pad(nn.Module):
