@@ -42,7 +42,7 @@ seeds MO-ASHA wins, which says whether a lead is larger than the seed-to-seed no
     python benchmarks/moasha_hypervolume.py --seeds 0 1 2 3 4 --out moasha_hv.json
     python benchmarks/moasha_hypervolume.py --tiny          # smoke check, a few minutes
 
-Defaults are sized for about 15-25 minutes on 2 cores (20 sweeps; a search epoch is ~0.3 s).
+Defaults take about half an hour on 2 shared cores (20 sweeps: 29 min at load 5-12).
 Scheduler settings: ``time_attr="step"``, ``max_t = epochs + 1`` (the final record's step, as
 in sweeps/trial.py), ``--grace`` and ``--rf`` for both ASHA and MO-ASHA; ``--population``
 for NSGA-II.
@@ -451,7 +451,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with the ``--tiny`` or full defaults filled in and checked."""
-    p = _Parser(prog="moasha_hypervolume", description=__doc__.splitlines()[1])
+    p = _Parser(prog="moasha_hypervolume", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sweep seeds (0 1 2 3 4)")
     p.add_argument("--trials", type=int, default=None, help="trials of ASHA/MO-ASHA (16)")
     p.add_argument("--epochs", type=int, default=None, help="search epochs per trial (12)")
