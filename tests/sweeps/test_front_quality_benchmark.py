@@ -109,6 +109,7 @@ def _genotype(width: int) -> str:
     ).to_json()
 
 
+@pytest.mark.slow  # two python processes that import torch: ~5 s idle, ~15 s at load 7
 def test_each_remeasurement_is_a_fresh_process() -> None:
     genos = {"narrow": _genotype(8), "wide": _genotype(16)}
     # NOTE: torch, not ONNX Runtime, so that no export runs: this test is about processes
