@@ -373,7 +373,7 @@ def check_latency(device: torch.device, sz: dict[str, Any]) -> list[dict[str, An
     from latency_model import line, scores
 
     from ssr.config import BenchConfig, SpaceConfig
-    from ssr.measure.latency import build_table, fit_correction, measure_network
+    from ssr.measure.latency import build_table, fit_correction, measure_networks
     from ssr.method.complexity import count_macs
     from ssr.method.latency_table import predict_ms, sample_genotype
     from ssr.method.network import DerivedNet
@@ -390,7 +390,7 @@ def check_latency(device: torch.device, sz: dict[str, Any]) -> list[dict[str, An
         build_s = time.perf_counter() - t0
         rng = random.Random(0)
         nets = [sample_genotype(table.space, rng) for _ in range(fit + held)]
-        ms = [measure_network(g, cfg, 19) for g in nets]
+        ms = measure_networks(nets, cfg, 19)
         table = fit_correction(table, nets[:fit], ms[:fit])
         table.save(
             REPO / "benchmarks" / "results" / f"latency_table_{device.type}_{precision}.json"

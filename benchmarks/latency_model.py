@@ -9,8 +9,9 @@
    default: a mixture that spans the space from its cheapest networks to its dearest, see
    :func:`mixed_genotype`; ``uniform``: every group uniform, which clusters around the mean
    cost), decoded as the search decodes, each measured whole and alone in the deploy form
-   (:func:`ssr.measure.latency.measure_network`: what ``measure(optimize=True)`` runs, timed
-   as the table's blocks are).
+   (what ``measure(optimize=True)`` runs, timed as the table's blocks are), all of them in
+   ``--repeats`` interleaved passes (:func:`ssr.measure.latency.measure_networks`), so that a
+   change of the machine's load hits every network alike.
 3. The correction ``scale * sum + offset`` fitted on the first ``--fit`` networks; the others
    (at least 30 with the defaults) are held out. On them: the share predicted within +-10 %,
    the Spearman rank correlation of prediction and measurement, and the same for GMACs as a
@@ -143,7 +144,7 @@ def get_table(args: argparse.Namespace) -> tuple[Any, float | None]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ssr.measure.host import OtherLoad
-    from ssr.measure.latency import fit_correction, measure_network
+    from ssr.measure.latency import fit_correction, measure_networks
     from ssr.method.complexity import count_macs
     from ssr.method.latency_table import predict_ms, sample_genotype, table_sum_ms
     from ssr.method.network import DerivedNet
@@ -159,14 +160,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seen.add(g.id)
             nets.append(g)
     rows, b = [], table.bench
+    print(f"measuring {len(nets)} networks in {b.repeats} interleaved passes", file=sys.stderr)
     with OtherLoad() as load:
-        for i, g in enumerate(nets):
-            ms = measure_network(g, b, table.num_classes, table.clock, table.statistic)
-            gmacs = count_macs(DerivedNet(g, table.num_classes), (1, 3, b.height, b.width)) / 1e9
-            rows.append({"genotype_id": g.id, "gmacs": round(gmacs, 4), "measured_ms": round(ms, 4),
-                         "table_ms": round(table_sum_ms(table, g)["total"], 4),
-                         "fit": i < args.fit})  # fmt: skip
-            print(f"network {i + 1}/{len(nets)}: {ms:.2f} ms", file=sys.stderr)
+        measured = measure_networks(nets, b, table.num_classes, table.clock, table.statistic)
+    for i, (g, ms) in enumerate(zip(nets, measured)):
+        gmacs = count_macs(DerivedNet(g, table.num_classes), (1, 3, b.height, b.width)) / 1e9
+        rows.append({"genotype_id": g.id, "gmacs": round(gmacs, 4), "measured_ms": round(ms, 4),
+                     "table_ms": round(table_sum_ms(table, g)["total"], 4),
+                     "fit": i < args.fit})  # fmt: skip
     fit_nets = [g for g, r in zip(nets, rows) if r["fit"]]
     table = fit_correction(table, fit_nets, [r["measured_ms"] for r in rows if r["fit"]])
     held = [(g, r) for g, r in zip(nets, rows) if not r["fit"]]

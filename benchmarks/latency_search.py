@@ -11,10 +11,11 @@ latency ``T`` and seed, two searches with the same budget (docs/method.md §4.4)
 - ``flops``: the latency term off, the FLOPs term on at the **matched target**: the FLOPs
   fraction (expected conv MACs over the space's largest sub-network, docs/method.md §4.3) that
   random networks of the space with a predicted latency of ``T`` have, from a least-squares line
-  over 2000 of them. The table still logs its expected latency.
+  over 400 of them. The table still logs its expected latency.
 
-Every derived network is measured alone in the deploy form (:func:`ssr.measure.latency.measure_network`,
-as the table's blocks were timed). Reported per arm: the share of searches whose measured
+Every derived network is measured alone in the deploy form after the searches, all of them in
+interleaved passes (:func:`ssr.measure.latency.measure_networks`, as the table's blocks were
+timed). Reported per arm: the share of searches whose measured
 latency lands within +-10 % of ``T`` (target: >= 80 % for the latency term), the spread of
 measured / ``T``, and per seed the hypervolume of the arm's front (derived mIoU with inherited
 weights vs measured FPS; one reference point for all, :func:`analysis.pareto.default_reference`)
@@ -51,7 +52,7 @@ def load_setting(config: Path, overrides: list[str]) -> Any:
     return load_sweep(config, overrides).base_config
 
 
-def matched_flops_target(cfg: Any, target_ms: float, n: int = 2000) -> float:
+def matched_flops_target(cfg: Any, target_ms: float, n: int = 400) -> float:
     """The FLOPs fraction random networks of the space have at a predicted latency of
     ``target_ms`` (least-squares line of fraction on predicted latency)."""
     import random
@@ -77,31 +78,42 @@ def matched_flops_target(cfg: Any, target_ms: float, n: int = 2000) -> float:
 
 
 def _search_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One search and its derived network measured alone, in a worker process."""
+    """One search in a worker process (1 torch thread); writes and returns its result."""
     import torch
 
     from ssr.config import PipelineConfig, from_dict
-    from ssr.measure.latency import measure_network
-    from ssr.method.latency_table import LatencyTable
     from ssr.method.search import run_search
 
     torch.set_num_threads(1)
     cfg = from_dict(PipelineConfig, job["config"], "config")
     t0 = time.perf_counter()
     res = run_search(cfg.search, job["dir"], progress=False)
-    table = LatencyTable.load(cfg.search.latency.table)
-    g = res.genotype.with_head(table.head)
-    measured = measure_network(g, table.bench, table.num_classes, table.clock, table.statistic)
     out = {
         **{k: job[k] for k in ("name", "arm", "target_ms", "seed", "flops_target")},
-        "genotype_id": g.id, "derived_miou": res.summary["derived_miou"],
-        "gmacs": res.summary["gmacs"], "discrete_at_epoch": res.summary["discrete_at_epoch"],
+        "genotype": res.genotype.to_json(indent=None), "genotype_id": res.genotype.id,
+        "derived_miou": res.summary["derived_miou"], "gmacs": res.summary["gmacs"],
+        "discrete_at_epoch": res.summary["discrete_at_epoch"],
+        "fallback_prunes": res.summary["fallback_prunes"],
         "expected_latency_ms": res.summary.get("expected_latency_ms"),
         "predicted_latency_ms": res.summary.get("predicted_latency_ms"),
-        "measured_ms": measured, "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     Path(job["result"]).write_text(json.dumps(out))
     return out
+
+
+def measure_all(results: list[dict[str, Any]], cfg: Any) -> None:
+    """Every derived network measured alone, after the searches, in interleaved passes
+    (:func:`ssr.measure.latency.measure_networks`), as the table's blocks were timed."""
+    from ssr.measure.latency import measure_networks
+    from ssr.method.genotype import Genotype
+    from ssr.method.latency_table import LatencyTable
+
+    table = LatencyTable.load(cfg.search.latency.table)
+    nets = [Genotype.from_json(r["genotype"]).with_head(table.head) for r in results]
+    ms = measure_networks(nets, table.bench, table.num_classes, table.clock, table.statistic)
+    for r, m in zip(results, ms):
+        r["measured_ms"] = m
 
 
 def jobs_for(cfg: Any, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
@@ -195,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in pool.map(_search_job, todo):
-            print(f"{r['name']}: {r['measured_ms']:.1f} ms (target {r['target_ms']:g})",
-                  file=sys.stderr)  # fmt: skip
+            print(f"{r['name']}: predicted {r['predicted_latency_ms']:.1f} ms "
+                  f"(target {r['target_ms']:g})", file=sys.stderr)  # fmt: skip
             done.append(r)
+    print(f"measuring {len(done)} networks alone", file=sys.stderr)
+    measure_all(done, cfg)
     res = {"summary": summarise(done, args.seeds), "results": done,
            "settings": {"config": str(args.config), "set": args.set, "targets": args.targets,
                         "seeds": args.seeds, "latency_weight": args.latency_weight,

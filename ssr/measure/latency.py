@@ -59,7 +59,7 @@ from ssr.method.latency_table import (
     table_sum_ms,
 )
 
-__all__ = ["build_table", "fit_correction", "measure_network", "time_block"]
+__all__ = ["build_table", "fit_correction", "measure_network", "measure_networks", "time_block"]
 
 Progress = Callable[[str], None]
 
@@ -273,7 +273,7 @@ def build_table(
         say(f"fitting the correction on {fit} random networks measured whole")
         rng = random.Random(seed)
         nets = [sample_genotype(space, rng, reduction, head) for _ in range(fit)]
-        measured = [measure_network(g, cfg, num_classes, clock, statistic) for g in nets]
+        measured = measure_networks(nets, cfg, num_classes, clock, statistic)
         table = fit_correction(table, nets, measured)
     meta["build_seconds"] = round(time.perf_counter() - t_start, 1)
     return dataclasses.replace(table, meta={**table.meta, **meta})
@@ -299,28 +299,52 @@ def _device_meta(cfg: BenchConfig) -> dict[str, Any]:
 # Whole networks and the correction
 
 
-def measure_network(
-    genotype: Genotype, cfg: BenchConfig, num_classes: int = 19, clock: str = "wall",
-    statistic: str = "median",
-) -> float:  # fmt: skip
-    """Milliseconds of the whole derived network, alone, in the form the benchmark runs
-    (``measure(optimize=True)``: the deploy form on ONNX Runtime, folded BN and channels-last
-    in torch), timed as the table's blocks are."""
+def _network_block(genotype: Genotype, cfg: BenchConfig, num_classes: int) -> Block:
+    """The whole derived network in the form the benchmark runs (``measure(optimize=True)``):
+    the deploy form exported to ONNX Runtime, or folded BN and channels-last in torch."""
     from ssr.deploy import deploy
     from ssr.deploy.onnx_export import export_onnx
     from ssr.method.network import DerivedNet
 
-    _check(cfg, clock, statistic)
     net = DerivedNet(genotype, num_classes).eval()
     shape = (1, 3, cfg.height, cfg.width)
-    if cfg.backend == "onnxruntime":
-        with tempfile.TemporaryDirectory(prefix="ssr-latency-net-") as tmp:
-            path = Path(tmp) / "net.onnx"
-            export_onnx(deploy(net), shape, path, verify=False)
-            block = ort_block(path.read_bytes(), [shape], cfg)
-    else:
-        block = torch_block(net, [shape], cfg)
-    return time_block(block, cfg, clock, statistic)
+    if cfg.backend != "onnxruntime":
+        return torch_block(net, [shape], cfg)
+    with tempfile.TemporaryDirectory(prefix="ssr-latency-net-") as tmp:
+        path = Path(tmp) / "net.onnx"
+        export_onnx(deploy(net), shape, path, verify=False)
+        return ort_block(path.read_bytes(), [shape], cfg)
+
+
+def measure_network(
+    genotype: Genotype, cfg: BenchConfig, num_classes: int = 19, clock: str = "wall",
+    statistic: str = "median",
+) -> float:  # fmt: skip
+    """Milliseconds of the whole derived network, alone, in the form the benchmark runs,
+    timed as the table's blocks are."""
+    _check(cfg, clock, statistic)
+    return time_block(_network_block(genotype, cfg, num_classes), cfg, clock, statistic)
+
+
+def measure_networks(
+    genotypes: Sequence[Genotype], cfg: BenchConfig, num_classes: int = 19, clock: str = "wall",
+    statistic: str = "median", passes: int | None = None,
+) -> list[float]:  # fmt: skip
+    """Milliseconds of each network, measured in interleaved passes (:mod:`ssr.measure.interleave`):
+    every network is timed once per pass (``cfg.iters`` runs after ``cfg.warmup``), in a
+    rotated order, so that a change of the machine's load between passes hits every network
+    alike instead of the ones measured then; each network's figure is the median (or the
+    minimum) of its pass medians. ``passes`` defaults to ``cfg.repeats``."""
+    _check(cfg, clock, statistic)
+    blocks = [_network_block(g, cfg, num_classes) for g in genotypes]
+    one = dataclasses.replace(cfg, repeats=1)
+    medians: list[list[float]] = [[] for _ in blocks]
+    n = len(blocks)
+    for k in range(max(passes or cfg.repeats, 1)):
+        for i in [(k + j) % n for j in range(n)]:
+            medians[i].append(time_block(blocks[i], one, clock, "median"))
+    pick = min if statistic == "min" else statistics.median
+    return [pick(m) for m in medians]
 
 
 def fit_correction(

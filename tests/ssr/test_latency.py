@@ -382,3 +382,13 @@ def test_correction_is_a_robust_line() -> None:
     )
     with pytest.raises(ConfigError, match="at least two"):
         fit_correction(table, nets[:1], measured[:1])
+
+
+def test_networks_are_measured_in_interleaved_passes() -> None:
+    from ssr.measure.latency import measure_networks
+
+    cfg = BenchConfig(height=32, width=64, warmup=0, iters=1, repeats=2, backend="torch", threads=1)
+    rng = random.Random(0)
+    nets = [sample_genotype(SPACE2, rng, head="search") for _ in range(2)]
+    ms = measure_networks(nets, cfg, 3, clock="thread", statistic="min", passes=3)
+    assert len(ms) == 2 and all(0 < m < 1e4 for m in ms)
