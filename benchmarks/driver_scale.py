@@ -422,7 +422,9 @@ def _round(v: float | None) -> float | None:
 
 
 def exponents(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Slope of log(total seconds) over log(trials) per part, between consecutive sizes."""
+    """Slope of log(total CPU seconds) over log(trials) per part, between consecutive sizes (CPU:
+    wall time follows the machine's load, which changes between sizes); ``wall``: the whole
+    run's wall time."""
     out: dict[str, Any] = {}
     for a, b in itertools.pairwise(results):
         key = f"{a['trials']}->{b['trials']}"
@@ -430,8 +432,8 @@ def exponents(results: list[dict[str, Any]]) -> dict[str, Any]:
         slopes = {}
         for part, pa in [*a["parts"].items(), *a.get("details", {}).items()]:
             pb = b["parts"].get(part) or b.get("details", {}).get(part)
-            if pb and pa["total_s"] > 0 and pb["total_s"] > 0:
-                slopes[part] = round(math.log(pb["total_s"] / pa["total_s"]) / ratio, 2)
+            if pb and pa["cpu_s"] > 0 and pb["cpu_s"] > 0:
+                slopes[part] = round(math.log(pb["cpu_s"] / pa["cpu_s"]) / ratio, 2)
         slopes["wall"] = round(math.log(b["wall_s"] / a["wall_s"]) / ratio, 2)
         out[key] = slopes
     return out

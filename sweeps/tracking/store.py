@@ -32,10 +32,13 @@ T = TypeVar("T")
 OFFLINE_S = 60.0
 #: Process environment for MLflow's HTTP client, set by the entry point (unless already set).
 #: NOTE: MLflow's defaults retry for about 4 minutes; a sweep driver must not block that long.
+#: Ending a run on a server, MLflow reads the whole run back to print its link: per trial, a
+#: request and two lines among the progress lines (the sweep prints its views at the end).
 HTTP_LIMITS: Mapping[str, str] = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 #: MLflow cuts a param value at 6000 characters.
 PARAM_LIMIT = 6000
