@@ -1,7 +1,7 @@
 """Does the latency term land searches on their target latency, better than the FLOPs term?
 
     python benchmarks/latency_search.py [--config sweeps/configs/latency.yaml]
-        [--targets 25,30,35] [--seeds 0,1,2] [--jobs 2] [--out benchmarks/results/latency_search]
+        [--targets 16,21,26] [--seeds 0,1,2] [--jobs 2] [--out benchmarks/results/latency_search]
 
 The setting is a sweep file's (default ``sweeps/configs/latency.yaml``): its base search (space,
 data, budget of ``budget.search_epochs``), its latency table and its benchmark. For every target
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=ROOT / "sweeps" / "configs" / "latency.yaml")
     p.add_argument("--set", action="append", default=[], help="sweep overrides, as sweeps/run.py")
     p.add_argument("--targets", type=lambda t: [float(x) for x in t.split(",")],
-                   default=[25.0, 30.0, 35.0])  # fmt: skip
+                   default=[16.0, 21.0, 26.0])  # fmt: skip
     p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
     p.add_argument("--latency-weight", type=float, default=100.0)
     p.add_argument("--flops-weight", type=float, default=100.0)
