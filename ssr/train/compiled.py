@@ -12,8 +12,9 @@ cuDNN's (CUDA). What :class:`CompiledForward` adds to a plain ``torch.compile(mo
   :meth:`CompiledForward.grads_for` turns ``requires_grad`` off for the other parameters
   during the forward; each step kind gets its own graph, compiled once.
 - **counted compiles**: every graph compiled through it is counted (``compiles``), with the
-  seconds spent compiling the forward and backward (``compile_seconds``, from dynamo's own
-  timers; 0 where a torch version does not keep them). The search records both.
+  seconds spent compiling (``compile_seconds``: the calls that compiled a forward graph, and
+  inductor's compilation of each backward graph at its first backward). The search records
+  both.
 - **bounded recompiles**: a graph is valid for one :class:`ssr.method.supernet.ForwardPlan`.
   The supernet holds its plan across prunes (``hold_plan``) and the search replans only when the
   held plan computes much more than the alive candidates need
@@ -29,6 +30,7 @@ The eager path (``compile: false``) does not go through this module at all.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -50,17 +52,6 @@ OPTIONS = {"fallback_random": True}
 
 #: Graphs one compiled function may hold (dynamo's default, 8, is below a search's count).
 RECOMPILE_LIMIT = 64
-
-_TIMERS = ("_compile.compile_inner", "compile_fx.<locals>.bw_compiler")
-
-
-def _compile_timer_total() -> float:
-    """Seconds dynamo and AOTAutograd have spent compiling in this process (0 if unknown)."""
-    try:
-        from torch._dynamo.utils import compilation_time_metrics
-    except ImportError:  # NOTE: a private timer; its absence only loses the figure
-        return 0.0
-    return float(sum(sum(compilation_time_metrics.get(k, ())) for k in _TIMERS))
 
 
 def should_replan(held_cost: float, exact_cost: float, discrete: bool) -> bool:
@@ -85,17 +76,11 @@ class CompiledForward:
         self.options = {**OPTIONS, **({"triton.cudagraphs": True} if cudagraphs else {})}
         self.compiles = 0
         self.replans = 0
-        self._timer0 = _compile_timer_total()
+        self.compile_seconds = 0.0
+        self._in_call = False
         self._fn: Callable[..., Tensor] = model
         if enabled:
             self._fn = torch.compile(model, backend=self._backend, dynamic=False)
-
-    @property
-    def compile_seconds(self) -> float:
-        """Seconds spent compiling since this object was made (forward graphs and, at their
-        first call, backward graphs: dynamo's process-wide timers, so a run that compiles
-        something else meanwhile counts it too)."""
-        return _compile_timer_total() - self._timer0 if self.compiles else 0.0
 
     def _backend(self, gm: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Any:
         self.compiles += 1
@@ -103,15 +88,31 @@ class CompiledForward:
             from torch._dynamo.backends.registry import lookup_backend
 
             return lookup_backend(BACKEND)(gm, example_inputs)
-        from torch._inductor.compile_fx import compile_fx
+        from torch._inductor.compile_fx import compile_fx, compile_fx_inner
 
-        return compile_fx(gm, example_inputs, config_patches=dict(self.options))
+        def inner(*args: Any, **kwargs: Any) -> Any:  # times the backward's lazy compilation
+            t0 = time.perf_counter()
+            try:
+                return compile_fx_inner(*args, **kwargs)
+            finally:
+                if not self._in_call:  # a forward's compile is in its call's time already
+                    self.compile_seconds += time.perf_counter() - t0
+
+        return compile_fx(gm, example_inputs, inner, config_patches=dict(self.options))
 
     def __call__(self, x: Tensor) -> Tensor:
         if not self.enabled:
             return self._fn(x)
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            return self._fn(x)
+        before, t0 = self.compiles, time.perf_counter()
+        self._in_call = True
+        try:
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                out = self._fn(x)
+        finally:
+            self._in_call = False
+        if self.compiles != before:  # this call traced and compiled a forward graph
+            self.compile_seconds += time.perf_counter() - t0
+        return out
 
     def replanned(self) -> None:
         self.replans += 1
