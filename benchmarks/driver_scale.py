@@ -81,10 +81,15 @@ def make_template(out: Path) -> Path:
     return out
 
 
-def simulated_reports(config: dict[str, Any], final: Path) -> Iterator[dict[str, Any]]:
+def simulated_reports(
+    config: dict[str, Any], final: Path, trial_id: str | None = None
+) -> Iterator[dict[str, Any]]:
     """The reports of one simulated trial: its epochs, then its final record, whose checkpoint
-    files are written to ``final`` (the template's, with this trial's values)."""
+    files are written to ``final`` (the template's, with this trial's values, and the drawing of
+    its architecture, which a trial makes: :func:`sweeps.trial.run_trial`). ``trial_id``: the
+    trial's (by default from ``final``'s folder, ``trial_<id>/final``)."""
     from sweeps.contract.protocol import FINAL_ARTIFACTS
+    from sweeps.record.archplot import draw_final
     from sweeps.trial import epoch_result, final_result
 
     run = config["run"]
@@ -110,6 +115,7 @@ def simulated_reports(config: dict[str, Any], final: Path) -> Iterator[dict[str,
         fps_shared=rng.uniform(20, 200),
         genotype_id=f"{rng.randrange(GENOTYPES):010x}",
     )
+    draw_final(final, trial_id or final.parent.name.removeprefix("trial_"), record["genotype_id"])
     yield final_result(record, n + 1, objectives, sched, quality, TEMPLATE["node"])
 
 
@@ -118,7 +124,7 @@ def simulated_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
     final = Path(tune.get_context().get_trial_dir()) / "final"
-    for res in simulated_reports(config, final):
+    for res in simulated_reports(config, final, tune.get_context().get_trial_id()):
         checkpoint = tune.Checkpoint.from_directory(str(final)) if res[FINAL_KEY] else None
         tune.report(res, checkpoint=checkpoint)
 

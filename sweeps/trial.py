@@ -97,6 +97,18 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
+def _draw(final_dir: Path, trial_id: str, genotype_id: Any) -> None:
+    """The architecture's drawing among the final files: drawn here, by each trial, rather than
+    by the sweep's one driver (:func:`sweeps.record.archplot.draw_final`)."""
+    from sweeps.record.archplot import DRAWING, draw_final
+
+    try:
+        draw_final(final_dir, trial_id, genotype_id)
+    except Exception as exc:  # a picture is not a result: the driver draws it instead
+        (final_dir / DRAWING).unlink(missing_ok=True)
+        logging.getLogger(__name__).warning("could not draw the architecture: %s", exc)
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable for one SSR pipeline run (see the module docstring)."""
     import ray
@@ -149,6 +161,7 @@ def run_trial(config: dict[str, Any]) -> None:
     for name in FINAL_ARTIFACTS:
         if (out_dir / name).is_file():
             shutil.copy2(out_dir / name, final_dir / name)
+    _draw(final_dir, tune.get_context().get_trial_id(), record.get("genotype_id", ""))
     # the retrained network at its training size and the retraining's config, so that
     # `python -m ssr evaluate --weights retrained.pt --config retrain.yaml` scores it on any split
     # (model.onnx is fixed at the benchmark's input size)

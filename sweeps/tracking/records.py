@@ -213,13 +213,15 @@ def _upload_files(
             continue
         if (src / name).is_file():
             tracker.client.log_artifact(run_id, str(src / name))
-    geno = src / "genotype.json"
-    if geno.is_file():
-        from sweeps.record.archplot import draw_genotype
+    from sweeps.record.archplot import DRAWING, draw_genotype, trial_title
 
+    geno = src / "genotype.json"
+    if (src / DRAWING).is_file():  # drawn by the trial (sweeps.trial)
+        tracker.client.log_artifact(run_id, str(src / DRAWING))
+    elif geno.is_file():  # a checkpoint of a trial that did not draw it
         with tempfile.TemporaryDirectory() as tmp:
-            title = f"{row.get('trial_id')}  genotype {row.get('genotype_id', '')}"
-            png = draw_genotype(geno, Path(tmp) / "architecture.png", title=title)
+            title = trial_title(row.get("trial_id"), row.get("genotype_id", ""))
+            png = draw_genotype(geno, Path(tmp) / DRAWING, title=title)
             tracker.client.log_artifact(run_id, str(png))
 
 

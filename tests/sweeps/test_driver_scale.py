@@ -188,3 +188,32 @@ def test_optuna_labels_each_trial_once(tmp_path: Path) -> None:
         "status": "complete",
         "genotype_id": "g1",
     }
+
+
+def test_a_trials_own_drawing_is_uploaded_not_drawn_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweeps.record import archplot
+    from sweeps.tracking import records
+
+    genotype = Path(__file__).parents[2] / "ssr" / "genotypes" / "ssr_cityscapes.json"
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "genotype.json").write_text(genotype.read_text())
+    png = archplot.draw_final(final, "t1", "g1")  # what the trial does (sweeps.trial)
+    assert png == final / archplot.DRAWING and png.stat().st_size > 0
+    logged = []
+
+    class Client:
+        def log_artifact(self, run_id: str, path: str) -> None:
+            logged.append(Path(path).name)
+
+    class Tracker:
+        client = Client()
+
+    def no_drawing(*a: object, **kw: object) -> None:
+        raise AssertionError("the driver drew it again")
+
+    monkeypatch.setattr(archplot, "draw_genotype", no_drawing)
+    records._upload_files(Tracker(), "r", {"trial_id": "t1"}, final, skip_model=True)
+    assert logged == ["genotype.json", archplot.DRAWING]
