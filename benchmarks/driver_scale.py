@@ -236,9 +236,9 @@ def instrument(timings: Timings) -> None:
 
 def instrument_details(timings: Timings) -> None:
     """Time the steps inside the MLflow and Optuna parts (the callback's run start, epochs and
-    final record; in the final record the logged model, the files, the drawing, the run's end;
-    Optuna's suggest and tell)."""
-    from sweeps.record import archplot
+    final record; in the final record the logged model, the files, the run's end; Optuna's
+    suggest and tell). The drawing of the architecture is the trial's
+    (:func:`simulated_reports`), not the driver's."""
     from sweeps.schedule import searchers
     from sweeps.tracking import callback, records, runs
 
@@ -248,8 +248,7 @@ def instrument_details(timings: Timings) -> None:
         (callback, "log_final", "mlflow: final record (all)"),
         (records, "prepare_model", "mlflow: final, logged model made"),
         (records, "_save_model", "mlflow: final, model files"),
-        (records, "_upload_files", "mlflow: final, run files (with drawing)"),
-        (archplot, "draw_genotype", "mlflow: final, drawing"),
+        (records, "_upload_files", "mlflow: final, run files"),
         (runs.Tracker, "end_child", "mlflow: final, run ended"),
         (searchers.FinalRecordOptunaSearch, "suggest", "optuna: suggest"),
         (searchers.FinalRecordOptunaSearch, "on_trial_complete", "optuna: tell"),
