@@ -375,7 +375,8 @@ def check_latency(device: torch.device, sz: dict[str, Any]) -> list[dict[str, An
     from ssr.config import BenchConfig, SpaceConfig
     from ssr.measure.latency import build_table, fit_correction, measure_networks
     from ssr.method.complexity import count_macs
-    from ssr.method.latency_table import predict_ms, sample_genotype
+    from ssr.method.derive import sample_genotype
+    from ssr.method.latency_table import predict_ms
     from ssr.method.network import DerivedNet
 
     tiny = sz["repeats"] == 1

@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ssr.measure.host import OtherLoad
     from ssr.measure.latency import fit_correction, measure_networks
     from ssr.method.complexity import count_macs
-    from ssr.method.latency_table import predict_ms, sample_genotype, table_sum_ms
+    from ssr.method.derive import sample_genotype
+    from ssr.method.latency_table import predict_ms, table_sum_ms
     from ssr.method.network import DerivedNet
 
     table, build_seconds = get_table(args)

@@ -59,7 +59,8 @@ def matched_flops_target(cfg: Any, target_ms: float, n: int = 400) -> float:
 
     from ssr.data import dataset_info
     from ssr.method.complexity import count_macs
-    from ssr.method.latency_table import LatencyTable, predict_ms, sample_genotype
+    from ssr.method.derive import sample_genotype
+    from ssr.method.latency_table import LatencyTable, predict_ms
     from ssr.method.network import DerivedNet
     from ssr.method.supernet import Supernet
 

@@ -45,6 +45,7 @@ from ssr.measure.latency_blocks import (
     stem_block,
     torch_block,
 )
+from ssr.method.derive import sample_genotype
 from ssr.method.genotype import Genotype
 from ssr.method.latency_table import (
     Correction,
@@ -54,7 +55,6 @@ from ssr.method.latency_table import (
     op_names,
     piece_axes,
     reachable,
-    sample_genotype,
     stage_grids,
     table_sum_ms,
 )

@@ -27,11 +27,13 @@ ways (``reduction``):
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
+from ssr.config import SpaceConfig
 from ssr.config.errors import DivergenceError
 from ssr.method.genotype import Genotype, LayerGene, ReductionGene
 from ssr.method.network import DerivedNet
@@ -217,3 +219,26 @@ def restrict_to(net: Supernet, genotype: Genotype) -> None:
     for d, a in alive.items():
         net.alive(d).copy_(a)
     net.refresh_alive()
+
+
+def sample_genotype(
+    space: SpaceConfig, rng: random.Random, reduction: str = "exact", head: str = "aggregation"
+) -> Genotype:
+    """A genotype drawn uniformly from ``space``: each group (depth of a stage, op, output and
+    mid width of a layer) picks one candidate, decoded as :func:`ssr.method.derive.genotype_from_supernet`."""
+    ops = [(d, p) for p in space.pools for d in space.dilations]
+    reductions, layers = [], []
+    prev, prev_max = space.stem_width, space.stem_width
+    for s, st in enumerate(space.stages):
+        lo = st.min_depth if space.search_depth else st.max_depth
+        red = ReductionGene(prev, st.width - (prev_max if reduction == "exact" else prev))
+        reductions.append(red)
+        c_in = red.c_out
+        for _ in range(rng.randint(lo, st.max_depth)):
+            d, p = rng.choice(ops)
+            c_mid = st.width - rng.choice(space.channel_remove)
+            c_out = st.width - rng.choice(space.channel_remove)
+            layers.append(LayerGene(s, d, p, c_in, c_mid, c_out))
+            c_in = c_out
+        prev, prev_max = c_in, st.width
+    return Genotype(space.stem_width, tuple(reductions), tuple(layers), head)

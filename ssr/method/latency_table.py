@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ssr.config import BenchConfig, ConfigError, SpaceConfig, from_dict, to_dict
-from ssr.method.genotype import Genotype, GenotypeError, LayerGene, ReductionGene
+from ssr.method.genotype import Genotype, GenotypeError
 
 __all__ = [
     "LATENCY_FORMAT",
@@ -49,7 +48,6 @@ __all__ = [
     "piece_axes",
     "predict_ms",
     "reachable",
-    "sample_genotype",
     "stage_grids",
     "table_sum_ms",
 ]
@@ -447,30 +445,3 @@ def predict_ms(table: LatencyTable, g: Genotype) -> float:
     """Predicted latency of ``g``: the table sum with the table's correction (if fitted)."""
     total = table_sum_ms(table, g)["total"]
     return total if table.correction is None else table.correction.apply(total)
-
-
-# --------------------------------------------------------------------------------------------
-# Random genotypes of a space
-
-
-def sample_genotype(
-    space: SpaceConfig, rng: random.Random, reduction: str = "exact", head: str = "aggregation"
-) -> Genotype:
-    """A genotype drawn uniformly from ``space``: each group (depth of a stage, op, output and
-    mid width of a layer) picks one candidate, decoded as :func:`ssr.method.derive.genotype_from_supernet`."""
-    ops = [(d, p) for p in space.pools for d in space.dilations]
-    reductions, layers = [], []
-    prev, prev_max = space.stem_width, space.stem_width
-    for s, st in enumerate(space.stages):
-        lo = st.min_depth if space.search_depth else st.max_depth
-        red = ReductionGene(prev, st.width - (prev_max if reduction == "exact" else prev))
-        reductions.append(red)
-        c_in = red.c_out
-        for _ in range(rng.randint(lo, st.max_depth)):
-            d, p = rng.choice(ops)
-            c_mid = st.width - rng.choice(space.channel_remove)
-            c_out = st.width - rng.choice(space.channel_remove)
-            layers.append(LayerGene(s, d, p, c_in, c_mid, c_out))
-            c_in = c_out
-        prev, prev_max = c_in, st.width
-    return Genotype(space.stem_width, tuple(reductions), tuple(layers), head)

@@ -20,6 +20,7 @@ from ssr.config import (
     SpaceConfig,
     StageSpace,
 )
+from ssr.method.derive import sample_genotype
 from ssr.method.genotype import Genotype, LayerGene, ReductionGene
 from ssr.method.latency import LatencyModel
 from ssr.method.latency_table import (
@@ -30,7 +31,6 @@ from ssr.method.latency_table import (
     piece_axes,
     predict_ms,
     reachable,
-    sample_genotype,
     stage_grids,
     table_sum_ms,
 )
