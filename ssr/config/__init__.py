@@ -285,7 +285,10 @@ class SearchConfig:
 
     ``precision``: ``fp32`` (default), ``bf16`` or ``fp16`` autocast of the forward passes on
     the device (fp16 with a gradient scaler per optimiser); the SSR and FLOPs terms stay fp32
-    (ssr/train/precision.py). ``channels_last``: NHWC memory format for the network and its inputs.
+    (ssr/train/precision.py). ``channels_last``: NHWC memory format for the network and its inputs;
+    left None it is decided when the config is built (:func:`channels_last_default`; a config
+    made from it by ``dataclasses.replace`` keeps the decision): on for a CPU search in fp32,
+    where it measured 1.2x faster (BENCHMARKS.md, compiled steps), off otherwise.
 
     ``compile``: run the weight and architecture steps' forward and backward passes through
     ``torch.compile`` (ssr/train/compiled.py, docs/architecture.md §2.1); false (default) runs them
@@ -318,11 +321,23 @@ class SearchConfig:
     gap_epochs: tuple[int, ...] = ()
     reduction_width: Literal["exact", "official"] = "exact"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
+    channels_last: bool | None = None
     compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.channels_last is None:  # decided here: a config that exists holds a bool
+            object.__setattr__(
+                self, "channels_last", channels_last_default(self.device, self.precision)
+            )
         validate_search(self)
+
+
+def channels_last_default(device: str, precision: str) -> bool:
+    """The memory format a search (or a retraining) takes when it leaves ``channels_last``
+    None: channels-last on a CPU in fp32, measured faster there for the search's steps (1.2x
+    at the paper's and the default sweep's sizes, BENCHMARKS.md); NCHW elsewhere (unmeasured
+    on GPUs; bf16 with channels-last diverges on CPU, ssr/config/validate.py)."""
+    return not str(device).startswith("cuda") and precision == "fp32"
 
 
 #: The fields a retraining takes from its search when it leaves them None.
@@ -357,6 +372,12 @@ class RetrainConfig:
         retraining on its own, ``search=None``: from the default :class:`SearchConfig`)."""
         source = search if search is not None else SearchConfig()
         given = {k: getattr(source, k) for k in INHERITED if getattr(self, k) is None}
+        if given.get("channels_last"):  # not into bf16 of its own on a CPU (refused: diverges)
+            device, precision = (
+                given.get("device", self.device),
+                given.get("precision", self.precision),
+            )
+            given["channels_last"] = precision != "bf16" or str(device).startswith("cuda")
         return dataclasses.replace(self, **given) if given else self
 
 

@@ -191,6 +191,19 @@ def test_bf16_with_channels_last_on_cpu_is_refused() -> None:
     load_config(SearchConfig, None, ["channels_last=true"])
 
 
+def test_a_cpu_search_in_fp32_is_channels_last_unless_told() -> None:
+    """``channels_last`` left None: on for CPU fp32 (measured faster, BENCHMARKS.md), off for
+    bf16 (refused with it on CPU) and on GPUs; a retraining inheriting it into bf16 drops it."""
+    from ssr.config import RetrainConfig, SearchConfig, load_config
+
+    assert SearchConfig().channels_last is True
+    assert load_config(SearchConfig, None, ["precision=bf16"]).channels_last is False
+    assert SearchConfig(device="cuda").channels_last is False
+    assert SearchConfig(channels_last=False).channels_last is False
+    assert RetrainConfig(precision="bf16").inherit().channels_last is False
+    assert RetrainConfig().inherit(SearchConfig(precision="fp16", channels_last=True)).channels_last
+
+
 def test_a_config_that_exists_is_valid() -> None:
     """Each config checks itself when built (direct, replaced or nested), so no caller has to."""
     import dataclasses

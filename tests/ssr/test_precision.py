@@ -72,7 +72,9 @@ def test_bf16_search_stays_close_to_fp32(tiny_space, tmp_path) -> None:
 
 def test_channels_last_search_matches_the_default_layout(tiny_space, tmp_path) -> None:
     torch.set_num_threads(1)
-    base = run_search(tiny_cfg(tiny_space, epochs=1), tmp_path / "a", progress=False)
+    base = run_search(  # NCHW: channels-last is a CPU search's default (SearchConfig)
+        tiny_cfg(tiny_space, epochs=1, channels_last=False), tmp_path / "a", progress=False
+    )
     nhwc = run_search(
         tiny_cfg(tiny_space, epochs=1, channels_last=True), tmp_path / "b", progress=False
     )
