@@ -116,3 +116,23 @@ def test_compile_is_a_bool_and_retraining_inherits_it() -> None:
         SearchConfig(compile="yes")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="compile"):
         dataclasses.replace(RetrainConfig(), compile=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_benchmark_alternates_eager_and_compiled(monkeypatch) -> None:
+    """benchmarks/compiled_steps.py: variants from one seed, alternated; compiles counted."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import compiled_steps
+
+    args = argparse.Namespace(child="discrete", variants="eager,compiled_cl", threads=1, warmup=0,
+                              iters=1, passes=1, batch=1, input="32x64", profile=False)  # fmt: skip
+    out = compiled_steps.step_child(args)
+    eager, comp = out["variants"]["eager"], out["variants"]["compiled_cl"]
+    assert eager["compiles"] == 0 and comp["compiles"] == 1  # the weight step alone: one graph
+    assert comp["speedup_vs_eager"]["cpu"] > 0 and out["conv_gmacs"] > 0
+    sys.modules.pop("compiled_steps", None)
