@@ -96,3 +96,26 @@ def yaml_smoke() -> dict:
     from ssr.config import load_yaml
 
     return load_yaml(CONFIG_DIR / "smoke.yaml")
+
+
+def test_tpe_reads_the_study_once_per_suggestion_not_once_per_parameter(tmp_path: Path) -> None:
+    """The sweep's TPE is multivariate: past its startup trials a suggestion reads the study's
+    trials a fixed number of times whatever the number of parameters (independent TPE reads
+    them once per parameter: O(parameters x trials) per suggestion, BENCHMARKS.md)."""
+    from ray import tune
+
+    s = load_sweep(CONFIG_DIR / "smoke.yaml").searcher(tmp_path / "run")
+    dims = {f"p{i}": tune.uniform(0, 1) for i in range(6)}
+    s.set_search_properties(None, None, {"dims": dims})
+    for i in range(12):  # past TPE's 10 startup trials
+        s.suggest(f"t{i}")
+        s.on_trial_complete(
+            f"t{i}", {"derived_miou": i / 12, "fps_shared": 12.0 - i, FINAL_KEY: 1.0}
+        )
+    storage = s._ot_study._storage
+    reads = []
+    real = storage.get_all_trials
+    storage.get_all_trials = lambda *a, **k: reads.append(1) or real(*a, **k)
+    config = s.suggest("next")
+    assert set(config["dims"]) == set(dims)
+    assert len(reads) <= 3, f"{len(reads)} reads of the study for one suggestion of 6 parameters"
