@@ -299,9 +299,10 @@ def _device_meta(cfg: BenchConfig) -> dict[str, Any]:
 # Whole networks and the correction
 
 
-def _network_block(genotype: Genotype, cfg: BenchConfig, num_classes: int) -> Block:
-    """The whole derived network in the form the benchmark runs (``measure(optimize=True)``):
-    the deploy form exported to ONNX Runtime, or folded BN and channels-last in torch."""
+def _network_maker(genotype: Genotype, cfg: BenchConfig, num_classes: int) -> Callable[[], Block]:
+    """A maker of the whole derived network in the form the benchmark runs
+    (``measure(optimize=True)``): the deploy form exported to ONNX Runtime once, a new session
+    per call; or folded BN and channels-last in torch."""
     from ssr.deploy import deploy
     from ssr.deploy.onnx_export import export_onnx
     from ssr.method.network import DerivedNet
@@ -309,11 +310,12 @@ def _network_block(genotype: Genotype, cfg: BenchConfig, num_classes: int) -> Bl
     net = DerivedNet(genotype, num_classes).eval()
     shape = (1, 3, cfg.height, cfg.width)
     if cfg.backend != "onnxruntime":
-        return torch_block(net, [shape], cfg)
+        return lambda: torch_block(net, [shape], cfg)
     with tempfile.TemporaryDirectory(prefix="ssr-latency-net-") as tmp:
         path = Path(tmp) / "net.onnx"
         export_onnx(deploy(net), shape, path, verify=False)
-        return ort_block(path.read_bytes(), [shape], cfg)
+        model = path.read_bytes()
+    return lambda: ort_block(model, [shape], cfg)
 
 
 def measure_network(
@@ -323,7 +325,7 @@ def measure_network(
     """Milliseconds of the whole derived network, alone, in the form the benchmark runs,
     timed as the table's blocks are."""
     _check(cfg, clock, statistic)
-    return time_block(_network_block(genotype, cfg, num_classes), cfg, clock, statistic)
+    return time_block(_network_maker(genotype, cfg, num_classes)(), cfg, clock, statistic)
 
 
 def measure_networks(
@@ -334,15 +336,20 @@ def measure_networks(
     every network is timed once per pass (``cfg.iters`` runs after ``cfg.warmup``), in a
     rotated order, so that a change of the machine's load between passes hits every network
     alike instead of the ones measured then; each network's figure is the median (or the
-    minimum) of its pass medians. ``passes`` defaults to ``cfg.repeats``."""
+    minimum) of its pass medians.
+
+    Each pass runs a new ONNX Runtime session of the network: one session's speed differs from
+    the next one's of the same model by a few per cent (where its buffers land; on a quiet
+    machine D, three sessions of one network spanned 6.5-18 %), so one session would freeze that
+    into the network's figure. ``passes`` defaults to ``cfg.repeats``."""
     _check(cfg, clock, statistic)
-    blocks = [_network_block(g, cfg, num_classes) for g in genotypes]
+    makers = [_network_maker(g, cfg, num_classes) for g in genotypes]
     one = dataclasses.replace(cfg, repeats=1)
-    medians: list[list[float]] = [[] for _ in blocks]
-    n = len(blocks)
+    medians: list[list[float]] = [[] for _ in makers]
+    n = len(makers)
     for k in range(max(passes or cfg.repeats, 1)):
         for i in [(k + j) % n for j in range(n)]:
-            medians[i].append(time_block(blocks[i], one, clock, "median"))
+            medians[i].append(time_block(makers[i](), one, clock, "median"))
     pick = min if statistic == "min" else statistics.median
     return [pick(m) for m in medians]
 
