@@ -155,6 +155,8 @@ class Timings:
         self.calls: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
         self.details: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
         self.table: Any = None
+        #: The MLflow writer's figures (its CPU seconds, events), from the driver's drain.
+        self.writer: dict[str, Any] = {}
 
     def done(self) -> int:
         return len(self.table) if self.table is not None else 0
@@ -231,25 +233,25 @@ def instrument(timings: Timings) -> None:
     ):
         timings.wrap(tracking, name, part)
     timings.wrap(tracking.Tracker, "finish", "end: parent run")
+    timings.wrap(callback.MlflowCallback, "close", "end: mlflow writer drain")
     instrument_details(timings)
+    close = callback.MlflowCallback.close
+
+    def keep_writer(self: Any) -> dict[str, Any]:
+        figures = close(self)
+        timings.writer = figures
+        return figures
+
+    callback.MlflowCallback.close = keep_writer
 
 
 def instrument_details(timings: Timings) -> None:
-    """Time the steps inside the MLflow and Optuna parts (the callback's run start, epochs and
-    final record; in the final record the logged model, the files, the run's end; Optuna's
-    suggest and tell). The drawing of the architecture is the trial's
-    (:func:`simulated_reports`), not the driver's."""
+    """Time the steps inside the Optuna part (suggest and tell). MLflow's writes happen in
+    its writer process (:mod:`sweeps.tracking.writer`), whose CPU time is reported whole
+    (``mlflow_writer``); the driver's MLflow part is handing events to it."""
     from sweeps.schedule import searchers
-    from sweeps.tracking import callback, records, runs
 
     for owner, attr, step in (
-        (callback.MlflowCallback, "_child", "mlflow: run and params"),
-        (callback, "log_epoch", "mlflow: epoch metrics"),
-        (callback, "log_final", "mlflow: final record (all)"),
-        (records, "prepare_model", "mlflow: final, logged model made"),
-        (records, "_save_model", "mlflow: final, model files"),
-        (records, "_upload_files", "mlflow: final, run files"),
-        (runs.Tracker, "end_child", "mlflow: final, run ended"),
         (searchers.FinalRecordOptunaSearch, "suggest", "optuna: suggest"),
         (searchers.FinalRecordOptunaSearch, "on_trial_complete", "optuna: tell"),
     ):
@@ -415,6 +417,10 @@ def summarize(timings: Timings, trials: int, wall: float, code: int) -> dict[str
         "driver_overhead_cpu_ms_per_trial": round(1000 * cpu / trials, 2),
         "parts": parts,
         "details": per_part(timings.details, trials),
+        "mlflow_writer": {
+            **timings.writer,
+            "cpu_ms_per_trial": round(1000 * timings.writer.get("cpu_s", 0.0) / trials, 2),
+        },
     }
 
 
@@ -461,6 +467,10 @@ def table(results: list[dict[str, Any]], slopes: dict[str, Any]) -> str:
         line += f"{g if g is not None else '-':>9}"
         line += "".join(f"{s.get(part, '-')!s:>13}" for s in slopes.values())
         lines.append(line)
+    cells = [r.get("mlflow_writer", {}).get("cpu_ms_per_trial", "-") for r in results]
+    lines.append(
+        f"{'mlflow writer CPU':<22}" + "".join(f"{c:>10}" for c in cells) + "  (own process)"
+    )
     for key in ("driver_overhead_ms_per_trial", "wall_ms_per_trial"):
         lines.append(
             f"{key[:-13].replace('_', ' '):<22}" + "".join(f"{r[key]:>10}" for r in results)

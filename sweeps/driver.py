@@ -279,6 +279,7 @@ def run_sweep(
         )
         return EXIT_UNREACHABLE if is_remote(storage) else EXIT_USAGE
     grid, stopped = _fit(tuner, tracker, interrupts or Interrupts())
+    mlflow_cb.close()  # NOTE: what the trials handed to MLflow is in before anything reads it
     if stopped:
         table = ResultsTable(table_path, objectives)  # what the callbacks wrote
         unfinished = unfinished_trials(storage, name, table)

@@ -16,7 +16,8 @@ sweep, or on ``--resume``, from results.parquet and Tune's checkpoints). One ide
 - :mod:`~sweeps.tracking.registry`: the front in the model registry, with aliases;
 - :mod:`~sweeps.tracking.sync`: back-fill after an outage, pruning of orphaned runs;
 - :mod:`~sweeps.tracking.ui`: the training view of the MLflow UI and the views the sweep links;
-- :mod:`~sweeps.tracking.callback`: :class:`MlflowCallback`, the Tune callback.
+- :mod:`~sweeps.tracking.callback`: :class:`MlflowCallback`, the Tune callback;
+- :mod:`~sweeps.tracking.writer`: the process that writes the callback's events, off Tune's loop.
 """
 
 from sweeps.tracking.callback import MlflowCallback

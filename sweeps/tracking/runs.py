@@ -103,6 +103,11 @@ class Tracker:
         known = self._runs_known_at if what == "runs" else self._models_known_at
         return known is not None and known == self.store.failures
 
+    def assume_no_models(self) -> None:
+        """Hold that the sweep has no logged model yet (a new sweep's MLflow writer, told so by
+        the driver that made the parent run): no search before making each trial's model."""
+        self._models_known_at = self.store.failures
+
     def _parent_filter(self) -> str:
         return f"tags.`ssr.role` = 'sweep' and tags.`ssr.sweep` = '{self.sweep}'"
 
