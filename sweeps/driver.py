@@ -278,7 +278,11 @@ def run_sweep(
             f"error: Tune cannot run the sweep in {storage}/{name} ({why}){hint}", file=sys.stderr
         )
         return EXIT_UNREACHABLE if is_remote(storage) else EXIT_USAGE
-    grid, stopped = _fit(tuner, tracker, interrupts or Interrupts())
+    try:
+        grid, stopped = _fit(tuner, tracker, interrupts or Interrupts())
+    except BaseException:  # a second Ctrl-C: leave now, the resumed sweep's sync catches up
+        mlflow_cb.writer.abandon()
+        raise
     mlflow_cb.close()  # NOTE: what the trials handed to MLflow is in before anything reads it
     if stopped:
         table = ResultsTable(table_path, objectives)  # what the callbacks wrote

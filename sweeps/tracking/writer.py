@@ -176,6 +176,17 @@ class Writer:
         self._proc = None
         return figures
 
+    def abandon(self) -> None:
+        """Stop the writer without waiting for it (the driver is being interrupted): what it had
+        not logged is caught up by the sync of the resumed sweep."""
+        if self._proc is None:
+            return
+        self._events.cancel_join_thread()  # NOTE: else exit waits on a pipe nobody reads
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5.0)
+        self._proc = None
+
     def __getstate__(self) -> dict[str, Any]:
         # NOTE: pickled with Tune's experiment state: the settings, not the process
         return {"settings": self.settings, "models_known": False, "sent": 0}

@@ -100,3 +100,15 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return False
+
+
+def test_an_abandoned_writer_stops_at_once(tmp_path: Path) -> None:
+    """An interrupted driver stops its writer without draining it (the resume's sync catches up)."""
+    tracker = started(tmp_path)
+    writer = Writer(tracker)
+    writer.send(("start", "a", None, None))
+    proc = writer._proc
+    t0 = time.monotonic()
+    writer.abandon()
+    assert not proc.is_alive() and time.monotonic() - t0 < 10
+    assert writer.close() == {"sent": 1, "wait_s": 0.0}  # nothing left to wait for
