@@ -11,8 +11,8 @@ the key (``search.data.batch_size must be >= 1``). A pipeline's retraining inher
 data, device, precision and memory format where its own field is None
 (:meth:`RetrainConfig.inherit`, :attr:`PipelineConfig.resolved_retrain`).
 
-This module holds the dataclasses and the two calls most code needs, :func:`load_config`
-(defaults <- YAML file <- overrides) and :func:`dump_yaml`. The parts live apart,
+This module holds the dataclasses and :func:`load_config` (defaults <- YAML file <-
+overrides); :func:`dump_yaml` is :mod:`ssr.config.configload`'s. The parts live apart,
 one idea each, and are re-exported here so that ``from ssr.config import X`` works for all:
 
 - :mod:`ssr.config.errors`: :class:`ConfigError`;
@@ -21,7 +21,8 @@ one idea each, and are re-exported here so that ``from ssr.config import X`` wor
 - :mod:`ssr.config.configload`: dict -> dataclass with key and type checks (:func:`from_dict`),
   overrides and the nested/dotted views (:func:`parse_overrides`, :func:`deep_merge`,
   :func:`set_dotted`, :func:`flatten`, :func:`to_dict`);
-- :mod:`ssr.config.validate`: the range checks each class runs on itself.
+- :mod:`ssr.config.validate`: the range checks each class runs on itself, and the memory
+  format a config takes by default (:func:`channels_last_default`).
 
 Layers, from the bottom up, ``ssr.config`` comes second, after :mod:`ssr.files`
 (``tests/test_layers.py``). Besides these dataclasses the package holds the errors and exit codes
@@ -35,12 +36,11 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import yaml
+from typing import Literal, TypeVar
 
 from ssr.config.configload import (
     deep_merge,
+    dump_yaml,
     flatten,
     from_dict,
     parse_overrides,
@@ -49,6 +49,7 @@ from ssr.config.configload import (
 )
 from ssr.config.errors import ConfigError
 from ssr.config.validate import (
+    channels_last_default,
     validate_bench,
     validate_data,
     validate_flops,
@@ -332,14 +333,6 @@ class SearchConfig:
         validate_search(self)
 
 
-def channels_last_default(device: str, precision: str) -> bool:
-    """The memory format a search (or a retraining) takes when it leaves ``channels_last``
-    None: channels-last on a CPU in fp32, measured faster there for the search's steps (1.2x
-    at the paper's and the default sweep's sizes, BENCHMARKS.md); NCHW elsewhere (unmeasured
-    on GPUs; bf16 with channels-last diverges on CPU, ssr/config/validate.py)."""
-    return not str(device).startswith("cuda") and precision == "fp32"
-
-
 #: The fields a retraining takes from its search when it leaves them None.
 INHERITED = ("data", "device", "precision", "channels_last", "compile")
 
@@ -454,8 +447,3 @@ def load_config(
     if isinstance(cfg, RetrainConfig):
         return cfg.inherit()  # type: ignore[return-value]
     return cfg
-
-
-def dump_yaml(cfg: Any, path: str | Path) -> None:
-    """Write a config as YAML (the ``config.resolved.yaml`` next to every output)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

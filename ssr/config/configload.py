@@ -9,7 +9,8 @@ wrong types raise a :class:`~ssr.config.errors.ConfigError` that names the key (
 :func:`parse_overrides` turns ``--set`` items (``ssr.op=30``) into a nested dict whose values
 are YAML-typed (read with the strict loader of :mod:`ssr.config.yamlload`, so ``lr=5e-4`` is a
 number); :func:`deep_merge`, :func:`set_dotted`, :func:`flatten` and :func:`to_dict` move
-between nested and dotted views.
+between nested and dotted views; :func:`dump_yaml` writes a config as YAML (the
+``config.resolved.yaml`` next to every output).
 
 Range checks are the config classes' own (each checks itself when it is built, with the
 functions of :mod:`ssr.config.validate`); their messages name keys relative to the class, and
@@ -22,7 +23,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+import yaml
 
 from ssr.config.errors import ConfigError
 from ssr.config.yamlload import load_yaml_text
@@ -203,3 +207,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def dump_yaml(cfg: Any, path: str | Path) -> None:
+    """Write a config as YAML (the ``config.resolved.yaml`` next to every output)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -303,3 +303,11 @@ def validate_bench(cfg: BenchConfig, prefix: str = "") -> None:
     _at_least(cfg.repeats, 1, f"{p}repeats")
     _at_least(cfg.threads, 0, f"{p}threads", " (0: torch's default)")
     check_device(cfg.device, f"{p}device")
+
+
+def channels_last_default(device: str, precision: str) -> bool:
+    """The memory format a search (or a retraining) takes when it leaves ``channels_last``
+    None: channels-last on a CPU in fp32, measured faster there for the search's steps (1.2x
+    at the paper's and the default sweep's sizes, BENCHMARKS.md); NCHW elsewhere (unmeasured
+    on GPUs; bf16 with channels-last diverges on CPU, :func:`validate_search`)."""
+    return not str(device).startswith("cuda") and precision == "fp32"
