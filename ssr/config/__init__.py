@@ -11,8 +11,8 @@ the key (``search.data.batch_size must be >= 1``). A pipeline's retraining inher
 data, device, precision and memory format where its own field is None
 (:meth:`RetrainConfig.inherit`, :attr:`PipelineConfig.resolved_retrain`).
 
-This module holds the dataclasses and :func:`load_config` (defaults <- YAML file <-
-overrides); :func:`dump_yaml` is :mod:`ssr.config.configload`'s. The parts live apart,
+This module holds the dataclasses; :func:`load_config` (defaults <- YAML file <- overrides)
+and :func:`dump_yaml` are :mod:`ssr.config.configload`'s. The parts live apart,
 one idea each, and are re-exported here so that ``from ssr.config import X`` works for all:
 
 - :mod:`ssr.config.errors`: :class:`ConfigError`;
@@ -20,7 +20,7 @@ one idea each, and are re-exported here so that ``from ssr.config import X`` wor
   :func:`load_yaml`, :func:`load_yaml_text`;
 - :mod:`ssr.config.configload`: dict -> dataclass with key and type checks (:func:`from_dict`),
   overrides and the nested/dotted views (:func:`parse_overrides`, :func:`deep_merge`,
-  :func:`set_dotted`, :func:`flatten`, :func:`to_dict`);
+  :func:`set_dotted`, :func:`flatten`, :func:`to_dict`), :func:`load_config`;
 - :mod:`ssr.config.validate`: the range checks each class runs on itself, and the memory
   format a config takes by default (:func:`channels_last_default`).
 
@@ -35,14 +35,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 from ssr.config.configload import (
     deep_merge,
     dump_yaml,
     flatten,
     from_dict,
+    load_config,
     parse_overrides,
     set_dotted,
     to_dict,
@@ -90,9 +90,6 @@ __all__ = [
     "validate_data",
     "validate_space",
 ]
-
-T = TypeVar("T")
-
 
 # --------------------------------------------------------------------------------------------
 # Dataclasses
@@ -218,15 +215,34 @@ class LatencyConfig:
     latency the search steers to, ``form`` the penalty shape on ``E[latency] / target_ms``
     (the forms of the FLOPs term, with target 1). ``weight = 0`` switches the term off; with a
     table the search still logs the expected latency.
+
+    ``derive``: how groups still undecided when the budget ends are decided
+    (:mod:`ssr.method.derive_target`). ``argmax`` is the paper's rule; ``target`` moves the
+    derived network's predicted latency to within ``derive_tolerance`` (a fraction of
+    ``target_ms``) of the target at the least loss of log-probability, as hardware-aware NAS
+    derives under its latency constraint; ``auto`` (default) is ``target`` when the term is on
+    (a weight > 0, a table and a target: the search steers by latency, so its network should
+    land there too; the term is our extension, not the paper's) and ``argmax`` otherwise (the
+    paper's setting and the FLOPs term keep the paper's rule): :attr:`derive_rule`.
     """
 
     weight: float = 0.0
     target_ms: float | None = None
     table: str | None = None
     form: Literal["l2", "l1", "band"] = "l2"
+    derive: Literal["auto", "argmax", "target"] = "auto"
+    derive_tolerance: float = 0.02
 
     def __post_init__(self) -> None:
         validate_latency(self)
+
+    @property
+    def derive_rule(self) -> str:
+        """``derive`` with ``auto`` decided: ``target`` or ``argmax`` (see the class doc)."""
+        if self.derive != "auto":
+            return self.derive
+        on = self.weight > 0 and self.table is not None and self.target_ms is not None
+        return "target" if on else "argmax"
 
 
 @dataclass(frozen=True)
@@ -427,23 +443,3 @@ class PipelineConfig:
         """This config with :attr:`resolved_retrain` in place of ``retrain`` (what a trial writes
         as ``config.resolved.yaml`` and logs as its params)."""
         return dataclasses.replace(self, retrain=self.resolved_retrain)
-
-
-# --------------------------------------------------------------------------------------------
-# Loading and writing
-
-
-def load_config(
-    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
-) -> T:
-    """Defaults <- YAML file <- ``key=value`` overrides, as ``cls`` (which checks itself).
-
-    A :class:`RetrainConfig` loaded on its own has no search to inherit from: its None fields
-    take the default search's values (:meth:`RetrainConfig.inherit`).
-    """
-    data = load_yaml(path) if path else {}
-    data = deep_merge(data, parse_overrides(overrides))
-    cfg = from_dict(cls, data)
-    if isinstance(cfg, RetrainConfig):
-        return cfg.inherit()  # type: ignore[return-value]
-    return cfg

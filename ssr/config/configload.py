@@ -29,13 +29,14 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from ssr.config.errors import ConfigError
-from ssr.config.yamlload import load_yaml_text
+from ssr.config.yamlload import load_yaml, load_yaml_text
 
 __all__ = [
     "dataclass_type",
     "deep_merge",
     "flatten",
     "from_dict",
+    "load_config",
     "parse_overrides",
     "set_dotted",
     "to_dict",
@@ -212,3 +213,18 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def dump_yaml(cfg: Any, path: str | Path) -> None:
     """Write a config as YAML (the ``config.resolved.yaml`` next to every output)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
+    """Defaults <- YAML file <- ``key=value`` overrides, as ``cls`` (which checks itself).
+
+    A config that inherits (:meth:`ssr.config.RetrainConfig.inherit`) loaded on its own has no
+    search to inherit from: its None fields take the default search's values.
+    """
+    data = load_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(overrides))
+    cfg = from_dict(cls, data)
+    inherit = getattr(cfg, "inherit", None)  # RetrainConfig's (this module is below its class)
+    return inherit() if callable(inherit) else cfg

@@ -216,7 +216,8 @@ def validate_flops(cfg: FlopsConfig, prefix: str = "") -> None:
 
 def validate_latency(cfg: LatencyConfig, prefix: str = "") -> None:
     """The latency term: a weight >= 0; with a weight, a table and a target > 0; a table that
-    is a file (relative paths are taken from the working directory)."""
+    is a file (relative paths are taken from the working directory); a derivation tolerance in
+    [0, 1); target-aware derivation only with a table and a target."""
     from pathlib import Path
 
     p = prefix
@@ -233,6 +234,15 @@ def validate_latency(cfg: LatencyConfig, prefix: str = "") -> None:
     if cfg.table is not None:
         _check(bool(cfg.table), f"{p}table must be a file name or null")
         _check(Path(cfg.table).is_file(), f"{p}table: latency table {cfg.table} does not exist")
+    _check(
+        0 <= cfg.derive_tolerance < 1,
+        f"{p}derive_tolerance must be in [0, 1) (a fraction of target_ms), got {cfg.derive_tolerance}",
+    )
+    if cfg.derive == "target":
+        _check(
+            cfg.table is not None and cfg.target_ms is not None,
+            f"{p}derive: 'target' needs a table and a target_ms (or derive: argmax)",
+        )
 
 
 def validate_shrink(cfg: ShrinkConfig, prefix: str = "") -> None:

@@ -49,8 +49,14 @@ def _choice(probs: Tensor, alive: Tensor) -> int:
     return int(torch.argmax(row))
 
 
-def selected(net: Supernet) -> tuple[list[int], list[tuple[int, int, int]]]:
-    """Chosen depth per stage and (op, out option, mid option) per kept layer."""
+#: A supernet's discrete choice: the depth of each stage and (op, out option, mid option) of
+#: each kept layer, in order (indices into ``Supernet.ops`` and ``space.channel_remove``).
+Selection = tuple[list[int], list[tuple[int, int, int]]]
+
+
+def checked_probs(net: Supernet) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The probabilities and alive masks of every dimension, on the host; probabilities that
+    are not finite among alive candidates are refused (:class:`DivergenceError`)."""
     with torch.no_grad():
         probs = {d: net.probs(d).cpu() for d in ("depth", "op", "out", "mid")}
     alive = {d: net.alive(d).cpu() for d in ("depth", "op", "out", "mid")}
@@ -61,6 +67,12 @@ def selected(net: Supernet) -> tuple[list[int], list[tuple[int, int, int]]]:
                 f"cannot derive a genotype: architecture probabilities of {d!r} are "
                 f"{float(p[bad][0])} (the search diverged); lower arch_optim.lr or the SSR weights"
             )
+    return probs, alive
+
+
+def selected(net: Supernet) -> Selection:
+    """Chosen depth per stage and (op, out option, mid option) per kept layer."""
+    probs, alive = checked_probs(net)
     depths = [_choice(probs["depth"][s], alive["depth"][s]) + 1 for s in range(len(net.widths))]
     choices = []
     for s in range(len(net.widths)):
@@ -76,18 +88,25 @@ def selected(net: Supernet) -> tuple[list[int], list[tuple[int, int, int]]]:
     return depths, choices
 
 
-def genotype_from_supernet(
-    net: Supernet, head: str = "aggregation", reduction: str = "exact"
-) -> Genotype:
-    """The genotype the supernet's alive masks (or argmax) describe, widths chained.
+def space_ops(space: SpaceConfig) -> list[tuple[int, int]]:
+    """A layer's candidate ops ``(dilation, pool)`` in the supernet's order."""
+    return [(d, p) for p in space.pools for d in space.dilations]
 
-    ``reduction`` decodes the reduction after a narrowed stage: ``"exact"`` (the supernet's
-    sub-network) or ``"official"`` (output = stage width); see the module docstring.
-    """
+
+def genotype_from_choices(
+    space: SpaceConfig,
+    selection: Selection,
+    head: str = "aggregation",
+    reduction: str = "exact",
+) -> Genotype:
+    """The genotype of ``selection`` (depths, then (op, out, mid) per kept layer), widths
+    chained: a layer reads its predecessor's output; a reduction reads the previous stage's
+    output and, decoded ``"exact"``, keeps the supernet's conv width, ``"official"`` fills the
+    stage width (module docstring)."""
     if reduction not in REDUCTION_RULES:
         raise ValueError(f"reduction must be one of {REDUCTION_RULES}, got {reduction!r}")
-    depths, choices = selected(net)
-    space = net.space
+    depths, choices = selection
+    ops = space_ops(space)
     reductions, layers = [], []
     prev, prev_max = space.stem_width, space.stem_width
     it = iter(choices)
@@ -98,13 +117,30 @@ def genotype_from_supernet(
         c_in = red.c_out
         for _ in range(depths[s]):
             o, j_out, j_mid = next(it)
-            d, p = net.ops[o]
+            d, p = ops[o]
             c_mid = st.width - space.channel_remove[j_mid]
             c_out = st.width - space.channel_remove[j_out]
             layers.append(LayerGene(s, d, p, c_in, c_mid, c_out))
             c_in = c_out
         prev, prev_max = c_in, st.width
     return Genotype(space.stem_width, tuple(reductions), tuple(layers), head)
+
+
+def genotype_from_supernet(
+    net: Supernet,
+    head: str = "aggregation",
+    reduction: str = "exact",
+    selection: Selection | None = None,
+) -> Genotype:
+    """The genotype the supernet's alive masks (or argmax) describe, widths chained.
+
+    ``reduction`` decodes the reduction after a narrowed stage: ``"exact"`` (the supernet's
+    sub-network) or ``"official"`` (output = stage width); see the module docstring.
+    ``selection`` gives the choices instead of :func:`selected` (e.g. the target-aware ones of
+    :mod:`ssr.method.derive_target`).
+    """
+    chosen = selected(net) if selection is None else selection
+    return genotype_from_choices(net.space, chosen, head, reduction)
 
 
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, idx: Tensor | slice) -> None:
@@ -224,21 +260,17 @@ def restrict_to(net: Supernet, genotype: Genotype) -> None:
 def sample_genotype(
     space: SpaceConfig, rng: random.Random, reduction: str = "exact", head: str = "aggregation"
 ) -> Genotype:
-    """A genotype drawn uniformly from ``space``: each group (depth of a stage, op, output and
-    mid width of a layer) picks one candidate, decoded as :func:`ssr.method.derive.genotype_from_supernet`."""
-    ops = [(d, p) for p in space.pools for d in space.dilations]
-    reductions, layers = [], []
-    prev, prev_max = space.stem_width, space.stem_width
-    for s, st in enumerate(space.stages):
+    """A genotype drawn uniformly from ``space``: each group (depth of a stage, op, mid and
+    output width of a layer, drawn in that order) picks one candidate, decoded as
+    :func:`genotype_from_supernet` (the draws are the ones of every table built so far: a
+    table's reference networks are redrawn from its seed)."""
+    n_ops, n_ch = len(space_ops(space)), len(space.channel_remove)
+    depths, choices = [], []
+    for st in space.stages:
         lo = st.min_depth if space.search_depth else st.max_depth
-        red = ReductionGene(prev, st.width - (prev_max if reduction == "exact" else prev))
-        reductions.append(red)
-        c_in = red.c_out
-        for _ in range(rng.randint(lo, st.max_depth)):
-            d, p = rng.choice(ops)
-            c_mid = st.width - rng.choice(space.channel_remove)
-            c_out = st.width - rng.choice(space.channel_remove)
-            layers.append(LayerGene(s, d, p, c_in, c_mid, c_out))
-            c_in = c_out
-        prev, prev_max = c_in, st.width
-    return Genotype(space.stem_width, tuple(reductions), tuple(layers), head)
+        depths.append(rng.randint(lo, st.max_depth))
+        for _ in range(depths[-1]):
+            o = rng.choice(range(n_ops))
+            j_mid = rng.choice(range(n_ch))
+            choices.append((o, rng.choice(range(n_ch)), j_mid))
+    return genotype_from_choices(space, (depths, choices), head, reduction)

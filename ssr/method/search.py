@@ -9,7 +9,8 @@ On CUDA, ``cudnn.benchmark`` is on for the search, batches are pinned and copied
 blocking, and no step reads a value on the host. After each epoch the shrinking policy
 (:mod:`ssr.method.shrink`) drops weak candidates; every decision is recorded before it is applied.
 Once discrete, the architecture step is skipped (``skip_arch_when_discrete``). At the end the
-genotype is read off the alive masks (argmax fallback if the budget ran out), the derived
+genotype is read off the alive masks (if the budget ran out, the undecided groups are decided by
+argmax or, with a latency target, by :mod:`ssr.method.derive_target`), the derived
 network inherits the supernet's weights, its BN statistics are recalibrated, and both are
 evaluated: their mIoU difference is the discretization gap. The gap is also measured at the
 epoch the net becomes discrete and at ``gap_epochs`` (definitions: :mod:`ssr.method.gap`), and the
@@ -44,6 +45,7 @@ from ssr.config.errors import DivergenceError
 from ssr.data import build_dataset, build_loader, class_weights, dataset_info
 from ssr.files.atomic import write_json, write_jsonl
 from ssr.method.derive import genotype_from_supernet
+from ssr.method.derive_target import Derivation, derive, discretize_to
 from ssr.method.gap import discretize_by_argmax, gap_summary, measure_derived
 from ssr.method.genotype import Genotype, space_log10_size
 from ssr.method.network import DerivedNet
@@ -291,12 +293,26 @@ def _search(
     return _finish(run, history)
 
 
+def _derivation(run: _SearchRun) -> Derivation:
+    """How the groups still undecided are decided: ``latency.derive`` resolved
+    (:attr:`ssr.config.LatencyConfig.derive_rule`), with the search's table if it has one."""
+    lat = run.cfg.latency
+    table = run.step.latency.table if run.step.latency is not None else None
+    return derive(run.net, lat.derive_rule, table, lat.target_ms, lat.derive_tolerance,
+                  run.cfg.reduction_width)  # fmt: skip
+
+
 def latency_summary(
-    run: _SearchRun, history: list[dict[str, float]], genotype: Genotype
+    run: _SearchRun,
+    history: list[dict[str, float]],
+    genotype: Genotype,
+    derivation: Derivation | None = None,
 ) -> dict[str, Any]:
     """With a latency table (docs/method.md §4.4): the expected latency the search ended at
     (last epoch, before any argmax fallback), the table's prediction for the derived genotype,
-    the target and the table."""
+    the target and the table; with ``derivation``, how the undecided groups were decided (its
+    rule, the argmax network's prediction, the groups changed and the log-probability given
+    up, :mod:`ssr.method.derive_target`)."""
     lat = run.cfg.latency
     if run.step.latency is None:
         return {}
@@ -310,6 +326,7 @@ def latency_summary(
         "latency_table": lat.table,
         "latency_table_device": f"{table.device_name} ({table.bench.backend}, "
         f"{table.bench.threads} threads, {table.bench.precision}, {table.input_size})",
+        **(derivation.summary() if derivation is not None else {}),
     }
 
 
@@ -322,8 +339,13 @@ def _finish(run: _SearchRun, history: list[dict[str, float]]) -> SearchResult:
         else evaluate(net, run.val_loader, net.num_classes, run.device)["miou"]
     )
     epochs_run = int(history[-1]["epoch"]) if history else 0
-    # budget over before shrinking finished: argmax fallback (docs/method.md §12.12)
-    fallback = discretize_by_argmax(net) if not net.is_discrete() else []
+    # budget over before shrinking finished: argmax fallback (docs/method.md §12.12), or the
+    # target-aware choice of the undecided groups (ssr.method.derive_target, §4.4)
+    derivation = _derivation(run)
+    fallback = []
+    if not net.is_discrete():
+        target = derivation.rule == "target"
+        fallback = discretize_to(net, derivation) if target else discretize_by_argmax(net)
     events = run.events
     events.extend({"epoch": epochs_run, **describe(net, d)} for _, d in fallback)
     genotype = genotype_from_supernet(net, reduction=cfg.reduction_width)
@@ -355,7 +377,7 @@ def _finish(run: _SearchRun, history: list[dict[str, float]]) -> SearchResult:
         "space_log10_size": space_log10_size(cfg.space),
         "probabilities": {d: net.probs(d).detach().cpu().tolist() for d in DIMENSIONS},
     }
-    summary.update(latency_summary(run, history, genotype))
+    summary.update(latency_summary(run, history, genotype, derivation))
     if out is not None:
         genotype.save(out / "genotype.json")
         write_json(out / "summary.json", summary)

@@ -130,6 +130,10 @@ LATENCY_FIELDS = (
     "latency_target_ms",
     "latency_table",
     "latency_table_device",
+    "derive_rule",
+    "argmax_predicted_latency_ms",
+    "derive_changed_groups",
+    "derive_log_prob_given_up",
 )
 
 
