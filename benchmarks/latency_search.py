@@ -20,13 +20,18 @@ the paper's rule. Each search records the argmax network's prediction beside the
 
 Every derived network is measured alone in the deploy form after the searches, all of them in
 interleaved passes (:func:`ssr.measure.latency.measure_networks`, as the table's blocks were
-timed). Reported per arm: the share of searches whose measured
-latency lands within +-10 % of ``T`` (target: >= 80 % for the latency term), the same share of
-the derived and of the argmax networks' predictions, the spread of
-measured / ``T``, and per seed the hypervolume of the arm's front (derived mIoU with inherited
-weights vs measured FPS; one reference point for all, :func:`analysis.pareto.default_reference`)
-at equal compute (the same number of searches of the same budget). Each network's expected
-(the search's last epoch), predicted and measured latency is in the JSON and the Markdown table.
+timed), with the table's reference networks in the same passes
+(:func:`ssr.measure.drift.measure_against_table`, ``--references``): the median of their
+measured-now / measured-at-build ratios is the machine's drift since the table was built, and a
+network's adjusted latency is its raw one over the drift. Reported per arm: the share of
+searches whose measured latency lands within +-10 % of ``T``, raw and drift-adjusted (target:
+>= 80 % for the latency term), the same share of the derived and of the argmax networks'
+predictions, the spread of measured / ``T``, and per seed the hypervolume of the arm's front
+(derived mIoU with inherited weights vs measured FPS; one reference point for all,
+:func:`analysis.pareto.default_reference`) at equal compute (the same number of searches of
+the same budget). Each network's expected (the search's last epoch), argmax-predicted,
+predicted, measured and adjusted latency is in the JSON and the Markdown table, the drift and
+its reference networks in the summary.
 
 Every search writes its result as it finishes (``<out>/runs/<arm>_T<target>_s<seed>.json``); a
 rerun skips what is done.
@@ -121,18 +126,30 @@ def _search_job(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def measure_all(results: list[dict[str, Any]], cfg: Any) -> None:
+def measure_all(results: list[dict[str, Any]], cfg: Any, references: int | None) -> dict[str, Any]:
     """Every derived network measured alone, after the searches, in interleaved passes
-    (:func:`ssr.measure.latency.measure_networks`), as the table's blocks were timed."""
-    from ssr.measure.latency import measure_networks
+    (:func:`ssr.measure.latency.measure_networks`), as the table's blocks were timed, with the
+    table's reference networks in the same passes (:func:`ssr.measure.drift.measure_against_table`):
+    each result gets its raw ``measured_ms``, the ``drift`` and ``measured_adjusted_ms`` (raw /
+    drift, comparable with the table's predictions). Returns the drift's summary (drift None
+    for a table without reference genotypes: the message says why)."""
+    from ssr.config import ConfigError
+    from ssr.measure.drift import measure_against_table
     from ssr.method.genotype import Genotype
     from ssr.method.latency_table import LatencyTable
 
     table = LatencyTable.load(cfg.search.latency.table)
-    nets = [Genotype.from_json(r["genotype"]).with_head(table.head) for r in results]
-    ms = measure_networks(nets, table.bench, table.num_classes, table.clock, table.statistic)
-    for r, m in zip(results, ms):
-        r["measured_ms"] = m
+    nets = [Genotype.from_json(r["genotype"]) for r in results]
+    try:
+        res = measure_against_table(nets, table, references)
+    except ConfigError as exc:  # a table without references: raw figures only
+        print(f"no drift reference: {exc}", file=sys.stderr)
+        res = measure_against_table(nets, table, 0)
+    for i, r in enumerate(results):
+        r["measured_ms"] = res.raw_ms[i]
+        r["drift"] = res.drift
+        r["measured_adjusted_ms"] = None if res.adjusted_ms is None else res.adjusted_ms[i]
+    return {**res.summary(), "reference_networks": res.references}
 
 
 def jobs_for(cfg: Any, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
@@ -176,13 +193,16 @@ def _share(rs: list[dict[str, Any]], key: str) -> float | None:
 def summarise(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """Landing share and spread per arm, hypervolume per seed under one reference.
 
-    Landing (within +-10 % of the target) is counted for the derived network measured and,
-    from the table, for its prediction and for the prediction of the argmax network the
-    search would have derived without target-aware derivation (docs/method.md §4.4)."""
+    Landing (within +-10 % of the target) is counted for the derived network measured (raw,
+    and drift-adjusted: raw / the drift of the table's reference networks measured in the same
+    passes) and, from the table, for its prediction and for the prediction of the argmax
+    network the search would have derived without target-aware derivation (docs/method.md
+    §4.4). The hypervolume uses the raw measurements."""
     for r in results:
         t = r["target_ms"]
         r["ratio"] = r["measured_ms"] / t
         r["landed"] = _within(r["measured_ms"], t)
+        r["landed_adjusted"] = _within(r.get("measured_adjusted_ms"), t)
         r["landed_predicted"] = _within(r.get("predicted_latency_ms"), t)
         r["landed_argmax_predicted"] = _within(r.get("argmax_predicted_latency_ms"), t)
         r["fps"] = 1e3 / r["measured_ms"]
@@ -192,6 +212,8 @@ def summarise(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]
     for arm in ("latency", "flops"):
         rs = [r for r in results if r["arm"] == arm]
         ratios = [r["ratio"] for r in rs]
+        adjusted = [r["measured_adjusted_ms"] / r["target_ms"] for r in rs
+                    if r.get("measured_adjusted_ms") is not None]  # fmt: skip
         per_seed = []
         for s in seeds:
             v = np.array([[100 * r["derived_miou"], r["fps"]] for r in rs if r["seed"] == s])
@@ -199,12 +221,16 @@ def summarise(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]
         arms[arm] = {
             "searches": len(rs),
             "landed_within_10pct": _share(rs, "landed"),
+            "adjusted_within_10pct": _share(rs, "landed_adjusted"),
             "predicted_within_10pct": _share(rs, "landed_predicted"),
             "argmax_predicted_within_10pct": _share(rs, "landed_argmax_predicted"),
             "ratio_mean": round(statistics.mean(ratios), 3) if ratios else None,
             "ratio_sd": round(statistics.stdev(ratios), 3) if len(ratios) > 1 else None,
             "abs_error_pct_mean": round(100 * statistics.mean(abs(x - 1) for x in ratios), 1)
             if ratios else None,
+            "adjusted_ratio_mean": round(statistics.mean(adjusted), 3) if adjusted else None,
+            "adjusted_ratio_sd": round(statistics.stdev(adjusted), 3)
+            if len(adjusted) > 1 else None,
             "hypervolume_per_seed": [round(h, 3) for h in per_seed],
             "hypervolume_mean": round(statistics.mean(per_seed), 3) if per_seed else None,
         }  # fmt: skip
@@ -220,24 +246,32 @@ def _ms(x: float | None) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = ["| arm | searches | measured within +-10 % | predicted within +-10 % (argmax's) | "
-             "measured / target (mean, sd) | hypervolume per seed (mean) |",
+    d = res["summary"]["drift"]
+    head = ("drift: none (no reference networks measured)" if d["drift"] is None else
+            f"drift: {d['drift']:.3f} (median of {d['references']} reference networks, measured "
+            f"now / at the table's build, {d['drift_min']:.3f}-{d['drift_max']:.3f}); "
+            "adjusted = measured / drift")  # fmt: skip
+    lines = [head, "",
+             "| arm | searches | measured within +-10 % (adjusted) | predicted within +-10 % "
+             "(argmax's) | measured / target (mean, sd) | hypervolume per seed (mean) |",
              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for arm, a in res["summary"]["arms"].items():
-        lines.append(f"| {arm} | {a['searches']} | {_pct(a['landed_within_10pct'])} | "
+        lines.append(f"| {arm} | {a['searches']} | {_pct(a['landed_within_10pct'])} "
+                     f"({_pct(a['adjusted_within_10pct'])}) | "
                      f"{_pct(a['predicted_within_10pct'])} "
                      f"({_pct(a['argmax_predicted_within_10pct'])}) | "
                      f"{a['ratio_mean']}, {a['ratio_sd']} | {a['hypervolume_per_seed']} "
                      f"({a['hypervolume_mean']}) |")  # fmt: skip
     lines += ["", "| network | target ms | expected ms | argmax predicted ms | predicted ms | "
-              "groups changed | measured ms | derived mIoU |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+              "groups changed | measured ms | adjusted ms | derived mIoU |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in sorted(res["results"], key=lambda r: (r["arm"], r["target_ms"], r["seed"])):
         changed = r.get("derive_changed_groups")
         lines.append(f"| {r['name']} | {r['target_ms']:g} | {_ms(r['expected_latency_ms'])} | "
                      f"{_ms(r.get('argmax_predicted_latency_ms'))} | "
                      f"{_ms(r['predicted_latency_ms'])} | {'-' if changed is None else changed} | "
-                     f"{r['measured_ms']:.1f} | {100 * r['derived_miou']:.1f} |")  # fmt: skip
+                     f"{r['measured_ms']:.1f} | {_ms(r.get('measured_adjusted_ms'))} | "
+                     f"{100 * r['derived_miou']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -252,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flops-weight", type=float, default=100.0)
     p.add_argument("--derive", choices=("auto", "argmax", "target"), default="auto",
                    help="latency.derive of the latency arm (auto: target; the FLOPs arm: argmax)")  # fmt: skip
+    p.add_argument("--references", type=int, default=None,
+                   help="the table's reference networks measured beside (default all; 0: none)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_search")
     args = p.parse_args(argv)
@@ -266,12 +302,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['name']}: predicted {r['predicted_latency_ms']:.1f} ms "
                   f"(target {r['target_ms']:g})", file=sys.stderr)  # fmt: skip
             done.append(r)
-    print(f"measuring {len(done)} networks alone", file=sys.stderr)
-    measure_all(done, cfg)
-    res = {"summary": summarise(done, args.seeds), "results": done,
+    print(f"measuring {len(done)} networks alone, with the table's reference networks",
+          file=sys.stderr)  # fmt: skip
+    drift = measure_all(done, cfg, args.references)
+    print(f"drift {drift['drift']} ({drift['references']} reference networks, "
+          f"{drift['drift_min']}-{drift['drift_max']})", file=sys.stderr)  # fmt: skip
+    res = {"summary": {**summarise(done, args.seeds), "drift": drift}, "results": done,
            "settings": {"config": str(args.config), "set": args.set, "targets": args.targets,
                         "seeds": args.seeds, "latency_weight": args.latency_weight,
                         "flops_weight": args.flops_weight, "derive": args.derive,
+                        "references": args.references,
                         "search_epochs": cfg.search.epochs, "table": cfg.search.latency.table},
            "seconds": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv)}  # fmt: skip
     text = markdown(res)

@@ -1,9 +1,12 @@
-"""``python -m ssr latency build|predict``: a per-device latency table, and what it predicts.
+"""``python -m ssr latency build|predict|check``: a per-device latency table, what it predicts,
+and how far this machine has drifted from it.
 
 ``build`` times every block of a search space on one device, runtime, precision and thread
 count at one input size (:func:`ssr.measure.latency.build_table`) and writes the table as JSON;
 ``predict`` prints one genotype's predicted latency with the table's device and input size
-(:func:`ssr.method.latency_table.predict_ms`). docs/method.md §4.4 says what the table is and how
+(:func:`ssr.method.latency_table.predict_ms`); ``check`` measures the table's reference
+networks here and now and prints the drift, measured now / measured at build
+(:mod:`ssr.measure.drift`), refusing a bench that differs from the table's. docs/method.md §4.4 says what the table is and how
 the search uses it; README "Searching for a latency budget" gives the commands.
 
 The space comes from ``--config`` (a search config, or a sweep file: its ``base.search``) with
@@ -57,6 +60,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--measure", action="store_true",
                    help="also measure the network on this machine, as the table's blocks")  # fmt: skip
     q.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("check", help="the machine's drift since the table was built")
+    c.add_argument("--table", required=True, help="a table of latency build")
+    c.add_argument("--references", type=positive_int, default=None,
+                   help="reference networks to measure (default: all the table has)")  # fmt: skip
+    c.add_argument("--device", default=None, help="default: the table's")
+    c.add_argument("--backend", choices=("onnxruntime", "torch"), default=None,
+                   help="default: the table's")  # fmt: skip
+    c.add_argument("--threads", type=int, default=None, help="default: the table's")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def search_config(args: argparse.Namespace) -> Any:
@@ -158,17 +170,62 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    """Measure the table's reference networks on the table's bench (or the one the options
+    give, refused when it differs from the table's) and print the drift."""
+    import dataclasses
+
+    from ssr.config import ConfigError
+    from ssr.measure.drift import measure_against_table, reference_networks
+    from ssr.measure.host import device_name
+    from ssr.method.latency_table import LatencyTable, check_bench
+
+    table = LatencyTable.load(args.table)
+    t = table.bench
+    bench = dataclasses.replace(
+        t, device=args.device or t.device, backend=args.backend or t.backend,
+        threads=t.threads if args.threads is None else args.threads,
+    )  # fmt: skip
+    why = check_bench(table, bench)
+    if why:
+        raise ConfigError(f"latency check: {args.table} was not built for this bench: {why}")
+    reference_networks(table, args.references, f"latency table {args.table}")  # before timing
+    here = device_name(bench.device)
+    if here != table.device_name:
+        print(f"latency check: warning: this device is {here!r}, the table's "
+              f"{table.device_name!r}: the drift compares two machines", file=sys.stderr)  # fmt: skip
+    t0 = time.perf_counter()
+    res = measure_against_table([], dataclasses.replace(table, bench=bench), args.references)
+    row: dict[str, Any] = {
+        "table": args.table, "device": here, "built_at": table.meta.get("created_at"),
+        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in res.summary().items()},
+        "reference_networks": [{k: round(v, 4) if isinstance(v, float) else v
+                                for k, v in r.items()} for r in res.references],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+    if args.json:
+        print(to_json(row))
+        return 0
+    print(f"drift {res.drift:.3f} (median of {len(res.references)} reference networks, "
+          f"{row['drift_min']:.3f}-{row['drift_max']:.3f}): they run {res.drift:.3f}x their "
+          f"time when the table was built ({row['built_at']}) on {here}; divide a measurement "
+          f"by it to compare with the table's predictions")  # fmt: skip
+    return 0
+
+
 def _lines(row: dict[str, Any]) -> str:
     return "\n".join(f"{k:>22}  {v}" for k, v in row.items())
 
 
 def run(args: argparse.Namespace) -> int:
-    return build(args) if args.action == "build" else predict(args)
+    return {"build": build, "predict": predict, "check": check}[args.action](args)
 
 
 COMMAND = Command(
     name="latency",
-    help="build a per-device latency table; predict a genotype's latency from it",
+    help="build a per-device latency table; predict a genotype's latency from it; check the "
+    "machine's drift since it was built",
     description="Latency lookup tables for the hardware-aware search (docs/method.md §4.4).",
     add_arguments=add_arguments,
     run=run,

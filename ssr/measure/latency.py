@@ -266,6 +266,7 @@ def build_table(
     meta: dict[str, Any] = {
         "blocks_timed": b.timed, "entries_interpolated": b.interpolated,
         "max_widths": max_widths, "table_seconds": round(time.perf_counter() - t_start, 1),
+        "fit_seed": seed,
         "other_load": load.value, "torch_version": torch.__version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_device_meta(cfg),
     }  # fmt: skip
@@ -358,7 +359,8 @@ def fit_correction(
     table: LatencyTable, genotypes: Sequence[Genotype], measured_ms: Sequence[float]
 ) -> LatencyTable:
     """The table with ``measured = scale * table sum + offset`` fitted on ``genotypes``
-    measured whole (at least two).
+    measured whole (at least two). The networks (genotype, id, table sum, milliseconds) stay in
+    the table: measured again later, they give the machine's drift (:mod:`ssr.measure.drift`).
 
     The line is Theil-Sen's (Sen 1968): the median of the slopes between every pair of
     networks, then the median intercept. One measurement disturbed by another process moves a
@@ -378,9 +380,10 @@ def fit_correction(
     offset = statistics.median(y - scale * x for x, y in zip(xs, ys))
     if not scale > 0:
         scale, offset = statistics.median(y / x for x, y in zip(xs, ys)), 0.0
-    nets = tuple(
-        {"genotype_id": g.id, "table_ms": round(x, 4), "measured_ms": round(y, 4)}
+    nets = tuple(  # the genotypes too: the drift reference (ssr.measure.drift)
+        {"genotype_id": g.id, "table_ms": round(x, 4), "measured_ms": round(y, 4),
+         "genotype": g.to_dict()}
         for g, x, y in zip(genotypes, xs, ys)
-    )
+    )  # fmt: skip
     corr = Correction(round(scale, 6), round(offset, 5), nets)
     return dataclasses.replace(table, correction=corr)

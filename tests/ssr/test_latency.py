@@ -241,19 +241,26 @@ def test_config_refuses_a_weight_without_a_table_and_a_missing_table(tmp_path: P
     assert LatencyConfig(weight=1.0, target_ms=5.0, table=str(path)).form == "l2"
 
 
-def test_cli_build_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A table of a tiny space at a tiny input, built in eager torch (no exporter), then
-    predicted; a genotype of another space and a missing table are one line, status 2."""
+def tiny_build(tmp_path: Path, fit: int = 0, *extra: str) -> tuple[list[str], Path]:
+    """``latency build`` of a tiny space at a tiny input in eager torch (no exporter), one
+    timed run per block, ``fit`` networks for the correction: its arguments and table file."""
     space = tmp_path / "space.yaml"
     space.write_text(
         "space: {stem_width: 8, stages: [{width: 16, max_depth: 1, min_depth: 1, dropout: 0}, "
-        "{width: 24, max_depth: 1, min_depth: 1, dropout: 0}], dilations: [1], pools: [1, 2], "
+        "{width: 24, max_depth: 2, min_depth: 1, dropout: 0}], dilations: [1], pools: [1, 2], "
         "channel_remove: [4, 0]}\n"
     )
     out = tmp_path / "t.json"
     argv = ["latency", "build", "--config", str(space), "--backend", "torch", "--input", "32x64",
-            "--warmup", "0", "--iters", "1", "--repeats", "1", "--fit", "0", "--out", str(out),
-            "--num-classes", "3", "--json"]  # fmt: skip
+            "--warmup", "0", "--iters", "1", "--repeats", "1", "--fit", str(fit), "--out",
+            str(out), "--num-classes", "3", "--json", *extra]  # fmt: skip
+    return argv, out
+
+
+def test_cli_build_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A table of a tiny space at a tiny input, built in eager torch (no exporter), then
+    predicted; a genotype of another space and a missing table are one line, status 2."""
+    argv, out = tiny_build(tmp_path)
     assert main(argv) == 0
     built = json.loads(capsys.readouterr().out)
     assert built["input"] == "32x64" and built["backend"] == "torch" and built["threads"] == 1
