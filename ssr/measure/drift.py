@@ -2,9 +2,9 @@
 built (docs/method.md §4.4, "The drift reference").
 
 A table is a snapshot of one machine's speed. On a shared or virtual machine that speed moves
-by hours: the same networks measured 0.80-0.89x their prediction at one time and 0.99-1.12x
-some 1.5 h later on the development VM, their ranks kept. No predictor can know that level, so
-a measurement taken long after the table was built is off by the machine's drift. The remedy is
+by the hour (networks re-measured on the development VM hours apart kept their ranks while
+their level against the table moved, issue 20). No predictor can know that level, so a
+measurement taken long after the table was built is off by the machine's drift. The remedy is
 the one of measurement practice with a reference standard (a control measured beside the
 samples): the table keeps the random networks its correction was fitted on (``build_table``
 measured them whole; :attr:`ssr.method.latency_table.Correction.networks` holds their genotypes

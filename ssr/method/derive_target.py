@@ -4,9 +4,8 @@
 When the epoch budget ends before shrinking has decided every group, the paper's rule
 (:func:`ssr.method.derive.selected`, docs/method.md §12.12) keeps each undecided group's argmax.
 The latency term steers the *expected* latency under the architecture distribution to the
-target, but the argmax network is the distribution's mode, not its mean: with a dozen or more
-groups undecided its predicted latency can sit 10 % or more away from a target the expectation
-met. Hardware-aware NAS derives under the latency constraint instead of by argmax alone (e.g.
+target, but the argmax network is the distribution's mode, not its mean: with many groups
+undecided its predicted latency can sit well away from a target the expectation met (issue 20). Hardware-aware NAS derives under the latency constraint instead of by argmax alone (e.g.
 TF-NAS, Hu et al., ECCV 2020, which adjusts the derived network until it meets its latency
 target); :func:`derive_at_target` does so with the latency table the search steered by.
 
