@@ -157,6 +157,8 @@ class Timings:
         self.table: Any = None
         #: The MLflow writer's figures (its CPU seconds, events), from the driver's drain.
         self.writer: dict[str, Any] = {}
+        #: The Optuna study mirror's writer figures, from the driver's drain.
+        self.study_writer: dict[str, Any] = {}
 
     def done(self) -> int:
         return len(self.table) if self.table is not None else 0
@@ -243,6 +245,16 @@ def instrument(timings: Timings) -> None:
         return figures
 
     callback.MlflowCallback.close = keep_writer
+    from sweeps.schedule import study_mirror
+
+    timings.wrap(study_mirror, "close_all", "end: optuna writer drain")
+    close_all = study_mirror.close_all
+
+    def keep_study_writer() -> dict[str, Any]:
+        timings.study_writer = close_all()
+        return timings.study_writer
+
+    study_mirror.close_all = keep_study_writer
 
 
 def instrument_details(timings: Timings) -> None:
@@ -417,9 +429,12 @@ def summarize(timings: Timings, trials: int, wall: float, code: int) -> dict[str
         "driver_overhead_cpu_ms_per_trial": round(1000 * cpu / trials, 2),
         "parts": parts,
         "details": per_part(timings.details, trials),
-        "mlflow_writer": {
-            **timings.writer,
-            "cpu_ms_per_trial": round(1000 * timings.writer.get("cpu_s", 0.0) / trials, 2),
+        **{
+            key: {**figures, "cpu_ms_per_trial": round(1000 * figures.get("cpu_s", 0) / trials, 2)}
+            for key, figures in (
+                ("mlflow_writer", timings.writer),
+                ("optuna_writer", timings.study_writer),
+            )
         },
     }
 
@@ -467,10 +482,10 @@ def table(results: list[dict[str, Any]], slopes: dict[str, Any]) -> str:
         line += f"{g if g is not None else '-':>9}"
         line += "".join(f"{s.get(part, '-')!s:>13}" for s in slopes.values())
         lines.append(line)
-    cells = [r.get("mlflow_writer", {}).get("cpu_ms_per_trial", "-") for r in results]
-    lines.append(
-        f"{'mlflow writer CPU':<22}" + "".join(f"{c:>10}" for c in cells) + "  (own process)"
-    )
+    for key in ("mlflow_writer", "optuna_writer"):
+        cells = [r.get(key, {}).get("cpu_ms_per_trial", "-") for r in results]
+        name = f"{key.replace('_', ' ')} CPU"
+        lines.append(f"{name:<22}" + "".join(f"{c:>10}" for c in cells) + "  (own process)")
     for key in ("driver_overhead_ms_per_trial", "wall_ms_per_trial"):
         lines.append(
             f"{key[:-13].replace('_', ' '):<22}" + "".join(f"{r[key]:>10}" for r in results)

@@ -282,8 +282,10 @@ def run_sweep(
         grid, stopped = _fit(tuner, tracker, interrupts or Interrupts())
     except BaseException:  # a second Ctrl-C: leave now, the resumed sweep's sync catches up
         mlflow_cb.writer.abandon()
+        _study_writer(drain=False)
         raise
     mlflow_cb.close()  # NOTE: what the trials handed to MLflow is in before anything reads it
+    _study_writer(drain=True)  # NOTE: and the Optuna study is whole before the report reads it
     if stopped:
         table = ResultsTable(table_path, objectives)  # what the callbacks wrote
         unfinished = unfinished_trials(storage, name, table)
@@ -298,6 +300,14 @@ def run_sweep(
     table = ResultsTable(table_path, objectives)  # what the callbacks wrote (whichever ran)
     _settle(sweep, table, reconcile(table, grid, name), run_dir, tracker)
     return _summarise(sweep, table, run_dir, tracker, time.monotonic() - t0)
+
+
+def _study_writer(drain: bool) -> None:
+    """Drain (or, interrupted, abandon) the writer of the Optuna study's mirror, if this driver
+    has one (:mod:`sweeps.schedule.study_mirror`; not imported by sweeps without Optuna)."""
+    mirror = sys.modules.get("sweeps.schedule.study_mirror")
+    if mirror is not None:
+        mirror.close_all() if drain else mirror.abandon_all()
 
 
 def _fit(tuner: Any, tracker: Tracker, interrupts: Interrupts) -> tuple[Any, str]:

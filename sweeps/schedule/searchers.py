@@ -40,12 +40,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna  # NOTE: imported first so that a broken optuna shows its own error (ray #65376)
 from ray.tune.search.optuna import OptunaSearch
 
 from ssr.config import ConfigError
 from sweeps.contract.protocol import COMPLETE, EARLY_STOPPED, FAILED, FINAL_KEY, SAMPLED_KEY
 from sweeps.runtime.sqlite import WalConnection
+from sweeps.schedule.study_mirror import MirroredStorage
 
 #: The study file in a run folder (the default storage).
 STUDY_FILE = "optuna.db"
@@ -219,8 +221,49 @@ class FinalRecordOptunaSearch(OptunaSearch):
                 study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
 
+class FinishedOnceTPESampler(optuna.samplers.TPESampler):
+    """Optuna's TPE that turns each finished trial's parameters into its internal form once.
+
+    Per suggestion TPE reads every finished trial's parameters and converts each to its
+    internal representation (:meth:`_get_internal_repr`, twice: the below and the above group):
+    about a third of the sampler's CPU at 3,000 trials, in Python loops (cProfile of
+    ``benchmarks/optuna_samplers.py``). A finished trial's parameters never change, so this
+    sampler keeps each finished trial's row, keyed by its id and the search space, and builds
+    the arrays from the rows. Suggestions are the same as Optuna's, seed for seed
+    (tests/sweeps/test_optuna_storage.py). The rows are not pickled with the searcher.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rows: dict[tuple, dict[int, tuple]] = {}
+
+    def _get_internal_repr(
+        self, trials: list[Any], search_space: dict[str, Any], study: optuna.Study
+    ) -> dict[str, np.ndarray]:
+        space = tuple(search_space.items())
+        rows = self._rows.setdefault(space, {})
+        kept = []
+        for trial in trials:
+            row = rows.get(trial._trial_id)
+            if row is None:
+                params = self._get_params(trial, study)
+                row = ()
+                if search_space.keys() <= params.keys():
+                    row = tuple(d.to_internal_repr(params[name]) for name, d in space)
+                if trial.state.is_finished():
+                    rows[trial._trial_id] = row
+            if row:
+                kept.append(row)
+        columns = list(zip(*kept)) if kept else [()] * len(space)
+        return {name: np.asarray(col) for (name, _), col in zip(space, columns)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_rows": {}}
+
+
 def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
-    """Optuna's TPE, multivariate: one joint Parzen estimator over the sampled parameters.
+    """Optuna's TPE, multivariate: one joint Parzen estimator over the sampled parameters
+    (:class:`FinishedOnceTPESampler`).
 
     Independent TPE (Optuna's default) reads the study and splits its trials once per
     parameter, so a suggestion costs O(parameters x trials); multivariate TPE does both once per
@@ -231,7 +274,7 @@ def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
     """
     with warnings.catch_warnings():  # NOTE: "experimental" since Optuna 2.2, still flagged
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return FinishedOnceTPESampler(seed=seed, multivariate=True)
 
 
 def final_record_optuna(
@@ -255,13 +298,14 @@ def final_record_optuna(
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_name = study_name or ("ssr" if storage else None)
     metrics = [m for m, _ in objectives]
     modes = [d for _, d in objectives]
     return FinalRecordOptunaSearch(
         metric=metrics[0] if len(metrics) == 1 else metrics,
         mode=modes[0] if len(modes) == 1 else modes,
         sampler=samplers[sampler](),
-        storage=open_storage(storage) if storage else None,
+        storage=MirroredStorage(storage, study_name) if storage else None,
         study_name=study_name,
         study_attrs=study_attrs,
         baseline=baseline,

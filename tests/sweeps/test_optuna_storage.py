@@ -14,6 +14,7 @@ import pytest
 from ssr.config import ConfigError
 from sweeps.contract.protocol import FINAL_KEY
 from sweeps.define.spec import CONFIG_DIR, apply_overrides, build_sweep, load_sweep
+from sweeps.schedule import study_mirror
 
 
 def searcher(run_dir: Path) -> Any:
@@ -40,12 +41,14 @@ def test_study_is_stored_labelled_and_continued_after_restore(tmp_path: Path) ->
     s.on_trial_complete("a", final)
     s.save(str(tmp_path / "searcher.pkl"))  # what Tune writes with its experiment state
     s.suggest("lost")  # asked for after the last save: a killed driver leaves it RUNNING
+    s._ot_study._storage.flush()  # (its writer had written it to the database)
 
     restored = pickle.loads(pickle.dumps(searcher(run_dir)))  # a new driver, then Tune's restore
     restored.restore(str(tmp_path / "searcher.pkl"))
     restored.on_trial_complete("b", {"derived_miou": float("nan"), FINAL_KEY: 0.0})
     restored.suggest("c")
     restored.on_trial_complete("c", error=True)
+    study_mirror.close_all()  # what the driver does when Tune's run returns
 
     url = f"sqlite:///{run_dir / 'optuna.db'}"
     study = optuna.load_study(study_name="run-1", storage=url)
@@ -119,3 +122,40 @@ def test_tpe_reads_the_study_once_per_suggestion_not_once_per_parameter(tmp_path
     config = s.suggest("next")
     assert set(config["dims"]) == set(dims)
     assert len(reads) <= 3, f"{len(reads)} reads of the study for one suggestion of 6 parameters"
+
+
+def test_tpe_with_rows_kept_suggests_what_optuna_s_tpe_suggests() -> None:
+    """The sweep's TPE keeps finished trials' internal rows (searchers.FinishedOnceTPESampler):
+    seed for seed, its suggestions are Optuna's multivariate TPE's."""
+    import random
+    import warnings
+
+    import optuna
+
+    from sweeps.schedule.searchers import tpe_sampler
+
+    def run(sampler: optuna.samplers.BaseSampler) -> list[dict]:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        rng, out = random.Random(0), []
+        for i in range(40):
+            trial = study.ask()
+            params = {
+                "x": trial.suggest_float("x", 0, 1),
+                "lr": trial.suggest_float("lr", 1e-4, 1, log=True),
+                "n": trial.suggest_int("n", 1, 8),
+                "op": trial.suggest_categorical("op", ["a", "b", "c"]),
+            }
+            out.append(params)
+            if i % 3 == 2:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, [params["x"] + rng.random(), params["n"] * rng.random()])
+        return out
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        plain = optuna.samplers.TPESampler(seed=3, multivariate=True)
+    kept = tpe_sampler(3)
+    assert run(kept) == run(plain)
+    assert kept._rows  # the rows were kept (and used past the startup trials)
