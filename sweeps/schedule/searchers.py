@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna  # NOTE: imported first so that a broken optuna shows its own error (ray #65376)
 from ray.tune.search.optuna import OptunaSearch
 
@@ -48,6 +47,7 @@ from ssr.config import ConfigError
 from sweeps.contract.protocol import COMPLETE, EARLY_STOPPED, FAILED, FINAL_KEY, SAMPLED_KEY
 from sweeps.runtime.sqlite import WalConnection
 from sweeps.schedule.study_mirror import MirroredStorage
+from sweeps.schedule.tpe import tpe_sampler
 
 #: The study file in a run folder (the default storage).
 STUDY_FILE = "optuna.db"
@@ -219,62 +219,6 @@ class FinalRecordOptunaSearch(OptunaSearch):
         for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number not in known:
                 study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-
-
-class FinishedOnceTPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE that turns each finished trial's parameters into its internal form once.
-
-    Per suggestion TPE reads every finished trial's parameters and converts each to its
-    internal representation (:meth:`_get_internal_repr`, twice: the below and the above group):
-    about a third of the sampler's CPU at 3,000 trials, in Python loops (cProfile of
-    ``benchmarks/optuna_samplers.py``). A finished trial's parameters never change, so this
-    sampler keeps each finished trial's row, keyed by its id and the search space, and builds
-    the arrays from the rows. Suggestions are the same as Optuna's, seed for seed
-    (tests/sweeps/test_optuna_storage.py). The rows are not pickled with the searcher.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rows: dict[tuple, dict[int, tuple]] = {}
-
-    def _get_internal_repr(
-        self, trials: list[Any], search_space: dict[str, Any], study: optuna.Study
-    ) -> dict[str, np.ndarray]:
-        space = tuple(search_space.items())
-        rows = self._rows.setdefault(space, {})
-        kept = []
-        for trial in trials:
-            row = rows.get(trial._trial_id)
-            if row is None:
-                params = self._get_params(trial, study)
-                row = ()
-                if search_space.keys() <= params.keys():
-                    row = tuple(d.to_internal_repr(params[name]) for name, d in space)
-                if trial.state.is_finished():
-                    rows[trial._trial_id] = row
-            if row:
-                kept.append(row)
-        columns = list(zip(*kept)) if kept else [()] * len(space)
-        return {name: np.asarray(col) for (name, _), col in zip(space, columns)}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_rows": {}}
-
-
-def tpe_sampler(seed: int) -> optuna.samplers.TPESampler:
-    """Optuna's TPE, multivariate: one joint Parzen estimator over the sampled parameters
-    (:class:`FinishedOnceTPESampler`).
-
-    Independent TPE (Optuna's default) reads the study and splits its trials once per
-    parameter, so a suggestion costs O(parameters x trials); multivariate TPE does both once per
-    suggestion, and models the parameters' interactions, which the SSR weights have (a larger
-    op weight wants a lower learning rate). The Optuna team benchmarks multi-objective TPE in
-    this form up to 10,000 trials ("Significant speed-up of multi-objective TPESampler in Optuna
-    v4.0.0"); measured here per trial: ``benchmarks/optuna_samplers.py`` (BENCHMARKS.md).
-    """
-    with warnings.catch_warnings():  # NOTE: "experimental" since Optuna 2.2, still flagged
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return FinishedOnceTPESampler(seed=seed, multivariate=True)
 
 
 def final_record_optuna(

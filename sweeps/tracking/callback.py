@@ -58,9 +58,10 @@ class MlflowCallback(Callback):
 
     def close(self) -> dict[str, Any]:
         """Wait for the writer to log what was handed to it, then read the sweep's runs into
-        the driver's run book (the sync, re-measurement and registry that follow use it).
+        the driver's run book once (the sync, orphan pruning, re-measurement and registry that
+        follow use it; they list again only after a store failure, ``Tracker.knows_all``).
         Returns the writer's figures (:meth:`~sweeps.tracking.writer.Writer.close`)."""
         figures = self.writer.close()
-        if self.writer.sent and self.tracker.attach():
+        if self.tracker.attach():
             self.tracker.store.call("listing the sweep's runs", self.tracker.load_children)
         return figures

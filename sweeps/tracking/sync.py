@@ -27,7 +27,7 @@ def sync(tracker: Tracker, table: ResultsTable, results: dict[str, Any]) -> int:
     ``results`` maps trial ids to Tune ``Result`` objects (config, checkpoint, history).
     """
     tracker.store.reconnect()
-    if tracker.attach():  # NOTE: another copy of the callback may have logged meanwhile
+    if tracker.attach() and not tracker.knows_all("runs"):  # NOTE: else the drain just listed
         tracker.store.call("listing the sweep's runs", tracker.load_children)
     missing = 0
     for row in table.rows():
@@ -77,7 +77,9 @@ def prune_orphans(tracker: Tracker, known: set[str]) -> list[str]:
     """
     from mlflow.entities import RunStatus
 
-    if not tracker.store.call("listing the sweep's runs", tracker.load_children):
+    if not tracker.knows_all("runs") and not tracker.store.call(
+        "listing the sweep's runs", tracker.load_children
+    ):
         return []
     book = tracker.book
     orphans = [t for t in book.trials() if t not in known and not book.is_final(t)]

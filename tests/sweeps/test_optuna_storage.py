@@ -124,19 +124,26 @@ def test_tpe_reads_the_study_once_per_suggestion_not_once_per_parameter(tmp_path
     assert len(reads) <= 3, f"{len(reads)} reads of the study for one suggestion of 6 parameters"
 
 
-def test_tpe_with_rows_kept_suggests_what_optuna_s_tpe_suggests() -> None:
-    """The sweep's TPE keeps finished trials' internal rows (searchers.FinishedOnceTPESampler):
-    seed for seed, its suggestions are Optuna's multivariate TPE's."""
+def test_the_sweep_s_tpe_suggests_what_optuna_s_tpe_suggests() -> None:
+    """The sweep's TPE keeps each finished trial's kind, pruned score and internal row
+        (sweeps/schedule/tpe.py): seed for seed, its suggestions are Optuna's multivariate TPE's, with
+        one objective (pruned trials with intermediate values) and two (pruned without), with a
+    running trial."""
     import random
     import warnings
 
     import optuna
 
-    from sweeps.schedule.searchers import tpe_sampler
+    from sweeps.schedule.tpe import tpe_sampler
 
-    def run(sampler: optuna.samplers.BaseSampler) -> list[dict]:
-        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    def run(sampler: optuna.samplers.BaseSampler, directions: list[str]) -> list[dict]:
+        study = optuna.create_study(directions=directions, sampler=sampler)
         rng, out = random.Random(0), []
+        waiting = study.ask()  # a running trial throughout: the constant liar counts it
+        waiting.suggest_float("x", 0, 1)
+        waiting.suggest_float("lr", 1e-4, 1, log=True)
+        waiting.suggest_int("n", 1, 8)
+        waiting.suggest_categorical("op", ["a", "b", "c"])
         for i in range(40):
             trial = study.ask()
             params = {
@@ -146,16 +153,20 @@ def test_tpe_with_rows_kept_suggests_what_optuna_s_tpe_suggests() -> None:
                 "op": trial.suggest_categorical("op", ["a", "b", "c"]),
             }
             out.append(params)
+            values = [params["x"] + rng.random(), params["n"] * rng.random()][: len(directions)]
             if i % 3 == 2:
+                if len(directions) == 1:
+                    trial.report(rng.random(), step=i % 5)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                study.tell(trial, [params["x"] + rng.random(), params["n"] * rng.random()])
+                study.tell(trial, values)
         return out
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        plain = optuna.samplers.TPESampler(seed=3, multivariate=True)
-    kept = tpe_sampler(3)
-    assert run(kept) == run(plain)
-    assert kept._rows  # the rows were kept (and used past the startup trials)
+    for directions in (["maximize"], ["maximize", "minimize"]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            plain = optuna.samplers.TPESampler(seed=3, multivariate=True)
+        kept = tpe_sampler(3)
+        assert run(kept, directions) == run(plain, directions)
+        assert kept._rows and kept._kinds  # kept (and used past the startup trials)
