@@ -40,8 +40,9 @@ from sweeps.runtime.rundir import journal_path, run_mirror
 
 log = logging.getLogger(__name__)
 
-#: The table is rewritten once the journal holds this share of its rows (amortised O(1) per row).
-COMPACT_FRACTION = 0.05
+#: The table is rewritten once the journal holds this share of its rows (amortised O(1) per row;
+#: every row is durable in the journal at once, and readers replay it).
+COMPACT_FRACTION = 0.1
 #: ... or once the oldest row of the journal is this many seconds old (fresh for other readers).
 COMPACT_S = 30.0
 

@@ -100,21 +100,25 @@ def _fronts_2d(v: np.ndarray) -> np.ndarray:
     import bisect
 
     order = np.lexsort((v[:, 1], v[:, 0]))
-    front = np.zeros(len(v), dtype=int)
+    pts = v[order].tolist()  # NOTE: Python floats: the sweep below runs per point
+    n = len(pts)
+    sorted_front = [0] * n
     lowest: list[float] = []  # per front, the smallest y of its members so far
     i = 0
-    while i < len(order):
+    while i < n:
         j = i
-        x, y = v[order[i]]
-        while j + 1 < len(order) and v[order[j + 1], 0] == x and v[order[j + 1], 1] == y:
+        x, y = pts[i]
+        while j + 1 < n and pts[j + 1][0] == x and pts[j + 1][1] == y:
             j += 1
         f = bisect.bisect_right(lowest, y)
-        front[order[i : j + 1]] = f
+        sorted_front[i : j + 1] = [f] * (j + 1 - i)
         if f == len(lowest):
-            lowest.append(float(y))
+            lowest.append(y)
         else:
-            lowest[f] = float(y)
+            lowest[f] = y
         i = j + 1
+    front = np.zeros(n, dtype=int)
+    front[order] = sorted_front
     return front
 
 
