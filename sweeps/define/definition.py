@@ -80,7 +80,7 @@ class SearcherSpec:
                 self.kind == "optuna",
                 f"storage is the Optuna study's; searcher.kind is {self.kind}",
             )
-            from sweeps.schedule.searchers import check_storage_url
+            from sweeps.schedule.study_mirror import check_storage_url
 
             check_storage_url(self.storage)
 

@@ -34,7 +34,6 @@ Imported lazily by :mod:`sweeps.define.definition`; this module imports Ray and 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,56 +44,16 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ssr.config import ConfigError
 from sweeps.contract.protocol import COMPLETE, EARLY_STOPPED, FAILED, FINAL_KEY, SAMPLED_KEY
-from sweeps.runtime.sqlite import WalConnection
-from sweeps.schedule.study_mirror import MirroredStorage
+from sweeps.schedule.study_mirror import MirroredStorage, open_storage
 from sweeps.schedule.tpe import tpe_sampler
 
 #: The study file in a run folder (the default storage).
 STUDY_FILE = "optuna.db"
-#: Tries to open a new RDB storage: two drivers starting on an empty PostgreSQL database race to
-#: create Optuna's tables, and the loser fails with a unique violation (docs/stack.md §2).
-CREATE_ATTEMPTS = 3
-#: RDB URL schemes Optuna's storage takes (SQLAlchemy dialects, with or without a driver).
-RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
 
 
 def study_storage_url(storage: str, run_dir: Path) -> str:
     """The study's storage URL: ``storage`` as given, else ``sqlite:///<run_dir>/optuna.db``."""
     return storage or f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
-
-
-def check_storage_url(url: str) -> None:
-    """Raise ConfigError unless ``url`` looks like an RDB URL Optuna can open."""
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
-    if scheme not in RDB_SCHEMES:
-        raise ConfigError(
-            f"searcher.storage {url!r}: give an RDB URL Optuna can open, e.g. "
-            "sqlite:////abs/path/optuna.db or postgresql://user@host/db"
-        )
-    if scheme == "sqlite" and not Path(url.removeprefix("sqlite:///")).is_absolute():
-        raise ConfigError(f"searcher.storage {url!r}: give an absolute path (sqlite:////abs/x.db)")
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """The RDB storage at ``url`` (tables created on first use); ConfigError if unusable."""
-    check_storage_url(url)
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # NOTE: wait for another writer, do not fail; commit in WAL mode (sweeps.runtime.sqlite)
-        kwargs = {"connect_args": {"timeout": 30, "factory": WalConnection}}
-    from sqlalchemy.exc import IntegrityError
-
-    for attempt in range(CREATE_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except IntegrityError as exc:  # NOTE: another driver created the tables meanwhile
-            problem = exc
-            time.sleep(1.0 + attempt)
-        except Exception as exc:
-            problem = exc
-            break
-    raise ConfigError(f"Optuna storage {url}: cannot be opened: {problem}") from None
 
 
 def probe_study(storage: str, run_dir: Path) -> None:

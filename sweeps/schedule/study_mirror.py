@@ -32,18 +32,30 @@ nothing else writes the mirrored study while a driver holds it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, InMemoryStorage
 from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from ssr.config import ConfigError
+from sweeps.runtime.sqlite import WalConnection
 from sweeps.runtime.writer import Writer
 
 log = logging.getLogger(__name__)
+
+#: Tries to open a new RDB storage: drivers (and their study writers) starting on an empty PostgreSQL database race to create
+#: Optuna's tables; the loser fails with a unique violation or "already exists" (docs/stack.md §2).
+CREATE_ATTEMPTS = 3
+#: RDB URL schemes Optuna's storage takes (SQLAlchemy dialects, with or without a driver).
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+
 
 #: Seconds a pickling waits for the writer to apply what was sent.
 FLUSH_S = 120.0
@@ -53,11 +65,45 @@ FLUSH_S = 120.0
 _LIVE: set[MirroredStorage] = set()
 
 
+def check_storage_url(url: str) -> None:
+    """Raise ConfigError unless ``url`` looks like an RDB URL Optuna can open."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in RDB_SCHEMES:
+        raise ConfigError(
+            f"searcher.storage {url!r}: give an RDB URL Optuna can open, e.g. "
+            "sqlite:////abs/path/optuna.db or postgresql://user@host/db"
+        )
+    if scheme == "sqlite" and not Path(url.removeprefix("sqlite:///")).is_absolute():
+        raise ConfigError(f"searcher.storage {url!r}: give an absolute path (sqlite:////abs/x.db)")
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The RDB storage at ``url`` (tables created on first use); ConfigError if unusable."""
+    check_storage_url(url)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # NOTE: wait for another writer, do not fail; commit in WAL mode (sweeps.runtime.sqlite)
+        kwargs = {"connect_args": {"timeout": 30, "factory": WalConnection}}
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, ProgrammingError) as exc:
+            problem = exc  # NOTE: another process created the tables meanwhile: open again
+            if isinstance(exc, ProgrammingError) and "already exists" not in str(exc):
+                break
+            time.sleep(1.0 + attempt)
+        except Exception as exc:
+            problem = exc
+            break
+    raise ConfigError(f"Optuna storage {url}: cannot be opened: {problem}") from None
+
+
 def rdb_applier(settings: dict[str, Any]) -> Callable[[tuple], None]:
     """In the writer process: the RDB storage at ``settings["url"]`` and the function that
     applies one event to it, in-memory ids mapped to the database's."""
-    from sweeps.schedule.searchers import open_storage
-
     rdb = open_storage(settings["url"])
     studies: dict[int, int] = {}
     trials: dict[int, int] = {}
@@ -105,8 +151,6 @@ class MirroredStorage(BaseStorage):
         self._open()
 
     def _open(self) -> None:
-        from sweeps.schedule.searchers import open_storage
-
         self._mem = InMemoryStorage()
         self._writer = Writer(rdb_applier, {"url": self.url}, "ssr-optuna-writer", "Optuna")
         self._writer.dead_note = ": the study in the database stops here; the sweep goes on"

@@ -129,7 +129,7 @@ def _journal_mode(db: Path) -> str:
 def test_sqlite_stores_commit_in_wal_mode(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    from sweeps.schedule.searchers import open_storage
+    from sweeps.schedule.study_mirror import open_storage
     from sweeps.tracking.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
