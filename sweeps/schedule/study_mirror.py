@@ -104,6 +104,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def rdb_applier(settings: dict[str, Any]) -> Callable[[tuple], None]:
     """In the writer process: the RDB storage at ``settings["url"]`` and the function that
     applies one event to it, in-memory ids mapped to the database's."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # NOTE: as in the driver
     rdb = open_storage(settings["url"])
     studies: dict[int, int] = {}
     trials: dict[int, int] = {}
