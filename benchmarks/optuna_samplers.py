@@ -2,7 +2,8 @@
 """What the sweep driver's Optuna path costs per trial as the study grows, per sampler.
 
 The driver's searcher (:func:`sweeps.schedule.searchers.final_record_optuna`: Ray's OptunaSearch
-on a SQLite study, told only final records) over the smoke sweep's five parameters, called as
+on a SQLite study, read from memory and mirrored to the file by a writer process whose CPU is
+not counted here, :mod:`sweeps.schedule.study_mirror`; told only final records) over the smoke sweep's five parameters, called as
 ``benchmarks/scale_loop.py`` calls it: two trials running at a time, 35 % told COMPLETE with
 random objectives, the rest PRUNED. Prints the CPU milliseconds (``time.thread_time``) per trial
 in each tenth of the trials: flat for a sampler whose cost per suggestion does not grow with the
