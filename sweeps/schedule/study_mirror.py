@@ -117,6 +117,8 @@ def rdb_applier(settings: dict[str, Any]) -> Callable[[tuple], None]:
         elif kind == "create_new_study":
             mem_id, directions, name = args
             studies[mem_id] = rdb.create_new_study(directions, name)
+        elif kind == "delete_study":
+            rdb.delete_study(studies.pop(args[0]))
         elif kind in ("set_study_user_attr", "set_study_system_attr"):
             getattr(rdb, kind)(studies[args[0]], *args[1:])
         elif kind == "create_new_trial":
@@ -181,7 +183,8 @@ class MirroredStorage(BaseStorage):
         return study_id
 
     def delete_study(self, study_id: int) -> None:
-        raise NotImplementedError("a sweep's study is not deleted through its driver")
+        self._mem.delete_study(study_id)
+        self._send("delete_study", study_id)
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
         self._mem.set_study_user_attr(study_id, key, value)

@@ -101,3 +101,12 @@ def test_an_unknown_event_fails_alone(tmp_path: Path) -> None:
     figures = storage.close()
     assert figures["failed"] == 1
     assert optuna.load_study(study_name="s", storage=storage.url).trials[0].value == 1.0
+
+
+def test_a_deleted_study_is_deleted_in_the_database(tmp_path: Path) -> None:
+    storage = study_mirror.MirroredStorage(f"sqlite:///{tmp_path / 'o.db'}", "s")
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.tell(study.ask(), 1.0)
+    optuna.delete_study(study_name="s", storage=storage)
+    assert storage.close()["failed"] == 0
+    assert optuna.get_all_study_names(storage.url) == []
