@@ -31,6 +31,9 @@ and the median epoch: time saved per epoch x epochs against the compile time is 
     python benchmarks/compiled_steps.py --scenarios start --variants eager,eager_cl --profile
 
 Variants: ``eager``, ``compiled``, ``eager_cl`` and ``compiled_cl`` (channels-last).
+``--precision bf16`` runs every scenario under bf16 autocast (ssr/train/precision.py;
+channels-last variants only where this CPU's bf16 channels-last kernels are sound,
+ssr/train/kernels.py).
 ``--profile`` adds ``torch.profiler``'s self CPU time by operator group per variant
 (:func:`benchmarks.search_step.profile_summary`).
 """
@@ -79,9 +82,11 @@ def loadavg() -> str:
 # Step scenarios
 
 
-def build_step(name: str, variant: str, batch: int, hw: tuple[int, int]) -> Any:
-    """``(step, call)``: a fresh step of ``name`` for ``variant`` (seed 0) and a callable that
-    runs one iteration of it on a fixed batch."""
+def build_step(
+    name: str, variant: str, batch: int, hw: tuple[int, int], precision: str = "fp32"
+) -> Any:
+    """``(step, call)``: a fresh step of ``name`` for ``variant`` (seed 0, ``precision``) and a
+    callable that runs one iteration of it on a fixed batch."""
     import torch
 
     from ssr.config import RetrainConfig, SearchConfig, load_config
@@ -91,6 +96,7 @@ def build_step(name: str, variant: str, batch: int, hw: tuple[int, int]) -> Any:
 
     compile_, cl = VARIANTS[variant]
     sets = ["device=cpu", f"compile={str(compile_).lower()}", f"channels_last={str(cl).lower()}"]
+    sets.append(f"precision={precision}")
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, *hw, generator=g)
     y = torch.randint(0, 19, (batch, *hw), generator=g)
@@ -153,7 +159,7 @@ def step_child(args: argparse.Namespace) -> dict[str, Any]:
     load0 = loadavg()
     steps, first = {}, {}
     for v in variants:  # build and run the first call (compiles) of each variant
-        steps[v] = build_step(args.child, v, args.batch, _hw(args.input))
+        steps[v] = build_step(args.child, v, args.batch, _hw(args.input), args.precision)
         t0 = time.perf_counter()
         steps[v][1]()
         first[v] = time.perf_counter() - t0
@@ -218,7 +224,7 @@ def memory_child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    _, call = build_step(args.child, args.variants, args.batch, _hw(args.input))
+    _, call = build_step(args.child, args.variants, args.batch, _hw(args.input), args.precision)
     for _ in range(3):
         call()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -249,14 +255,17 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     compile_, cl = VARIANTS[args.variants]
-    search = dataclasses.replace(sweep_search_config(compile_), channels_last=cl)
+    search = dataclasses.replace(
+        sweep_search_config(compile_), channels_last=cl, precision=args.precision
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     if args.child == "sweep_search":
         from ssr.method.search import run_search
 
         res = run_search(search, None, progress=False)
         history, extra = res.history, {k: res.summary[k] for k in
-                                       ("compiles", "compile_seconds", "replans", "genotype_id")}  # fmt: skip
+                                       ("compiles", "compile_seconds", "replans", "genotype_id",
+                                        "derived_miou", "supernet_miou")}  # fmt: skip
         extra["discrete_at_epoch"] = res.summary["discrete_at_epoch"]
     else:
         from ssr.config import RetrainConfig
@@ -270,7 +279,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
                  "final_train_loss": history[-1]["train_loss"]}  # fmt: skip
     secs = [h["seconds"] for h in history]
     return {
-        "scenario": args.child, "variant": args.variants, "threads": args.threads,
+        "scenario": args.child, "variant": args.variants, "precision": args.precision,
+        "threads": args.threads,
         "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
         "epochs": len(history), "first_epoch_s": round(secs[0], 2),
         "median_epoch_s": round(statistics.median(secs), 3),
@@ -289,10 +299,31 @@ def _hw(text: str) -> tuple[int, int]:
 
 
 def _spawn(args: argparse.Namespace, scenario: str, variants: str, mode: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", scenario, "--mode", mode, "--variants", variants,
-           "--threads", str(args.threads), "--warmup", str(args.warmup), "--iters",
-           str(args.iters), "--passes", str(args.passes), "--batch", str(args.batch),
-           "--input", args.input] + (["--profile"] if args.profile else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        scenario,
+        "--mode",
+        mode,
+        "--variants",
+        variants,
+        "--threads",
+        str(args.threads),
+        "--warmup",
+        str(args.warmup),
+        "--iters",
+        str(args.iters),
+        "--passes",
+        str(args.passes),
+        "--batch",
+        str(args.batch),
+        "--input",
+        args.input,
+        "--precision",
+        args.precision,
+    ]
+    cmd += ["--profile"] if args.profile else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
@@ -313,6 +344,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per variant (run scenarios)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--input", default="256x512")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--memory", action="store_true", help="peak RSS of each variant alone")
     ap.add_argument("--profile", action="store_true", help="torch.profiler per variant")
     ap.add_argument("--json", action="store_true")
@@ -368,7 +400,7 @@ def table(report: dict[str, Any]) -> str:
                          f"{s['compile_seconds']:>10.1f}{s['compiles']:>7}")  # fmt: skip
         lines.append(f"  load {r['load_before']} -> {r['load_after']}")
     for r in report["runs"]:
-        lines.append(f"{r['scenario']:<14}{r['variant']:<13} wall {r['wall_s']} s, CPU {r['cpu_s']} s, "
+        lines.append(f"{r['scenario']:<14}{r['variant']:<13}{r['precision']} wall {r['wall_s']} s, CPU {r['cpu_s']} s, "
                      f"median epoch {r['median_epoch_s']} s, compile {r['compile_seconds']} s, "
                      f"{r['compiles']} graphs, load {r['load']}")  # fmt: skip
     for r in report["memory"]:

@@ -49,6 +49,7 @@ from ssr.config.configload import (
 )
 from ssr.config.errors import ConfigError
 from ssr.config.validate import (
+    channels_last_allowed,
     channels_last_default,
     validate_bench,
     validate_data,
@@ -305,7 +306,9 @@ class SearchConfig:
     (ssr/train/precision.py). ``channels_last``: NHWC memory format for the network and its inputs;
     left None it is decided when the config is built (:func:`channels_last_default`; a config
     made from it by ``dataclasses.replace`` keeps the decision): on for a CPU search in fp32,
-    where it measured 1.2x faster (BENCHMARKS.md, compiled steps), off otherwise.
+    where it measured 1.2x faster (BENCHMARKS.md, compiled steps), and in bf16 on a CPU whose
+    bf16 channels-last kernels are sound (AMX; refused where they are not, ssr/train/kernels.py),
+    off otherwise.
 
     ``compile``: run the weight and architecture steps' forward and backward passes through
     ``torch.compile`` (ssr/train/compiled.py, docs/architecture.md §2.1); false (default) runs them
@@ -381,12 +384,12 @@ class RetrainConfig:
         retraining on its own, ``search=None``: from the default :class:`SearchConfig`)."""
         source = search if search is not None else SearchConfig()
         given = {k: getattr(source, k) for k in INHERITED if getattr(self, k) is None}
-        if given.get("channels_last"):  # not into bf16 of its own on a CPU (refused: diverges)
+        if given.get("channels_last"):  # not into bf16 on a CPU where it diverges
             device, precision = (
                 given.get("device", self.device),
                 given.get("precision", self.precision),
             )
-            given["channels_last"] = precision != "bf16" or str(device).startswith("cuda")
+            given["channels_last"] = channels_last_allowed(str(device), str(precision))
         return dataclasses.replace(self, **given) if given else self
 
 

@@ -186,13 +186,24 @@ def validate_optim(opt: OptimConfig, prefix: str = "") -> None:
     )
 
 
+def channels_last_allowed(device: str, precision: str) -> bool:
+    """Whether a training (search or retraining) may run channels-last at ``precision`` on
+    ``device``: everywhere but bf16 on a CPU whose bf16 channels-last kernels give wrong weight
+    gradients (no AMX: probed once per process, :mod:`ssr.train.kernels`; the search diverges
+    there, BENCHMARKS.md)."""
+    if precision != "bf16" or str(device).startswith("cuda"):
+        return True
+    from ssr.train.kernels import bf16_channels_last_sound  # torch: only for bf16 on a CPU
+
+    return bf16_channels_last_sound()
+
+
 def _precision_layout(precision: str, channels_last: bool, device: str, prefix: str) -> None:
-    # NOTE: measured (BENCHMARKS.md, machine B): bf16 autocast with channels-last training on
-    # CPU gives a non-finite loss or weight gradient within 20 iterations; each alone is fine
     _check(
-        not (precision == "bf16" and channels_last and not device.startswith("cuda")),
-        f"{prefix}precision bf16 with {prefix}channels_last on CPU diverges in this torch build; "
-        "use one of them",
+        not channels_last or channels_last_allowed(device, precision),
+        f"{prefix}precision bf16 with {prefix}channels_last: this CPU's bf16 channels-last "
+        "convolutions give wrong weight gradients (no AMX; ssr/train/kernels.py), so training "
+        f"diverges; set {prefix}channels_last: false (bf16 in NCHW) or precision fp32",
     )
 
 
@@ -318,6 +329,9 @@ def validate_bench(cfg: BenchConfig, prefix: str = "") -> None:
 def channels_last_default(device: str, precision: str) -> bool:
     """The memory format a search (or a retraining) takes when it leaves ``channels_last``
     None: channels-last on a CPU in fp32, measured faster there for the search's steps (1.2x
-    at the paper's and the default sweep's sizes, BENCHMARKS.md); NCHW elsewhere (unmeasured
-    on GPUs; bf16 with channels-last diverges on CPU, :func:`validate_search`)."""
-    return not str(device).startswith("cuda") and precision == "fp32"
+    at the paper's and the default sweep's sizes, BENCHMARKS.md), and in bf16 where its kernels
+    are sound (AMX: 1.5x the bf16 NCHW step, :func:`channels_last_allowed`); NCHW elsewhere
+    (unmeasured on GPUs)."""
+    if str(device).startswith("cuda") or precision == "fp16":
+        return False
+    return precision == "fp32" or channels_last_allowed(device, precision)

@@ -181,26 +181,46 @@ def test_the_split_modules_are_one_api() -> None:
         assert all(order.index(m) < order.index(module) for m in imported), (module, imported)
 
 
-def test_bf16_with_channels_last_on_cpu_is_refused() -> None:
-    """Measured to diverge on CPU (BENCHMARKS.md); either setting alone is accepted."""
+@pytest.fixture(params=[True, False], ids=["sound", "unsound"])
+def bf16_cl_sound(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """This CPU's bf16 channels-last kernels, as the probe of ssr/train/kernels.py would find them
+    (sound: AMX; unsound: the AVX-512 path whose weight gradients are wrong)."""
+    from ssr.train import kernels
+
+    monkeypatch.setattr(kernels, "bf16_channels_last_sound", lambda: request.param)
+    return request.param
+
+
+def test_bf16_with_channels_last_on_cpu_is_refused_where_its_kernels_are_wrong(
+    bf16_cl_sound: bool,
+) -> None:
+    """Wrong weight gradients diverge (BENCHMARKS.md); either setting alone is accepted, and a
+    CUDA device is never refused."""
     from ssr.config import SearchConfig, load_config
 
-    with pytest.raises(ConfigError, match="channels_last"):
-        load_config(SearchConfig, None, ["precision=bf16", "channels_last=true"])
+    both = ["precision=bf16", "channels_last=true"]
+    if bf16_cl_sound:
+        assert load_config(SearchConfig, None, both).channels_last is True
+    else:
+        with pytest.raises(ConfigError, match=r"kernels\.py.*set channels_last: false"):
+            load_config(SearchConfig, None, both)
     load_config(SearchConfig, None, ["precision=bf16"])
     load_config(SearchConfig, None, ["channels_last=true"])
+    assert SearchConfig(device="cuda", precision="bf16", channels_last=True).channels_last
 
 
-def test_a_cpu_search_in_fp32_is_channels_last_unless_told() -> None:
-    """``channels_last`` left None: on for CPU fp32 (measured faster, BENCHMARKS.md), off for
-    bf16 (refused with it on CPU) and on GPUs; a retraining inheriting it into bf16 drops it."""
+def test_a_cpu_search_is_channels_last_unless_told(bf16_cl_sound: bool) -> None:
+    """``channels_last`` left None: on for CPU fp32 (measured faster, BENCHMARKS.md) and for CPU
+    bf16 where its kernels are sound, off for fp16 and on GPUs; a retraining inheriting it into
+    bf16 keeps it only where the kernels are sound."""
     from ssr.config import RetrainConfig, SearchConfig, load_config
 
     assert SearchConfig().channels_last is True
-    assert load_config(SearchConfig, None, ["precision=bf16"]).channels_last is False
+    assert load_config(SearchConfig, None, ["precision=bf16"]).channels_last is bf16_cl_sound
+    assert SearchConfig(precision="fp16").channels_last is False
     assert SearchConfig(device="cuda").channels_last is False
     assert SearchConfig(channels_last=False).channels_last is False
-    assert RetrainConfig(precision="bf16").inherit().channels_last is False
+    assert RetrainConfig(precision="bf16").inherit().channels_last is bf16_cl_sound
     assert RetrainConfig().inherit(SearchConfig(precision="fp16", channels_last=True)).channels_last
 
 
@@ -219,10 +239,15 @@ def test_a_config_that_exists_is_valid() -> None:
     with pytest.raises(ConfigError, match=r"retrain\.eval_every must be >= 1"):
         load_config(PipelineConfig, None, ["retrain.eval_every=0"])  # even at 0 epochs
     # the retraining that runs is checked with what it inherits: bf16 from the search plus
-    # channels_last of its own diverges on CPU
-    search = SearchConfig(precision="bf16")
-    with pytest.raises(ConfigError, match=r"retrain\.precision bf16 with channels_last"):
-        PipelineConfig(search=search, retrain=RetrainConfig(epochs=1, channels_last=True))
+    # channels_last of its own diverges on a CPU whose bf16 channels-last kernels are wrong
+    from ssr.train import kernels
+
+    search = SearchConfig(precision="bf16", channels_last=False)
+    retrain = RetrainConfig(epochs=1, channels_last=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernels, "bf16_channels_last_sound", lambda: False)
+        with pytest.raises(ConfigError, match=r"retrain\.precision bf16 with channels_last"):
+            PipelineConfig(search=search, retrain=retrain)
 
 
 def test_retraining_inherits_what_it_leaves_none() -> None:
