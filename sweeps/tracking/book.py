@@ -17,6 +17,12 @@ The last step is what the store holds, never a separate marker:
 - after a write that failed it is unknown: the write may have landed (the driver's HTTP call
   timed out after the server committed, or the store raised after its first commit), so it is
   read back from the store before the run takes another step.
+
+**A gap below the last step.** A killed driver's MLflow writer loses the events still queued;
+a trial it ran continues from its checkpoint in the resumed sweep and reports only the epochs
+after it, so its run can hold steps {1, 3} with 2 missing below the last. The end-of-sweep sync
+fills such a step from Tune's history (:func:`sweeps.tracking.sync.fill_gaps`) having read
+which steps the store holds, past the last-step rule (:meth:`RunBook.fill_step`).
 """
 
 from __future__ import annotations
@@ -155,6 +161,19 @@ class RunBook:
                 return True
             if write():
                 run.last_step = step
+                return True
+            run.last_step = None
+            return False
+
+    def fill_step(self, trial_id: str, step: int, write: Callable[[], bool]) -> bool:
+        """Write ``step`` whatever the run's last step: a step the store was just read not to hold
+        (a gap a killed driver left below the last step). True when it was written; a failed
+        write leaves the last step unknown, as in :meth:`log_step`."""
+        run = self._run(trial_id)
+        with run.lock:
+            if write():
+                if run.last_step is not None:
+                    run.last_step = max(run.last_step, step)
                 return True
             run.last_step = None
             return False

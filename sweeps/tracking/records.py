@@ -63,9 +63,20 @@ EXTRA_METRICS = ("wall_s",)
 _MODEL_FILES = ("model.onnx", "model.onnx.data")
 
 
+def epoch_step(result: dict[str, Any]) -> int | None:
+    """The pipeline's epoch step of a report (``step``, else Tune's ``training_iteration``);
+    None when it has neither as a finite number (a ``progress.csv`` row holds NaN in the columns
+    of the reports it is not)."""
+    finite = [
+        int(result[k]) for k in ("step", "training_iteration") if is_finite_number(result.get(k))
+    ]
+    return next((v for v in finite if v), finite[0] if finite else None)
+
+
 def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The per-epoch metrics of a report, named ``<phase>/<name>``."""
-    phase = PHASES.get(int(result.get("phase") or 0), "search")
+    phase_no = result.get("phase")
+    phase = PHASES.get(int(phase_no) if is_finite_number(phase_no) else 0, "search")
     out = {}
     for k, v in result.items():
         if k in _SKIP or k in _FLAGS or "/" in k or not is_finite_number(v):
@@ -86,7 +97,9 @@ def log_epoch(
     tracker.note_number(trial_id, result.get("experiment_tag"))
     if not tracker.child(trial_id, config):
         return False
-    step = int(result.get("step") or result.get("training_iteration") or 0)
+    step = epoch_step(result)
+    if step is None:  # not an epoch's report: nothing to log at a step
+        return True
     now = int(time.time() * 1000)
     items = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
     return tracker.log_step(

@@ -137,3 +137,73 @@ def test_drivers_killed_at_random_under_load_log_each_step_once(tmp_path: Path) 
     exp = client.get_experiment_by_name("exp")
     (run,) = client.search_runs([exp.experiment_id], "tags.`ssr.trial_id` = 't1'")
     assert steps(uri, run.info.run_id) == list(range(1, last + 1))
+
+
+def test_a_gap_below_the_last_step_of_a_resumed_trial_is_filled_once(tmp_path: Path) -> None:
+    """A killed driver's writer lost epoch 2 of a trial; the trial continued from its checkpoint
+    and its run got epoch 3 and its final record, so the run holds steps {1, 3}. The resumed
+    sweep's sync fills step 2 from Tune's history (NaN in the columns of the other phase and of
+    the final report), each step once, also when it syncs again; a trial that never continued
+    from a checkpoint has its history left unread."""
+    import math
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from sweeps.contract.protocol import COMPLETE, FINAL_KEY
+    from sweeps.record.results import ResultsTable
+    from sweeps.tracking import log_final, sync
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    nan = math.nan
+    epochs = [  # a search epoch reports ``alpha_lr``, a retraining one does not
+        {"step": 1.0, "phase": 0.0, "alpha_lr": 0.1, "val_miou": 0.01},
+        {"step": 2.0, "phase": 0.0, "alpha_lr": 0.2, "val_miou": 0.02},
+        {"step": 3.0, "phase": 1.0, "alpha_lr": nan, "val_miou": 0.5},
+    ]
+    final = {"step": 4.0, "phase": nan, "alpha_lr": nan, "val_miou": nan, FINAL_KEY: 1.0}
+    history = [
+        *[{**e, "training_iteration": i + 1.0, FINAL_KEY: 0.0} for i, e in enumerate(epochs)],
+        {"step": 3.0, "phase": 1.0, "alpha_lr": nan, "val_miou": 0.6, FINAL_KEY: 0.0},  # repeat
+        {"step": nan, "training_iteration": nan, "phase": nan, "val_miou": 0.9},  # no epoch
+        {**final, "training_iteration": 5.0},
+    ]
+    tracker = started(uri, tmp_path)
+    rows = []
+    for t, resumes in (("t1", 1), ("t2", 0)):
+        for e in epochs:
+            if (t, e["step"]) != ("t1", 2.0):  # the event the killed driver's writer lost
+                assert log_epoch(tracker, t, None, e)
+        row = {"trial_id": t, "status": COMPLETE, "iterations": 4, "resumes": resumes}
+        assert log_final(tracker, row, None, None)
+        rows.append(row)
+    assert log_epoch(tracker, "t1", None, epochs[1])  # below the last step: skipped, as before
+    assert steps(uri, tracker.book.run_id("t1")) == [1]
+
+    again = started(uri, tmp_path)  # the resumed driver
+    table = ResultsTable(tmp_path / "results.parquet", load=False)
+    for row in rows:
+        table.upsert(row)
+    results = {t: SimpleNamespace(config=None, metrics={}, metrics_dataframe=pd.DataFrame(history))
+               for t in ("t1", "t2")}  # fmt: skip
+    read = []
+    real = again.client.get_metric_history
+
+    def history_of(run_id: str, key: str) -> list:
+        read.append(run_id)
+        return real(run_id, key)
+
+    again.client.get_metric_history = history_of  # type: ignore[method-assign]
+    assert sync(again, table, results) == 0
+    assert sync(again, table, results) == 0  # a second sync logs nothing twice
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    for t in ("t1", "t2"):
+        run_id = again.book.run_id(t)
+        assert steps(uri, run_id) == [1, 2]
+        retrain = client.get_metric_history(run_id, "retrain/val_miou")
+        assert [(m.step, m.value) for m in retrain] == [(3, 0.5)]
+        for key in ("search/alpha_lr", "search/val_miou"):
+            assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [1, 2]
+    assert set(read) == {again.book.run_id("t1")}
