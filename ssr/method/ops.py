@@ -9,6 +9,7 @@ costs no extra tensor; a derived network runs the same op at its own widths with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +95,37 @@ def dropout2d(v: Tensor, p: float, channels: int | None = None) -> Tensor:
     return v * noise[:, : v.shape[1]]
 
 
+class _ChannelPrefix(torch.autograd.Function):
+    """``x[:, :c]`` whose gradient keeps ``x``'s memory format.
+
+    Autograd's own gradient of a slice (``slice_backward``) allocates NCHW zeros whatever the
+    layout of ``x``, so in a channels-last network every gradient after a channel slice is NCHW
+    and the ops it meets (ReLU's backward above all) run on mixed layouts, 10-14x slower
+    (BENCHMARKS.md, "Layouts in the backward pass"). Here the gradient is ``g`` zero-padded by
+    ``F.pad``, which keeps ``g``'s layout; the values are the same.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: int) -> Tensor:
+        ctx.c_in = x.shape[1]
+        return x[:, :c]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return pad_channels(g, ctx.c_in), None
+
+
+def channel_prefix(x: Tensor, c: int) -> Tensor:
+    """The first ``c`` channels of ``x`` (a view), with a layout-preserving gradient."""
+    return x if c >= x.shape[1] else _ChannelPrefix.apply(x, c)
+
+
+def pad_channels(x: Tensor, c: int) -> Tensor:
+    """``x`` with zero channels appended up to ``c`` (same memory format; its gradient is a
+    view of the incoming one)."""
+    return x if x.shape[1] >= c else F.pad(x, (0, 0, 0, 0, 0, c - x.shape[1]))
+
+
 def residual_add(v: Tensor, x: Tensor) -> Tensor:
     """Residual sum across a width change (docs/method.md §7).
 
@@ -103,8 +135,8 @@ def residual_add(v: Tensor, x: Tensor) -> Tensor:
     if ci == co:
         return v + x
     if ci > co:
-        return v + x[:, :co]
-    return torch.cat([v[:, :ci] + x, v[:, ci:]], 1)
+        return v + channel_prefix(x, co)
+    return v + pad_channels(x, co)
 
 
 class FactorizedOp(nn.Module):

@@ -34,7 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssr.config import SpaceConfig
-from ssr.method.ops import Downsampler, FactorizedOp, pool_input, residual_add, upsample_to
+from ssr.method.ops import (
+    Downsampler,
+    FactorizedOp,
+    pad_channels,
+    pool_input,
+    residual_add,
+    upsample_to,
+)
 
 DIMENSIONS = ("depth", "op", "out", "mid")
 
@@ -43,11 +50,6 @@ def normalized_probs(logits: Tensor, alive: Tensor) -> Tensor:
     """Sigmoid of each logit normalised over the alive candidates of its group (docs/method.md §3)."""
     s = torch.sigmoid(logits) * alive
     return s / s.sum(-1, keepdim=True).clamp_min(1e-12)
-
-
-def _pad(y: Tensor, width: int) -> Tensor:
-    """Zero channels appended up to ``width`` (after a layer computed at its own width)."""
-    return y if y.shape[1] >= width else F.pad(y, (0, 0, 0, 0, 0, width - y.shape[1]))
 
 
 def _add_prefix_(acc: Tensor, v: Tensor) -> None:
@@ -59,7 +61,11 @@ def _sum_prefix(a: Tensor, b: Tensor) -> Tensor:
     """``a + b`` of two op outputs of different widths, the narrower zero-padded."""
     if a.shape[1] == b.shape[1]:
         return a + b
-    return a + _pad(b, a.shape[1]) if a.shape[1] > b.shape[1] else _pad(a, b.shape[1]) + b
+    return (
+        a + pad_channels(b, a.shape[1])
+        if a.shape[1] > b.shape[1]
+        else pad_channels(a, b.shape[1]) + b
+    )
 
 
 @dataclass(frozen=True)
@@ -320,7 +326,7 @@ class Supernet(nn.Module):
         y = self.stem(x)
         stage_mask: Tensor | None = None
         for s, width in enumerate(self.widths):
-            y = self.reductions[s](_pad(y, self.reductions[s].c_in), pool_scale=stage_mask)
+            y = self.reductions[s](pad_channels(y, self.reductions[s].c_in), pool_scale=stage_mask)
             depths = plan.depths[s]
             layer_ids = self.stage_layers(s)
             out: Tensor | None = None
@@ -332,7 +338,7 @@ class Supernet(nn.Module):
                     v = self.layers[li][o].branch(y, widths=(c_mid, c_out))
                     y = F.relu(residual_add(v, y), inplace=True)
                 else:
-                    y = _pad(y, width)
+                    y = pad_channels(y, width)
                     y = F.relu(
                         self._mixed(li, plan.mixed[li], y, mids, scales, totals), inplace=True
                     )
@@ -340,13 +346,13 @@ class Supernet(nn.Module):
                     out, stage_mask = y, totals[li]
                 elif i + 1 in depths:
                     w = p_depth[s, i]
-                    y = _pad(y, width)
+                    y = pad_channels(y, width)
                     out = w * y if out is None else out + w * y
                     m = w * totals[li]
                     stage_mask = m if stage_mask is None else stage_mask + m
             assert out is not None  # at least one depth is always alive
             y = out
-        return self.head(_pad(y, self.head.in_channels))
+        return self.head(pad_channels(y, self.head.in_channels))
 
     def _mixed(self, li: int, ops, y: Tensor, mids, scales, totals) -> Tensor:
         """``sum_o S_o * (f_o(y) + y)`` over the ops ``(o, c_mid, c_out)`` of layer ``li``'s plan

@@ -130,7 +130,7 @@ def test_the_benchmark_alternates_eager_and_compiled(monkeypatch) -> None:
     import compiled_steps
 
     args = argparse.Namespace(child="discrete", variants="eager,compiled_cl", threads=1, warmup=0,
-                              iters=1, passes=1, batch=1, input="32x64", profile=False)  # fmt: skip
+                              iters=1, passes=1, batch=1, input="32x64", profile=False, precision="fp32")  # fmt: skip
     out = compiled_steps.step_child(args)
     eager, comp = out["variants"]["eager"], out["variants"]["compiled_cl"]
     assert eager["compiles"] == 0 and comp["compiles"] == 1  # the weight step alone: one graph

@@ -120,3 +120,24 @@ def test_expected_macs_are_the_mean_macs_of_sampled_subnetworks(tiny_space: Spac
     se = statistics.stdev(counted) / len(counted) ** 0.5
     assert se < 0.03 * expected  # the check is sharp enough to mean something
     assert abs(statistics.fmean(counted) - expected) < 4 * se
+
+
+@pytest.mark.parametrize("c_in, c_out", [(12, 8), (8, 12), (8, 8)])
+def test_residual_add_keeps_channels_last_in_its_gradients(c_in: int, c_out: int) -> None:
+    """Across a width change the residual's gradients equal autograd's own (slice / zero pad)
+    and keep the channels-last layout, so the backward pass after it does not fall back to
+    mixed-layout kernels (BENCHMARKS.md, "Layouts in the backward pass")."""
+    cl = torch.channels_last
+    v0, x0 = torch.randn(2, c_out, 5, 7), torch.randn(2, c_in, 5, 7)
+    g = torch.randn(2, c_out, 5, 7).contiguous(memory_format=cl)
+    v, x = (t.clone().contiguous(memory_format=cl).requires_grad_() for t in (v0, x0))
+    residual_add(v, x).backward(g)
+    rv, rx = v0.clone().requires_grad_(), x0.clone().requires_grad_()
+    c = min(c_in, c_out)
+    ref = rv.clone()
+    ref = torch.cat([ref[:, :c] + rx[:, :c], ref[:, c:]], 1)  # the sum, written out
+    ref.backward(g.contiguous())
+    assert torch.equal(residual_add(v0, x0), ref.detach())
+    assert torch.equal(v.grad, rv.grad) and torch.equal(x.grad, rx.grad)
+    for grad in (v.grad, x.grad):
+        assert grad.is_contiguous(memory_format=cl) or grad.stride(1) == 1, grad.stride()
