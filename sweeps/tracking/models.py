@@ -69,12 +69,15 @@ def find_model(tracker: Tracker, trial_id: str) -> Any | None:
     return model
 
 
-def model_of(tracker: Tracker, trial_id: str) -> str | None:
-    """The id of the trial's logged model, if it has one (None also when MLflow is away)."""
+def model_of(tracker: Tracker, trial_id: str, ready: bool = False) -> str | None:
+    """The id of the trial's logged model, if it has one (None also when MLflow is away);
+    ``ready``: only a model whose files are in (not one left PENDING or FAILED)."""
     model = tracker.store.fetch(
         f"looking up the logged model of {trial_id}", lambda: find_model(tracker, trial_id)
     )
-    return model.model_id if model is not None else None
+    if model is None or (ready and not is_ready(model)):
+        return None
+    return model.model_id
 
 
 def prepare_model(
@@ -131,9 +134,18 @@ def onnx_signature(onnx_model: Any) -> tuple[Any, tuple[int, ...] | None]:
     return signature, fixed
 
 
+class ExportError(RuntimeError):
+    """The ONNX flavour of a model cannot be written (the export, not the store, failed)."""
+
+
 def save_model(tracker: Tracker, model: Any, run_id: str, onnx_path: Path, step: int) -> None:
     """Write the ONNX flavour of the trial's model (signature, example, requirements), link it to
-    the run as an output at ``step`` and mark it READY. Raises when it cannot.
+    the run as an output at ``step`` and mark it READY.
+
+    Raises :class:`ExportError` when the flavour cannot be written (the caller marks the model
+    FAILED), any other exception when the store failed: the model then stays PENDING, and the
+    record's retry (the end-of-sweep sync) completes the same model, since each step may be
+    done again (the link is made once, :func:`link_output`; the files are uploaded again).
 
     The steps of ``mlflow.onnx.log_model`` for a model that exists (``model_id``) and a run:
     the run's output, the flavour's files (an ``MLmodel`` naming the run and the model), the
@@ -145,11 +157,27 @@ def save_model(tracker: Tracker, model: Any, run_id: str, onnx_path: Path, step:
     """
     import tempfile
 
+    from mlflow.entities import LoggedModelStatus
+
+    bind_process_uri(tracker.uri)
+    client = tracker.client
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "model"
+        try:
+            write_flavour(model, run_id, onnx_path, local)
+        except Exception as exc:  # an export problem, not the store's
+            raise ExportError(f"{type(exc).__name__}: {exc}") from exc
+        link_output(client, run_id, model.model_id, step)
+        client.log_model_artifacts(model.model_id, str(local))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+def write_flavour(model: Any, run_id: str, onnx_path: Path, local: Path) -> None:
+    """The files of the model's ONNX flavour in the folder ``local`` (nothing is uploaded)."""
     import mlflow.onnx
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model
 
     onnx_model = onnx.load(str(onnx_path))
@@ -159,29 +187,35 @@ def save_model(tracker: Tracker, model: Any, run_id: str, onnx_path: Path, step:
         example = np.zeros(shape, dtype=signature.inputs.inputs[0].type)
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")]
     providers = [p for p in providers if p in ort.get_available_providers()]
-    bind_process_uri(tracker.uri)
-    client = tracker.client
-    client.log_outputs(run_id, models=[LoggedModelOutput(model.model_id, step=step)])
     flavour = Model(
         artifact_path=model.artifact_location,
         model_uuid=model.model_id,
         run_id=run_id,
         model_id=model.model_id,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "model"
-        mlflow.onnx.save_model(
-            onnx_model,
-            str(local),
-            mlflow_model=flavour,
-            signature=signature,
-            input_example=example,
-            pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
-            onnx_execution_providers=providers,
-            save_as_external_data=False,
-        )
-        client.log_model_artifacts(model.model_id, str(local))
-    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    mlflow.onnx.save_model(
+        onnx_model,
+        str(local),
+        mlflow_model=flavour,
+        signature=signature,
+        input_example=example,
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={ort.__version__}"],
+        onnx_execution_providers=providers,
+        save_as_external_data=False,
+    )
+
+
+def link_output(client: Any, run_id: str, model_id: str, step: int) -> None:
+    """Make the model an output of the run at ``step``, once: a link that an earlier, cut-off
+    attempt made already (the store refuses it twice) is left as it is."""
+    from mlflow.entities import LoggedModelOutput
+
+    try:
+        client.log_outputs(run_id, models=[LoggedModelOutput(model_id, step=step)])
+    except Exception:
+        outputs = client.get_run(run_id).outputs
+        if not any(o.model_id == model_id for o in getattr(outputs, "model_outputs", None) or []):
+            raise
 
 
 def is_ready(model: Any) -> bool:

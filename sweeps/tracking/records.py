@@ -34,7 +34,7 @@ from sweeps.contract.protocol import (
     is_finite_number,
 )
 from sweeps.record.results import genotype_json
-from sweeps.tracking.models import is_ready, model_of, prepare_model, save_model
+from sweeps.tracking.models import ExportError, is_ready, model_of, prepare_model, save_model
 from sweeps.tracking.names import defining_params, stopped_label
 from sweeps.tracking.runs import Tracker
 
@@ -163,11 +163,14 @@ def log_final(
     step = max(int(row.get("iterations") or 0), last)
     tags = [RunTag(k, v) for k, v in final_tags(row).items()]
 
-    def batch(model_id: str | None) -> None:
+    def batch(model: Any) -> None:
+        model_id = model.model_id if model is not None else None
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, v, now, step, model_id=model_id) for k, v in final_metrics(row).items()
         ]
+        if model is not None and model.metrics:  # a cut-off attempt's metrics are in: not twice
+            metrics = []
         tracker.client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def record() -> None:
@@ -186,7 +189,7 @@ def log_final(
                     else {}
                 )
                 model = prepare_model(tracker, run_id, row, params)
-            batch(model.model_id if model is not None else None)
+            batch(model)
             if model is not None and not _save_model(tracker, model, run_id, src, step):
                 model = None
             _upload_files(tracker, run_id, row, src, skip_model=model is not None)
@@ -200,13 +203,17 @@ def log_final(
 
 def _save_model(tracker: Tracker, model: Any, run_id: str, src: Path, step: int) -> bool:
     """The ONNX flavour of the trial's model; False (and a warning) when it cannot be written,
-    in which case ``model.onnx`` is logged as a plain file instead."""
+    in which case the model is FAILED and ``model.onnx`` is logged as a plain file instead.
+
+    A store failure is raised, not a FAILED model: the record is logged again later (the sync),
+    and that attempt completes the model the cut-off one left PENDING (READY, one model).
+    """
     if is_ready(model):
         return True
     try:
         save_model(tracker, model, run_id, src / "model.onnx", step)
         return True
-    except Exception as exc:  # an export problem must not cost the trial's record
+    except ExportError as exc:  # an export problem must not cost the trial's record
         log.warning(
             "could not log the model of trial %s as an MLflow ONNX model (%s); its model.onnx is "
             "logged as a file instead",

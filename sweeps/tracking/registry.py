@@ -98,7 +98,8 @@ def register_front(
     ``front``: the front rows of the report (``ReportResult.front`` or ``FrontAnalysis.front``:
     ``trial_id``, ``genotype_id``, ``baseline``, ``is_knee`` and the objective columns);
     ``objectives``: the (column, maximize) pairs it was ranked by (``ReportResult.objectives``).
-    A front point whose trial has no logged model (no ONNX export) is left out, with a warning.
+    A front point whose trial has no READY logged model (no ONNX export, or one that could not
+    be written: FAILED) is left out, with a warning.
     Returns {} when MLflow cannot be used (the results stay in results.parquet).
     """
     from mlflow.exceptions import MlflowException
@@ -161,12 +162,13 @@ def _new_version(
     tracker: Tracker, name: str, row: dict[str, Any], objectives: Sequence[tuple[str, bool]]
 ) -> Any | None:
     """A new version of ``name`` for the front row's logged model, tagged with the sweep, the
-    trial and its objective values; None (and a warning) when the trial has no logged model."""
+    trial and its objective values; None (and a warning) when the trial has no logged model
+    whose files are in (READY: a FAILED one is an export that could not be written)."""
     trial_id = str(row["trial_id"])
-    model_id = model_of(tracker, trial_id)
+    model_id = model_of(tracker, trial_id, ready=True)
     if model_id is None:
         log.warning(
-            "front trial %s has no logged model (no ONNX export?): not registered", trial_id
+            "front trial %s has no ready logged model (no ONNX export?): not registered", trial_id
         )
         return None
     tags = {

@@ -248,3 +248,83 @@ def test_the_printed_links_open_saved_views(logged: dict) -> None:
     assert lines[0].startswith(f"view the runs: mlflow ui --backend-store-uri {logged['uri']}")
     assert f"viewStateShareKey={view_key('sw', 'trials')}&compareRunsMode=TABLE" in lines[1]
     assert f"viewStateShareKey={view_key('sw', 'front')}&compareRunsMode=CHART" in lines[2]
+
+
+def cut_off_once(client: object, method: str) -> list[str]:
+    """Make ``client.<method>`` do its work, then raise once (a store time limit that ran out
+    after the store committed); returns the calls made."""
+    real = getattr(client, method)
+    calls: list[str] = []
+
+    def cut_off(*args: object, **kwargs: object) -> object:
+        calls.append(method)
+        out = real(*args, **kwargs)
+        if len(calls) == 1:
+            raise TimeoutError(f"{method}: the store's time limit ran out")
+        return out
+
+    setattr(client, method, cut_off)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["log_model_artifacts", "finalize_logged_model"])
+def test_a_model_cut_off_by_the_store_is_completed_by_the_retry(
+    tmp_path: Path, method: str
+) -> None:
+    """The store fails partway through saving a trial's model (the files or the READY mark
+    landed, the call raised): the record is not in, the model stays PENDING (not FAILED), and
+    the retry of the record (the end-of-sweep sync, a new tracker) completes that same model:
+    one READY model, linked to its run once, its metrics logged once."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", "sw", tmp_path / "mlartifacts")
+    tracker.start(params={}, tags={}, artifacts=[])
+    r = row("t1", "complete", 0.5, 100.0)
+    checkpoint = final_files(tmp_path / "t1")
+    calls = cut_off_once(tracker.client, method)
+    assert not log_final(tracker, r, None, checkpoint)
+    assert calls == [method]
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    (model,) = client.search_logged_models([exp.experiment_id])
+    assert model.status.name == ("PENDING" if method == "log_model_artifacts" else "READY")
+
+    again = Tracker(uri, "exp", "sw", tmp_path / "mlartifacts")
+    again.start(params={}, tags={}, artifacts=[], resume=True)
+    assert log_final(again, r, None, checkpoint)
+    (model,) = client.search_logged_models([exp.experiment_id])
+    assert model.status.name == "READY" and model.tags["ssr.trial_id"] == "t1"
+    files = {a.path for a in client.list_logged_model_artifacts(model.model_id)}
+    assert {"MLmodel", "model.onnx", "input_example.json"} <= files
+    run = runs(uri)["t1"]
+    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
+    assert "model.onnx" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    history = client.get_metric_history(run.info.run_id, "derived_miou")
+    assert [(m.step, m.value) for m in history] == [(4, 0.5)]
+    assert run.info.status == "FINISHED"
+
+
+def test_a_model_that_cannot_be_exported_is_failed_and_not_registered(tmp_path: Path) -> None:
+    """An ONNX file the flavour cannot be written from: the record is in with ``model.onnx`` as
+    a plain file, the model is FAILED, and the front leaves the trial out of the registry."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", "sw", tmp_path / "mlartifacts")
+    tracker.start(params={}, tags={}, artifacts=[])
+    r = row("t1", "complete", 0.5, 100.0)
+    checkpoint = final_files(tmp_path / "t1")
+    (tmp_path / "t1" / "model.onnx").write_bytes(b"not an onnx model")
+    assert log_final(tracker, r, None, checkpoint)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("exp")
+    (model,) = client.search_logged_models([exp.experiment_id])
+    assert model.status.name == "FAILED"
+    run = runs(uri)["t1"]
+    assert "model.onnx" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    front = pd.DataFrame([{"trial_id": "t1", "genotype_id": "a", "baseline": "ssr",
+                           "derived_miou": 0.5, "fps_exclusive": 100.0, "is_knee": True}])  # fmt: skip
+    objectives = [("derived_miou", True), ("fps_exclusive", True)]
+    assert register_front(tracker, front, objectives) == {}
+    assert client.search_model_versions("name = 'exp-front'") == []
