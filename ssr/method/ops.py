@@ -68,11 +68,16 @@ class Downsampler(nn.Module):
         architecture weights, this block equals the derived reduction exactly
         (docs/method.md §12.8).
         """
-        y = torch.cat([self.conv(x), F.max_pool2d(x, 2, 2, ceil_mode=True)], 1)
+        # NOTE: under autocast the convolution's output is bf16/fp16, and the pooled half and the
+        # mask product follow it, so the stream after the block stays in that type: else both
+        # would promote it to fp32 and every later convolution cast its input (BENCHMARKS.md)
+        c = self.conv(x)
+        y = torch.cat([c, F.max_pool2d(x, 2, 2, ceil_mode=True).to(c.dtype)], 1)
         y = F.relu(self.bn(y))
         if pool_scale is not None:
             ones = pool_scale.new_ones(self.c_conv)
-            y = y * torch.cat([ones, pool_scale]).view(1, -1, 1, 1)
+            mask = torch.cat([ones, pool_scale]).view(1, -1, 1, 1)
+            y = (y * mask).to(y.dtype)  # the mask's gradient in fp32, the stream in y's type
         return y
 
 
