@@ -364,7 +364,7 @@ class Supernet(nn.Module):
         reduced resolution and upsampled once (bilinear upsampling is linear), so a layer
         pools and upsamples once per factor instead of once per op.
         """
-        acc = totals[li].view(1, -1, 1, 1) * y
+        acc = (totals[li].view(1, -1, 1, 1) * y).to(y.dtype)  # autocast: y's type (ops.py)
         pooled: dict[int, Tensor] = {}
         low: dict[int, Tensor] = {}
         for o, cm, co in ops:
