@@ -33,7 +33,7 @@ and the median epoch: time saved per epoch x epochs against the compile time is 
 Variants: ``eager``, ``compiled``, ``eager_cl`` and ``compiled_cl`` (channels-last).
 ``--precision bf16`` runs every scenario under bf16 autocast (ssr/train/precision.py;
 channels-last variants only where this CPU's bf16 channels-last kernels are sound,
-ssr/train/kernels.py).
+ssr/config/kernels.py).
 ``--profile`` adds ``torch.profiler``'s self CPU time by operator group per variant
 (:func:`benchmarks.search_step.profile_summary`).
 """

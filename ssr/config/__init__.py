@@ -307,7 +307,7 @@ class SearchConfig:
     left None it is decided when the config is built (:func:`channels_last_default`; a config
     made from it by ``dataclasses.replace`` keeps the decision): on for a CPU search in fp32,
     where it measured 1.2x faster (BENCHMARKS.md, compiled steps), and in bf16 on a CPU whose
-    bf16 channels-last kernels are sound (AMX; refused where they are not, ssr/train/kernels.py),
+    bf16 channels-last kernels are sound (AMX; refused where they are not, ssr/config/kernels.py),
     off otherwise.
 
     ``compile``: run the weight and architecture steps' forward and backward passes through

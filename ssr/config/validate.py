@@ -189,11 +189,11 @@ def validate_optim(opt: OptimConfig, prefix: str = "") -> None:
 def channels_last_allowed(device: str, precision: str) -> bool:
     """Whether a training (search or retraining) may run channels-last at ``precision`` on
     ``device``: everywhere but bf16 on a CPU whose bf16 channels-last kernels give wrong weight
-    gradients (no AMX: probed once per process, :mod:`ssr.train.kernels`; the search diverges
+    gradients (no AMX: probed once per process, :mod:`ssr.config.kernels`; the search diverges
     there, BENCHMARKS.md)."""
     if precision != "bf16" or str(device).startswith("cuda"):
         return True
-    from ssr.train.kernels import bf16_channels_last_sound  # torch: only for bf16 on a CPU
+    from ssr.config.kernels import bf16_channels_last_sound  # torch: only for bf16 on a CPU
 
     return bf16_channels_last_sound()
 
@@ -202,7 +202,7 @@ def _precision_layout(precision: str, channels_last: bool, device: str, prefix: 
     _check(
         not channels_last or channels_last_allowed(device, precision),
         f"{prefix}precision bf16 with {prefix}channels_last: this CPU's bf16 channels-last "
-        "convolutions give wrong weight gradients (no AMX; ssr/train/kernels.py), so training "
+        "convolutions give wrong weight gradients (no AMX; ssr/config/kernels.py), so training "
         f"diverges; set {prefix}channels_last: false (bf16 in NCHW) or precision fp32",
     )
 

@@ -183,9 +183,9 @@ def test_the_split_modules_are_one_api() -> None:
 
 @pytest.fixture(params=[True, False], ids=["sound", "unsound"])
 def bf16_cl_sound(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """This CPU's bf16 channels-last kernels, as the probe of ssr/train/kernels.py would find them
+    """This CPU's bf16 channels-last kernels, as the probe of ssr/config/kernels.py would find them
     (sound: AMX; unsound: the AVX-512 path whose weight gradients are wrong)."""
-    from ssr.train import kernels
+    from ssr.config import kernels
 
     monkeypatch.setattr(kernels, "bf16_channels_last_sound", lambda: request.param)
     return request.param
@@ -240,7 +240,7 @@ def test_a_config_that_exists_is_valid() -> None:
         load_config(PipelineConfig, None, ["retrain.eval_every=0"])  # even at 0 epochs
     # the retraining that runs is checked with what it inherits: bf16 from the search plus
     # channels_last of its own diverges on a CPU whose bf16 channels-last kernels are wrong
-    from ssr.train import kernels
+    from ssr.config import kernels
 
     search = SearchConfig(precision="bf16", channels_last=False)
     retrain = RetrainConfig(epochs=1, channels_last=True)

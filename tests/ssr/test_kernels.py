@@ -1,4 +1,4 @@
-"""The probe of known-bad CPU kernels (ssr/train/kernels.py) finds the bad one where it runs."""
+"""The probe of known-bad CPU kernels (ssr/config/kernels.py) finds the bad one where it runs."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _probe(isa: str | None) -> bool:
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
     if isa:
         env["ONEDNN_MAX_CPU_ISA"] = isa
-    code = "from ssr.train.kernels import bf16_channels_last_sound as f; print(f())"
+    code = "from ssr.config.kernels import bf16_channels_last_sound as f; print(f())"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
@@ -52,7 +52,7 @@ def test_the_probe_agrees_with_a_direct_check() -> None:
     import torch
     import torch.nn.functional as F
 
-    from ssr.train.kernels import bf16_channels_last_sound
+    from ssr.config.kernels import bf16_channels_last_sound
 
     worst = 0.0
     for c in (60, 100, 120, 124):

@@ -17,13 +17,13 @@ import torch
 
 from ssr.config import ConfigError, DataConfig, PipelineConfig, RetrainConfig
 from ssr.config.errors import DivergenceError
+from ssr.config.kernels import bf16_channels_last_sound
 from ssr.method.genotype import Genotype
 from ssr.method.search import run_search
 from ssr.run.pipeline import retrain_config, run_pipeline
 from ssr.run.retrain import run_retrain
 from ssr.train import loop
 from ssr.train.finite import StepChecks
-from ssr.train.kernels import bf16_channels_last_sound
 from ssr.train.loop import evaluate, run_epoch
 from ssr.train.precision import Stepper, autocast, cuda_habits, dtype_of
 from tests.ssr.test_search import tiny_cfg

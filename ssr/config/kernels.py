@@ -13,9 +13,10 @@ AMX kernels, which are right, and 4x faster than fp32 in channels-last (BENCHMAR
 "bf16 channels-last on an AMX CPU").
 
 :func:`bf16_channels_last_sound` runs that convolution once per process against its fp32
-reference; the config layer (:func:`ssr.config.validate.channels_last_allowed`) refuses
-bf16 with channels-last on a CPU where it is not sound and takes channels-last by default where
-it is.
+reference; :func:`ssr.config.validate.channels_last_allowed` refuses bf16 with channels-last on a
+CPU where it is not sound and takes channels-last by default where it is. It lives in the config
+layer because a config's validity depends on it; the config imports it (and torch) only for a
+bf16 config on a CPU.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def probe_error() -> float:
     gradient against fp32 over ``_TRIES`` runs: ~0.003 (bf16 rounding) where the kernel is
     right, 4-10 where it is wrong (``nan`` if it is not finite).
 
-        python -c "from ssr.train.kernels import probe_error; print(probe_error())"
+        python -c "from ssr.config.kernels import probe_error; print(probe_error())"
         ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python -c "..."   # an AMX CPU on its AVX-512 path
     """
     g = torch.Generator().manual_seed(0)
