@@ -63,7 +63,9 @@ def test_per_epoch_metrics_are_logged_once(resumed: dict) -> None:
     _, kids = children(uri, "ssr-smoke")
     for k in kids:
         search = [m.step for m in client.get_metric_history(k.info.run_id, "search/val_miou")]
-        assert search == [1, 2], (k.info.run_name, search)  # no step logged twice
+        # every step, none twice; in the order logged: a step that the killed driver's writer
+        # lost is filled in by the resumed sweep's sync after the later ones (tracking/sync.py)
+        assert sorted(search) == [1, 2], (k.info.run_name, search)
         if k.data.tags["ssr.status"] == "complete":  # 1 retrain epoch, after the 2 of search
             retrain = client.get_metric_history(k.info.run_id, "retrain/val_miou")
             assert [m.step for m in retrain] == [3]
