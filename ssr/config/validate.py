@@ -330,7 +330,7 @@ def channels_last_default(device: str, precision: str) -> bool:
     """The memory format a search (or a retraining) takes when it leaves ``channels_last``
     None: channels-last on a CPU in fp32, measured faster there for the search's steps (1.2x
     at the paper's and the default sweep's sizes, BENCHMARKS.md), and in bf16 where its kernels
-    are sound (AMX: 1.5x the bf16 NCHW step, :func:`channels_last_allowed`); NCHW elsewhere
+    are sound (AMX, BENCHMARKS.md; :func:`channels_last_allowed`); NCHW elsewhere
     (unmeasured on GPUs)."""
     if str(device).startswith("cuda") or precision == "fp16":
         return False

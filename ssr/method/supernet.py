@@ -59,13 +59,8 @@ def _add_prefix_(acc: Tensor, v: Tensor) -> None:
 
 def _sum_prefix(a: Tensor, b: Tensor) -> Tensor:
     """``a + b`` of two op outputs of different widths, the narrower zero-padded."""
-    if a.shape[1] == b.shape[1]:
-        return a + b
-    return (
-        a + pad_channels(b, a.shape[1])
-        if a.shape[1] > b.shape[1]
-        else pad_channels(a, b.shape[1]) + b
-    )
+    c = max(a.shape[1], b.shape[1])
+    return pad_channels(a, c) + pad_channels(b, c)
 
 
 @dataclass(frozen=True)
