@@ -105,8 +105,8 @@ class _ChannelPrefix(torch.autograd.Function):
 
     Autograd's own gradient of a slice (``slice_backward``) allocates NCHW zeros whatever the
     layout of ``x``, so in a channels-last network every gradient after a channel slice is NCHW
-    and the ops it meets (ReLU's backward above all) run on mixed layouts, 10-14x slower
-    (BENCHMARKS.md, "Layouts in the backward pass"). Here the gradient is ``g`` zero-padded by
+    and the ops it meets (ReLU's and BatchNorm's backward) run on PyTorch's slow mixed-layout
+    path (BENCHMARKS.md, "Layouts in the backward pass"). Here the gradient is ``g`` zero-padded by
     ``F.pad``, which keeps ``g``'s layout; the values are the same.
     """
 
@@ -136,12 +136,8 @@ def residual_add(v: Tensor, x: Tensor) -> Tensor:
 
     The identity is truncated or zero-padded to the width of ``v``.
     """
-    ci, co = x.shape[1], v.shape[1]
-    if ci == co:
-        return v + x
-    if ci > co:
-        return v + channel_prefix(x, co)
-    return v + pad_channels(x, co)
+    co = v.shape[1]
+    return v + pad_channels(channel_prefix(x, co), co)
 
 
 class FactorizedOp(nn.Module):
