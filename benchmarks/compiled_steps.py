@@ -30,7 +30,9 @@ and the median epoch: time saved per epoch x epochs against the compile time is 
     python benchmarks/compiled_steps.py --scenarios sweep_search,sweep_retrain --threads 1
     python benchmarks/compiled_steps.py --scenarios start --variants eager,eager_cl --profile
 
-Variants: ``eager``, ``compiled``, ``eager_cl`` and ``compiled_cl`` (channels-last).
+Variants: ``eager``, ``compiled``, ``eager_cl`` and ``compiled_cl`` (channels-last), and each
+with ``_loop_adam`` (PyTorch's per-parameter Adam loop instead of the fused Adam a CPU run takes):
+``--variants eager_cl,eager_cl_loop_adam`` times what fusing the optimiser saves per step.
 ``--precision bf16`` runs every scenario under bf16 autocast (ssr/train/precision.py;
 channels-last variants only where this CPU's bf16 channels-last kernels are sound,
 ssr/config/kernels.py).
@@ -61,6 +63,9 @@ VARIANTS = {  # name: (compile, channels_last)
     "eager_cl": (False, True),
     "compiled_cl": (True, True),
 }
+#: ``<variant>_loop_adam``: the same with PyTorch's per-parameter Adam loop (``foreach=False``)
+#: in place of the fused Adam a CPU run takes (ssr/train/optim.py), to time what fusing saves.
+LOOP_ADAM = "_loop_adam"
 SEARCH_CONFIG = REPO / "ssr" / "configs" / "search_cityscapes.yaml"
 SWEEP = REPO / "sweeps" / "configs" / "default.yaml"
 #: The middle of the default sweep's space (its ``space:`` block), for a representative search.
@@ -94,7 +99,7 @@ def build_step(
     from ssr.method.genotype import Genotype
     from ssr.train.precision import memory_format
 
-    compile_, cl = VARIANTS[variant]
+    compile_, cl = VARIANTS[variant.removesuffix(LOOP_ADAM)]
     sets = ["device=cpu", f"compile={str(compile_).lower()}", f"channels_last={str(cl).lower()}"]
     sets.append(f"precision={precision}")
     g = torch.Generator().manual_seed(0)
@@ -110,6 +115,8 @@ def build_step(
         step = TrainStep(model, load_config(RetrainConfig, None, sets), torch.device("cpu"))
         step.weights = weights
         step.checks.start(1)
+        if variant.endswith(LOOP_ADAM):
+            step.stepper.optimizer = step.optimizer = _loop_adam(step.optimizer)
         return step, lambda: step((x, y))
     from ssr.method.derive import restrict_to
     from ssr.method.search_step import SearchStep
@@ -122,8 +129,20 @@ def build_step(
     net = net.to(memory_format=memory_format(cl))
     step = SearchStep(net, cfg, weights, torch.device("cpu"))
     step.start_epoch(0)
+    if variant.endswith(LOOP_ADAM):
+        for stepper in (step.w, step.a):
+            stepper.optimizer = _loop_adam(stepper.optimizer)
     arch = name == "start"
     return step, lambda: step(((x, y), (x, y)), arch)
+
+
+def _loop_adam(opt: Any) -> Any:
+    """``opt``'s parameters and settings in PyTorch's per-parameter Adam loop."""
+    import torch
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    keep = ("lr", "betas", "eps", "weight_decay")
+    return torch.optim.Adam(params, foreach=False, **{k: opt.defaults[k] for k in keep})
 
 
 def _stats(values: list[float], per_pass: int) -> dict[str, Any]:

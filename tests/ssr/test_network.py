@@ -11,7 +11,7 @@ from ssr.method.complexity import count_macs
 from ssr.method.derive import genotype_from_supernet
 from ssr.method.genotype import Genotype, LayerGene, ReductionGene
 from ssr.method.network import DerivedNet
-from ssr.method.ops import adaptive_avg_pool, residual_add
+from ssr.method.ops import adaptive_avg_pool, max_pool, residual_add
 from ssr.method.supernet import DIMENSIONS, Supernet
 
 
@@ -81,6 +81,31 @@ def test_matmul_pooling_equals_adaptive_avg_pool(bins: int) -> None:
     x = torch.randn(2, 5, 64, 128)
     ref = torch.nn.functional.adaptive_avg_pool2d(x, bins)
     torch.testing.assert_close(adaptive_avg_pool(x, bins), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_max_pool_without_gradient_is_pytorch_max_pool(k: int, dtype, layout: str) -> None:
+    """The strided-maximum pool (no gradient) gives F.max_pool2d's values, shape and layout at
+    even and odd sides (a CamVid 360x480 input reaches 45 rows at 1/8), NaN included."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, 3, 64, 96), (1, 13, 45, 61), (2, 16, 7, 3), (1, 4, 1, 1)]:
+        x = torch.randn(*shape, generator=g).to(dtype)
+        x[0, 0, 0, 0] = float("nan")
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        ref = torch.nn.functional.max_pool2d(x, k, k, ceil_mode=True)
+        out = max_pool(x, k)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+        assert out.stride() == ref.stride() or min(ref.shape[-2:]) == 1
+
+
+def test_max_pool_with_gradient_is_pytorch_max_pool() -> None:
+    """Where a gradient flows, a tie sends it to one element, as F.max_pool2d does."""
+    x = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    max_pool(x, 2).sum().backward()
+    assert x.grad.sum() == 1 and x.grad.max() == 1
 
 
 def _sample_subnetwork(net: Supernet, probs: dict[str, torch.Tensor], g: torch.Generator) -> None:

@@ -137,6 +137,26 @@ def test_poly_lr_and_adam() -> None:
         make_adam([torch.nn.Parameter(torch.zeros(1))], OptimConfig(betas=(0.9,)))
 
 
+def test_adam_on_cpu_is_fused_and_steps_as_the_loop_does() -> None:
+    """The fused Adam a CPU run gets takes the same steps as PyTorch's per-parameter loop (the
+    recipe of docs/method.md §6, L2 weight decay included), to rounding, over five steps."""
+    torch.manual_seed(0)
+    shapes = [(16, 8, 3, 1), (16,), (5, 16)]
+    fused = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    loop = [torch.nn.Parameter(p.detach().clone()) for p in fused]
+    opt = make_adam(fused, OptimConfig(lr=1e-2, weight_decay=1e-3))
+    ref = torch.optim.Adam(loop, lr=1e-2, weight_decay=1e-3, foreach=False)
+    assert opt.defaults["fused"] and not ref.defaults["fused"]
+    for _ in range(5):
+        grads = [torch.randn(s) for s in shapes]
+        for params, o in ((fused, opt), (loop, ref)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            o.step()
+    for p, q in zip(fused, loop):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="not valid"):
