@@ -15,36 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssr.method.batch_norm import batch_norm
+
 BN_EPS = 1e-3  # ERFNet's BatchNorm epsilon (docs/method.md §2.1)
-
-
-def batch_norm(
-    bn: nn.BatchNorm2d, x: Tensor, scale: Tensor | None = None, width: int | None = None
-) -> Tensor:
-    """``scale * BN(x)`` with the scale folded into the affine parameters.
-
-    ``scale`` is a per-channel vector (C,); ``width`` uses only the first ``width`` channels of
-    the layer (its statistics are updated in place through the slice). Same running-statistics
-    update as ``bn(x)``.
-    """
-    if scale is None and width is None:
-        return bn(x)
-    c = bn.num_features if width is None else width
-    w, b = bn.weight[:c], bn.bias[:c]
-    if scale is not None:
-        w, b = w * scale, b * scale
-    if bn.training and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-    return F.batch_norm(
-        x,
-        bn.running_mean[:c],
-        bn.running_var[:c],
-        w,
-        b,
-        bn.training,
-        bn.momentum if bn.momentum is not None else 0.0,
-        bn.eps,
-    )
 
 
 class Downsampler(nn.Module):
@@ -220,11 +193,11 @@ def max_pool(x: Tensor, k: int) -> Tensor:
     and a compile take ``F.max_pool2d``.
     """
     if (
-        (x.requires_grad and torch.is_grad_enabled())
+        torch.compiler.is_compiling()
+        or (x.requires_grad and torch.is_grad_enabled())
         or x.device.type != "cpu"
         or k & (k - 1)
         or (x.shape[1] >= 32 and x.is_contiguous(memory_format=torch.channels_last))
-        or torch.compiler.is_compiling()
         or torch.onnx.is_in_onnx_export()
         or torch.jit.is_tracing()
     ):
