@@ -9,12 +9,13 @@ a multiple of 16, is :class:`_RowBatchNorm`'s. PyTorch's channels-last BatchNorm
 accumulates each thread's per-channel sums in one ``(threads, C)`` fp32 buffer, pixel after
 pixel; when ``4 C`` bytes is not a multiple of the 64-byte cache line, neighbouring threads write
 the same line at every pixel, and at two threads the backward runs no faster than at one, or
-slower (``benchmarks/batch_norm.py``). The paper's space has many such widths (44, 52, 60, 100,
-108, 116, 120, 124). :class:`_RowBatchNorm` calls the same kernel on a view where the lines are
-not shared: the ``(N, H, W, C)`` memory as ``(N H W / k, k C)`` rows, ``k`` the smallest power of
-two that makes ``k C`` a multiple of 16, whose per-column sums, added over the ``k`` groups, are
-the per-channel sums; the input gradient is then one affine pass and one ``addcmul``. Values are
-``F.batch_norm``'s to rounding (a test checks values, gradients, statistics and layout).
+slower (``benchmarks/cpu_kernels.py --only batch_norm``). The paper's space has many such
+widths (44, 52, 60, 100, 108, 116, 120, 124). :class:`_RowBatchNorm` calls the same kernel on a view
+where the lines are not shared: the ``(N, H, W, C)`` memory as ``(N H W / k, k C)`` rows, ``k`` the
+smallest power of two that makes ``k C`` a multiple of 16, whose per-column sums, added over the
+``k`` groups, are the per-channel sums; the input gradient is then one affine pass and one
+``addcmul``. Values are ``F.batch_norm``'s to rounding (a test checks values, gradients, statistics
+and layout).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 
 CACHE_LINE_FLOATS = 16  # 64-byte cache line / 4-byte fp32 accumulator
 #: Below this many pixels (N H W) the row path's extra small operations cost more than the
-#: shared lines (benchmarks/batch_norm.py: slower at 2x32x64, faster from 2x64x128 at two threads).
+#: shared lines (benchmarks/cpu_kernels.py --only batch_norm: at two threads slower at 2x32x64,
+#: faster at 2x64x128).
 MIN_ROWS = 16384
 
 

@@ -188,9 +188,9 @@ def max_pool(x: Tensor, k: int) -> Tensor:
     Where no gradient flows through it (the input image in training, every pool in evaluation)
     on a CPU, a power-of-two ``k`` runs as 2x2 steps, each the maximum of four strided views
     (a last odd row or column repeated): the same values, 4-7x faster than PyTorch's kernel in
-    NCHW or at 3 channels (``benchmarks/pooling.py``). Channels-last at 32 channels or more,
-    where PyTorch's kernel is as fast, a gradient (it goes to one element of a tie), an export
-    and a compile take ``F.max_pool2d``.
+    NCHW or at 3 channels (``benchmarks/cpu_kernels.py --only pool``). Channels-last at 32
+    channels or more, where PyTorch's kernel is as fast, a gradient (it goes to one element of
+    a tie), an export and a compile take ``F.max_pool2d``.
     """
     if (
         torch.compiler.is_compiling()
