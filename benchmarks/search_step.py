@@ -15,8 +15,10 @@ Scenarios (each in its own process, so peak memory is its own):
 
 - ``start``: the whole space (depth 3-5 / 6-9, 10 ops, 9 x 9 widths), batch 2x3x256x512;
 - ``shrunk``: the supernet restricted to the paper genotype (every layer decided, run at its
-  own widths); the architecture step still runs, as in the epoch the net becomes discrete. Its
-  weight part is the weight step a discrete search runs alone (``skip_arch_when_discrete``);
+  own widths); the architecture step still runs, as in the epoch the net becomes discrete (its
+  cross-entropy no longer depends on alpha, so it back-propagates into the SSR and FLOPs terms
+  only). Its weight part is the weight step a discrete search runs alone
+  (``skip_arch_when_discrete``);
 - ``derived_max``: one retraining step of the largest derived network (aggregation head);
 - ``derived_paper``: one retraining step of the paper network.
 

@@ -39,14 +39,21 @@ class Downsampler(nn.Module):
 
         NOTE: the supernet masks the pooled channels of a narrowed stage so that, with one-hot
         architecture weights, this block equals the derived reduction exactly
-        (docs/method.md §12.8).
+        (docs/method.md §12.8). Where that stage's width is decided, the supernet passes ``x``
+        at it (fewer channels than ``c_in``, no mask), and the block is that derived reduction,
+        computed as a slice: the conv's first input channels, BatchNorm's first channels.
         """
         # NOTE: under autocast the convolution's output is bf16/fp16, and the pooled half and the
         # mask product follow it, so the stream after the block stays in that type: else both
         # would promote it to fp32 and every later convolution cast its input (BENCHMARKS.md)
-        c = self.conv(x)
+        c_in = x.shape[1]
+        if c_in < self.c_in:
+            w, b = self.conv.weight[:, :c_in], self.conv.bias
+            c = F.conv2d(x, w, b, self.conv.stride, self.conv.padding)
+        else:
+            c = self.conv(x)
         y = torch.cat([c, max_pool(x, 2).to(c.dtype)], 1)
-        y = F.relu(self.bn(y))
+        y = F.relu(batch_norm(self.bn, y, width=y.shape[1] if c_in < self.c_in else None))
         if pool_scale is not None:
             ones = pool_scale.new_ones(self.c_conv)
             mask = torch.cat([ones, pool_scale]).view(1, -1, 1, 1)

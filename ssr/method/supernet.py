@@ -321,7 +321,8 @@ class Supernet(nn.Module):
         y = self.stem(x)
         stage_mask: Tensor | None = None
         for s, width in enumerate(self.widths):
-            y = self.reductions[s](pad_channels(y, self.reductions[s].c_in), pool_scale=stage_mask)
+            # a stage that ends in one decided layer hands over its own width, unmasked
+            y = self.reductions[s](y, pool_scale=stage_mask)
             depths = plan.depths[s]
             layer_ids = self.stage_layers(s)
             out: Tensor | None = None
@@ -338,7 +339,7 @@ class Supernet(nn.Module):
                         self._mixed(li, plan.mixed[li], y, mids, scales, totals), inplace=True
                     )
                 if len(depths) == 1:
-                    out, stage_mask = y, totals[li]
+                    out, stage_mask = y, (totals[li] if narrow is None else None)
                 elif i + 1 in depths:
                     w = p_depth[s, i]
                     y = pad_channels(y, width)

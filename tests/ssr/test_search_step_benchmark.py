@@ -30,9 +30,10 @@ def test_shrunk_iteration_is_split_and_counted() -> None:
     assert r["arch_part"]["median_s"] > 0
     fwd = r["flops_by_op"]["aten.convolution"]
     bwd = r["flops_by_op"]["aten.convolution_backward"]
-    # weight step: input + weight gradients (2x its forward); architecture step: input
-    # gradients only (1x), the stem's input gradient is never needed: bwd/fwd just under 1.5
-    assert 1.3 < bwd / fwd <= 1.5
+    # weight step: input + weight gradients (2x its forward), the stem's input gradient never
+    # needed; architecture step: none, since with every layer decided no mask carries alpha
+    # into the logits (ssr/method/supernet.py): over both forwards, bwd/fwd just under 1
+    assert 0.9 < bwd / fwd <= 1.0
     assert r["conv_gmacs"] == pytest.approx((fwd + bwd) / 2e9, abs=0.01)
     assert r["gmacs_per_s"] > 0
 
