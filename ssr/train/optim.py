@@ -37,10 +37,10 @@ def make_adam(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Adam:
     """Adam with the settings of ``cfg`` (docs/method.md §6: lr, betas, eps, L2 weight decay).
 
     Parameters all on CUDA or all on the CPU get the fused implementation: one kernel per step
-    instead of about ten small operations per parameter (on a CPU, the search's discrete weight
-    step spends 1.6 ms in it against 5.5 ms, BENCHMARKS.md), and with an fp16 gradient scaler the
-    skip of an overflowing step happens on the device, without reading the scaler's flag on the
-    host (ssr/train/precision.py).
+    instead of about ten small operations per parameter (on a 2-thread CPU, 1-3 % of a search or
+    retraining step: ``benchmarks/compiled_steps.py``'s ``_loop_adam`` variants, BENCHMARKS.md),
+    and with an fp16 gradient scaler the skip of an overflowing step happens on the device,
+    without reading the scaler's flag on the host (ssr/train/precision.py).
     """
     if len(cfg.betas) != 2:
         raise ConfigError(f"optim.betas must have two values, got {list(cfg.betas)}")
