@@ -43,8 +43,13 @@ def test_one_hot_supernet_equals_derived_network(tiny_space: SpaceConfig, seed: 
     net.eval()
     derived.eval()
     x = torch.randn(2, 3, 64, 96)
+    seen: list[int] = []
+    hook = net.reductions[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
     with torch.no_grad():
         torch.testing.assert_close(net(x), derived(x), atol=1e-5, rtol=1e-5)
+    hook.remove()
+    # the decided first stage hands its own width to the reduction, not a masked padding
+    assert seen == [derived.genotype.reductions[1].c_in]
 
 
 def test_genotype_widths_follow_the_alive_masks(tiny_space: SpaceConfig) -> None:
