@@ -3,19 +3,19 @@
 :func:`batch_norm` is ``scale * BN(x)`` with the supernet's per-channel scale folded into the
 affine parameters (so masking costs no extra tensor) and an optional channel prefix.
 
-Its backward on a multi-threaded CPU, for a large channels-last input whose channel count is not
-a multiple of 16, is :class:`_RowBatchNorm`'s. PyTorch's channels-last BatchNorm backward
+Its backward on a multi-threaded CPU, for a large channels-last input whose channel count is not a
+multiple of 16, is :class:`_RowBatchNorm`'s. PyTorch's channels-last BatchNorm backward
 (``batch_norm_cpu_backward_channels_last_internal``, ATen/native/cpu/batch_norm_kernel.cpp)
-accumulates each thread's per-channel sums in one ``(threads, C)`` fp32 buffer, pixel after
-pixel; when ``4 C`` bytes is not a multiple of the 64-byte cache line, neighbouring threads write
-the same line at every pixel, and at two threads the backward runs no faster than at one, or
-slower (``benchmarks/cpu_kernels.py --only batch_norm``). The paper's space has many such
-widths (44, 52, 60, 100, 108, 116, 120, 124). :class:`_RowBatchNorm` calls the same kernel on a view
-where the lines are not shared: the ``(N, H, W, C)`` memory as ``(N H W / k, k C)`` rows, ``k`` the
-smallest power of two that makes ``k C`` a multiple of 16, whose per-column sums, added over the
-``k`` groups, are the per-channel sums; the input gradient is then one affine pass and one
-``addcmul``. Values are ``F.batch_norm``'s to rounding (a test checks values, gradients, statistics
-and layout).
+accumulates each thread's per-channel sums in one ``(threads, C)`` fp32 buffer, pixel after pixel;
+when ``4 C`` bytes is not a multiple of the 64-byte cache line, neighbouring threads write the same
+line at every pixel, and at two threads such a layer's forward and backward together run no faster
+than at one thread, or slower (``benchmarks/cpu_kernels.py --only batch_norm``). The paper's space
+has many such widths (44, 52, 60, 100, 108, 116, 120, 124). :class:`_RowBatchNorm` calls the same
+kernel on a view where the lines are not shared: the ``(N, H, W, C)`` memory as ``(N H W / k, k C)``
+rows, ``k`` the smallest power of two that makes ``k C`` a multiple of 16, whose per-column sums,
+added over the ``k`` groups, are the per-channel sums; the input gradient is then one affine pass
+and one ``addcmul``. Values are ``F.batch_norm``'s to rounding (a test checks values, gradients,
+statistics and layout).
 """
 
 from __future__ import annotations
